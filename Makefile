@@ -1,0 +1,20 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   install, fetch MovieLens-100K from the recbole wheel, build its semantic IDs
+#   make test   install, run the test suite
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+
+.PHONY: install demo test bench-quality
+
+install:
+	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q -e ".[test]"
+
+demo: install
+	$(PYTHON) pipelines/build.py --config pipelines/configs/movielens.toml
+
+test: install
+	$(PYTHON) -m pytest -q
+
+bench-quality: install
+	$(PYTHON) benchmarks/quality.py

@@ -1,0 +1,195 @@
+"""The estimator: ``SemanticIDs(config).fit(catalog).save(out)``; ``SemanticIDs.load(out)``.
+
+Follows the scikit-learn contract: ``__init__`` stores arguments only, ``fit``
+validates and learns, learned state ends in ``_``, and using it before ``fit``
+raises a clear error.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__
+from .catalog import Catalog, load_catalog
+from .collisions import resolve
+from .config import BuildConfig
+from .embed import check_embeddings, embed_texts, load_embeddings
+from .export import read_export, write_export
+from .metrics import code_stats
+from .resources import StageTimer, rss_bytes
+from .rqvae import RQVAE
+from .train import encode_all, train_rqvae
+
+log = logging.getLogger(__name__)
+
+
+class NotFittedError(RuntimeError):
+    """The estimator was used before ``fit`` or ``load``."""
+
+
+class SemanticIDs:
+    """Catalog -> embeddings -> RQ-VAE -> unique hierarchical semantic IDs.
+
+    Parameters
+    ----------
+    config : BuildConfig, optional
+        Defaults reproduce the TIGER recipe (3 x 256 codes + a collision level).
+    show_progress : bool
+        Show tqdm progress bars for embedding and training.
+
+    Attributes (after ``fit`` or ``load``)
+    --------------------------------------
+    model_ : RQVAE
+    ids_ : (N,) item ids
+    codes_ : (N, L + 1) int64, resolved codes (the last level numbers collisions)
+    metrics_ : dict, quality, timings and memory
+    history_ : list of per-epoch training records
+    """
+
+    def __init__(self, config: BuildConfig | None = None, *, show_progress: bool = True):
+        self.config = config
+        self.show_progress = show_progress
+
+    # -- fitting ---------------------------------------------------------------
+    @property
+    def config_(self) -> BuildConfig:
+        return self.config or BuildConfig()
+
+    def fit(
+        self,
+        catalog: str | Path | pd.DataFrame | Catalog,
+        embeddings: str | Path | np.ndarray | None = None,
+    ) -> "SemanticIDs":
+        """Read the catalog, embed (or take ``embeddings``), train, assign, resolve.
+
+        Parameters
+        ----------
+        catalog : path (.parquet / .csv / .jsonl), DataFrame or Catalog
+        embeddings : optional path (.parquet keyed by id, .npy in catalog
+            order, .npz with ids) or array (N, D) in catalog order; skips the
+            embedding stage.
+        """
+        cfg = self.config_
+        timer = StageTimer()
+        wall = time.perf_counter()
+        with timer.stage("catalog"):
+            cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog, cfg.catalog)
+            if isinstance(embeddings, (str, Path)):
+                emb = load_embeddings(embeddings, cat.ids, cfg.catalog.id_column)
+            elif embeddings is not None:
+                emb = np.asarray(embeddings)
+                if emb.ndim != 2 or len(emb) != len(cat):
+                    raise ValueError(f"embeddings have shape {emb.shape}, expected (n_items={len(cat)}, dim)")
+                emb = check_embeddings(emb, cat.ids)
+            else:
+                emb = None
+        embed_stats: dict[str, Any] = {"source": "given" if emb is not None else cfg.embedding.model}
+        if emb is None:
+            with timer.stage("embed"):
+                emb, counts = embed_texts(cat.texts, cfg.embedding, show_progress=self.show_progress)
+            embed_stats.update(counts)
+        with timer.stage("train"):
+            result = train_rqvae(emb, cfg.model, cfg.train, seed=cfg.seed, show_progress=self.show_progress)
+        with timer.stage("assign"):
+            raw = encode_all(result.model, torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32))).numpy()
+        with timer.stage("resolve"):
+            res = resolve(raw, cat.ids, cfg.collision.strategy)
+        self.model_ = result.model
+        self.history_ = result.history
+        self.ids_ = cat.ids
+        self.raw_codes_ = raw
+        self.codes_ = res.codes
+        self.embedding_dim_ = int(emb.shape[1])
+        stats = code_stats(raw, cfg.model.codebook_sizes)
+        recon = _recon_error(self.model_, torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32)), raw)
+        self.metrics_ = {
+            "library_version": __version__,
+            "n_items": int(len(cat)),
+            "n_empty_text": int(cat.n_empty_text),
+            "text_columns": list(cat.text_columns),
+            "embedding": {**embed_stats, "dim": self.embedding_dim_},
+            "reconstruction_mse": recon,
+            **stats,
+            "collision_rate_before_resolution": stats["collision_rate"],
+            "unique_after_resolution": bool(len(np.unique(self.codes_, axis=0)) == len(self.codes_)),
+            "collision_level_size": int(self.codes_[:, -1].max()) + 1 if len(self.codes_) else 0,
+            "stages": timer.stages,
+            "total_seconds": round(time.perf_counter() - wall, 3),
+            "training": {"epochs": len(result.history), "history": result.history},
+        }
+        self._timer = timer
+        return self
+
+    def fit_transform(self, catalog, embeddings=None) -> np.ndarray:
+        return self.fit(catalog, embeddings).codes_
+
+    # -- using a fitted model ----------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise NotFittedError("this SemanticIDs is not fitted yet; call fit(...) or SemanticIDs.load(dir) first")
+
+    def transform(self, embeddings: np.ndarray, batch_size: int = 65536) -> np.ndarray:
+        """Model codes (N, L) of embeddings (N, D), without collision resolution."""
+        self._check_fitted()
+        emb = check_embeddings(np.asarray(embeddings), np.arange(len(embeddings)))
+        if emb.shape[1] != self.embedding_dim_:
+            raise ValueError(f"embeddings have dim {emb.shape[1]}, the model expects {self.embedding_dim_}")
+        return encode_all(self.model_, torch.from_numpy(emb), batch_size).numpy()
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Embed texts with this build's embedding model and settings."""
+        return embed_texts(list(texts), self.config_.embedding, show_progress=self.show_progress)[0]
+
+    # -- persistence ---------------------------------------------------------------
+    def save(self, out: str | Path) -> Path:
+        """Write the export directory atomically (see :mod:`semantic_ids.export`)."""
+        self._check_fitted()
+        timer = getattr(self, "_timer", StageTimer())
+        start = time.perf_counter()
+
+        def metrics() -> dict[str, Any]:
+            stages = {**timer.stages, "export": {"seconds": round(time.perf_counter() - start, 3), "peak_rss_mb": round(rss_bytes() / 2**20, 1)}}
+            return {**self.metrics_, "stages": stages}
+
+        with timer.stage("export"):
+            path = write_export(out, config=self.config_, ids=self.ids_, codes=self.codes_, model=self.model_, metrics=metrics)
+        self.metrics_["stages"] = timer.stages
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, show_progress: bool = False) -> "SemanticIDs":
+        """Load an export directory; checksums are verified, nothing is unpickled."""
+        exp = read_export(path)
+        obj = cls(exp.config, show_progress=show_progress)
+        obj.model_ = exp.model
+        obj.ids_ = exp.ids
+        obj.codes_ = exp.codes
+        obj.raw_codes_ = exp.codes[:, :-1]
+        obj.embedding_dim_ = int(exp.info["input_dim"])
+        obj.metrics_ = exp.metrics
+        obj.history_ = exp.metrics.get("training", {}).get("history", [])
+        return obj
+
+    @property
+    def semantic_ids_(self) -> list[str]:
+        from .tokens import format_sids
+
+        self._check_fitted()
+        return format_sids(self.codes_)
+
+
+def _recon_error(model: RQVAE, x: torch.Tensor, codes: np.ndarray, batch: int = 65536) -> float:
+    """Mean squared reconstruction error ||x − decode(codes)||² over items."""
+    total = 0.0
+    with torch.no_grad():
+        for s in range(0, len(x), batch):
+            xh = model.decode_codes(torch.from_numpy(codes[s : s + batch]))
+            total += float((xh - x[s : s + batch]).pow(2).sum(1).sum())
+    return total / max(len(x), 1)

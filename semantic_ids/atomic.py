@@ -1,0 +1,113 @@
+"""Atomic writes: a file or a whole export directory appears complete or not at all.
+
+Files are written to a temporary name beside the target, flushed, fsynced and
+``os.replace``d. A directory is staged beside its target and swapped in with
+two renames; :func:`recover_dir` puts back the previous directory if a crash
+fell between them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - not supported on some platforms
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def atomic_write_table(path: str | Path, table: pa.Table, **kwargs) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        pq.write_table(table, tmp, **kwargs)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def _sidecars(target: Path, kind: str) -> list[Path]:
+    return sorted(target.parent.glob(f".{target.name}.{kind}-*"))
+
+
+def recover_dir(target: str | Path) -> None:
+    """Undo a swap that a crash interrupted and drop stale staging directories.
+
+    If ``target`` is missing but a backup of it exists, the backup is restored.
+    """
+    target = Path(target)
+    backups = _sidecars(target, "old")
+    if not target.exists() and backups:
+        os.replace(backups[-1], target)
+        backups = backups[:-1]
+    for stale in backups + _sidecars(target, "staging"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_dir(target: str | Path) -> Iterator[Path]:
+    """Yield an empty staging directory; on success it replaces ``target``.
+
+    If the body raises, ``target`` is left exactly as it was and the staging
+    directory is removed.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    recover_dir(target)
+    token = uuid.uuid4().hex[:8]
+    staging = target.with_name(f".{target.name}.staging-{token}")
+    staging.mkdir()
+    try:
+        yield staging
+        for f in staging.iterdir():
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        _fsync_dir(staging)
+        backup = target.with_name(f".{target.name}.old-{token}")
+        if target.exists():
+            os.replace(target, backup)
+        try:
+            os.replace(staging, target)
+        except BaseException:
+            if backup.exists() and not target.exists():
+                os.replace(backup, target)
+            raise
+        _fsync_dir(target.parent)
+        shutil.rmtree(backup, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)

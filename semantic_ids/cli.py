@@ -1,0 +1,121 @@
+"""Command line: ``semantic-ids build ...`` (also ``python -m semantic_ids``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .catalog import CatalogError
+from .config import BuildConfig, ConfigError
+from .embed import EmbeddingError
+from .export import ExportError
+
+EXPECTED_ERRORS = (CatalogError, ConfigError, EmbeddingError, ExportError, FileNotFoundError)
+
+
+def _config_from_args(args: argparse.Namespace) -> BuildConfig:
+    cfg = BuildConfig.from_toml(args.config) if args.config else BuildConfig()
+    catalog: dict = {}
+    if args.id_column:
+        catalog["id_column"] = args.id_column
+    if args.text_columns:
+        catalog["text_columns"] = [c.strip() for c in args.text_columns.split(",") if c.strip()]
+    if args.template:
+        catalog["template"] = args.template
+    changes: dict = {}
+    if catalog:
+        changes["catalog"] = catalog
+    if args.seed is not None:
+        changes["seed"] = args.seed
+    if args.epochs is not None:
+        changes["train"] = {"epochs": args.epochs}
+    if args.model:
+        changes["embedding"] = {"model": args.model}
+    return cfg.replace(**changes) if changes else cfg
+
+
+def summary_rows(metrics: dict, out: Path) -> list[tuple[str, str]]:
+    k = metrics["codebook_sizes"]
+    rows = [
+        ("items", f"{metrics['n_items']:,}"),
+        ("items with empty text", f"{metrics['n_empty_text']:,}"),
+        ("levels x codes", " x ".join(map(str, k)) + f" + collision level ({metrics['collision_level_size']})"),
+        ("codes used per level", " / ".join(f"{u}/{c}" for u, c in zip(metrics["codes_used"], k))),
+        ("perplexity per level", " / ".join(f"{p:.1f}" for p in metrics["perplexity"])),
+        ("collision rate (before resolution)", f"{metrics['collision_rate']:.4%}"),
+        ("collided items / largest group", f"{metrics['n_collided_items']:,} / {metrics['largest_group']}"),
+        ("reconstruction MSE", f"{metrics['reconstruction_mse']:.4f}"),
+        ("unique semantic IDs", "yes" if metrics["unique_after_resolution"] else "NO"),
+    ]
+    for stage, s in metrics["stages"].items():
+        rows.append((f"stage {stage}", f"{s['seconds']:.1f} s, peak {s['peak_rss_mb']:.0f} MB"))
+    rows.append(("export", str(out)))
+    return rows
+
+
+def print_table(rows: list[tuple[str, str]], file=None) -> None:
+    file = file or sys.stdout
+    width = max(len(a) for a, _ in rows)
+    for a, b in rows:
+        print(f"  {a:<{width}}  {b}", file=file)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from .api import SemanticIDs
+
+    cfg = _config_from_args(args)
+    out = Path(args.out)
+    sid = SemanticIDs(cfg, show_progress=not args.no_progress)
+    sid.fit(args.catalog, embeddings=args.embeddings)
+    sid.save(out)
+    if args.json:
+        print(json.dumps({k: v for k, v in sid.metrics_.items() if k != "training"}))
+    else:
+        print(f"semantic IDs for {len(sid.ids_):,} items written to {out}")
+        print_table(summary_rows(sid.metrics_, out))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="semantic-ids", description="Semantic IDs for generative recommenders.")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="catalog -> embeddings -> RQ-VAE -> unique semantic IDs -> export DIR")
+    b.add_argument("--catalog", required=True, help="catalog file: .parquet, .csv or .jsonl")
+    b.add_argument("--out", required=True, help="export directory (replaced atomically)")
+    b.add_argument("--config", help="TOML config file (sections: catalog, embedding, model, train, collision)")
+    b.add_argument("--id-column", help="id column (default item_id)")
+    b.add_argument("--text-columns", help="comma-separated columns that make the item text")
+    b.add_argument("--template", help='text template, e.g. "Title: {title}; Brand: {brand}"')
+    b.add_argument("--embeddings", help="precomputed embeddings (.parquet keyed by id, .npy in catalog order, .npz)")
+    b.add_argument("--model", help="sentence-transformers model name or path")
+    b.add_argument("--seed", type=int)
+    b.add_argument("--epochs", type=int, help="training epochs (overrides the config)")
+    b.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    b.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    b.set_defaults(func=cmd_build)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return args.func(args)
+    except EXPECTED_ERRORS as exc:
+        print(f"semantic-ids: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("semantic-ids: interrupted; any earlier export is untouched", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

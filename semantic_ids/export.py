@@ -1,0 +1,190 @@
+"""Export directory: write and read a build's artifacts, atomically and without pickle.
+
+Layout of ``DIR``::
+
+    semantic_ids.parquet   one row per item: item_id, codes, level_0.., semantic_id
+    model.safetensors      RQ-VAE weights and buffers
+    config.json            BuildConfig, input dim, codebook sizes, versions
+    metrics.json           quality, timings, peak memory, training history
+    manifest.json          sha256 and size of every file above (written last)
+
+The whole directory is staged and swapped in (see :mod:`semantic_ids.atomic`):
+a run that fails halfway leaves an earlier export untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .atomic import recover_dir, staged_dir
+from .config import BuildConfig
+from .rqvae import RQVAE
+from .tokens import format_sids
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+IDS_FILE = "semantic_ids.parquet"
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+MANIFEST_FILE = "manifest.json"
+METADATA_KEY = b"semantic_ids"
+
+
+class ExportError(ValueError):
+    """An export directory is missing, damaged, or from an incompatible version."""
+
+
+@dataclass(frozen=True)
+class Export:
+    """What an export directory holds, loaded."""
+
+    config: BuildConfig
+    ids: np.ndarray  # (N,) item ids as in the catalog
+    codes: np.ndarray  # (N, L + 1) int64, model levels + collision level
+    model: RQVAE
+    info: dict[str, Any]  # config.json contents
+    metrics: dict[str, Any]
+
+
+def ids_table(ids: np.ndarray, codes: np.ndarray, id_column: str, metadata: dict[str, Any]) -> pa.Table:
+    """The ``semantic_ids.parquet`` table for resolved codes (N, L)."""
+    codes = np.asarray(codes, dtype=np.int64)
+    n, levels = codes.shape
+    id_array = pa.array(ids.tolist() if ids.dtype == object else ids)
+    columns = {
+        id_column: id_array,
+        "codes": pa.FixedSizeListArray.from_arrays(pa.array(codes.reshape(-1)), levels)
+        if n
+        else pa.array([], type=pa.list_(pa.int64(), levels)),
+    }
+    for i in range(levels):
+        columns[f"level_{i}"] = pa.array(codes[:, i])
+    columns["semantic_id"] = pa.array(format_sids(codes), type=pa.string())
+    table = pa.table(columns)
+    # A plain list<int64> type reads everywhere (fixed-size lists do not in every tool).
+    table = table.set_column(1, "codes", table.column("codes").cast(pa.list_(pa.int64())))
+    return table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata).encode()})
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_export(
+    out: str | Path,
+    *,
+    config: BuildConfig,
+    ids: np.ndarray,
+    codes: np.ndarray,
+    model: RQVAE,
+    metrics: dict[str, Any] | Callable[[], dict[str, Any]],
+    extra_info: dict[str, Any] | None = None,
+) -> Path:
+    """Write all artifacts to ``out`` atomically; return ``out``."""
+    out = Path(out)
+    info = {
+        "format_version": FORMAT_VERSION,
+        "library_version": __version__,
+        "config": config.to_dict(),
+        "input_dim": model.input_dim,
+        "codebook_sizes": list(model.quantizer.codebook_sizes),
+        "n_levels": int(codes.shape[1]),
+        "embedding_model": config.embedding.model,
+        "id_column": config.catalog.id_column,
+        "n_items": int(len(ids)),
+        **(extra_info or {}),
+    }
+    with staged_dir(out) as stage:
+        pq.write_table(ids_table(ids, codes, config.catalog.id_column, info), stage / IDS_FILE)
+        state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+        save_file(state, str(stage / MODEL_FILE), metadata={"format_version": str(FORMAT_VERSION)})
+        (stage / CONFIG_FILE).write_text(json.dumps(info, indent=2))
+        # metrics may be a callable so that it can include the time spent writing the rest
+        (stage / METRICS_FILE).write_text(json.dumps(metrics() if callable(metrics) else metrics, indent=2))
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "library_version": __version__,
+            "files": {
+                f.name: {"sha256": _sha256(f), "bytes": f.stat().st_size}
+                for f in sorted(stage.iterdir())
+                if f.name != MANIFEST_FILE
+            },
+        }
+        (stage / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    log.info("wrote export %s (%d items)", out, len(ids))
+    return out
+
+
+def verify_export(path: str | Path) -> dict[str, Any]:
+    """Check the manifest's checksums; raise ExportError naming a bad file."""
+    path = Path(path)
+    recover_dir(path)
+    if not path.is_dir():
+        raise ExportError(f"{path}: export directory not found")
+    mpath = path / MANIFEST_FILE
+    if not mpath.exists():
+        raise ExportError(f"{path}: no {MANIFEST_FILE}; not a semantic-ids export, or an incomplete one")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ExportError(f"{mpath}: damaged manifest ({exc})") from None
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ExportError(
+            f"{path}: export format version {version!r} (library {manifest.get('library_version')!r}) "
+            f"is not supported by semantic-ids {__version__} (format {FORMAT_VERSION}); rebuild it"
+        )
+    for name, meta in manifest.get("files", {}).items():
+        f = path / name
+        if not f.exists():
+            raise ExportError(f"{f}: file listed in the manifest is missing")
+        if f.stat().st_size != meta["bytes"] or _sha256(f) != meta["sha256"]:
+            raise ExportError(f"{f}: checksum mismatch; the file is truncated, corrupted or was edited")
+    return manifest
+
+
+def read_export(path: str | Path, *, verify: bool = True) -> Export:
+    """Load an export directory (no pickle anywhere)."""
+    path = Path(path)
+    if verify:
+        verify_export(path)
+    try:
+        info = json.loads((path / CONFIG_FILE).read_text())
+        metrics = json.loads((path / METRICS_FILE).read_text())
+    except FileNotFoundError as exc:
+        raise ExportError(f"{exc.filename}: missing from the export") from None
+    except json.JSONDecodeError as exc:
+        raise ExportError(f"{path}: damaged JSON ({exc})") from None
+    config = BuildConfig.from_dict(info["config"])
+    model = RQVAE(int(info["input_dim"]), config.model)
+    state = load_file(str(path / MODEL_FILE))
+    model.load_state_dict(state)
+    model.eval()
+    table = pq.read_table(path / IDS_FILE)
+    id_col = info["id_column"]
+    frame = table.select([id_col]).to_pandas()
+    ids = frame[id_col].to_numpy(dtype=object if not pd.api.types.is_integer_dtype(frame[id_col]) else np.int64)
+    n_levels = int(info["n_levels"])
+    codes = np.column_stack([table.column(f"level_{i}").to_numpy() for i in range(n_levels)]).astype(np.int64)
+    return Export(config=config, ids=ids, codes=codes, model=model, info=info, metrics=metrics)
+
+

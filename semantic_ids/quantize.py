@@ -1,0 +1,140 @@
+"""Residual quantizer: N levels, each with its own codebook (TIGER, Rajput et al. 2023).
+
+Level n picks the code nearest (L2) to the residual r_{n-1} left by the levels
+before it; the quantized vector is the sum of the chosen code vectors, so the
+first codes say the most and a prefix of the codes is a coarse description.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .kmeans import kmeans, nearest
+
+
+class ResidualQuantizer(nn.Module):
+    """Residual vector quantization with independent codebooks per level.
+
+    Parameters
+    ----------
+    dim : latent dimension D.
+    codebook_sizes : codes per level, e.g. ``(256, 256, 256)``.
+    beta : commitment weight (the loss is Σ_n ||sg[r] − q||² + β||r − sg[q]||²).
+    layer_norm : match codes against LayerNorm-ed residuals (no affine weights).
+
+    State kept in buffers so that it is saved with the weights: whether each
+    level was k-means initialised, and per-level code usage counts since the
+    last dead-code restart.
+    """
+
+    def __init__(self, *, dim: int, codebook_sizes: tuple[int, ...], beta: float = 0.25, layer_norm: bool = False):
+        super().__init__()
+        self.dim = dim
+        self.codebook_sizes = tuple(codebook_sizes)
+        self.beta = beta
+        self.layer_norm = layer_norm
+        self.codebooks = nn.ParameterList(
+            [nn.Parameter(torch.randn(k, dim) / dim**0.5) for k in self.codebook_sizes]
+        )
+        self.register_buffer("initialized", torch.zeros(len(self.codebook_sizes), dtype=torch.bool))
+        self.register_buffer("usage", torch.zeros(len(self.codebook_sizes), max(self.codebook_sizes), dtype=torch.long))
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.codebook_sizes)
+
+    def _prep(self, r: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(r, (self.dim,)) if self.layer_norm else r
+
+    def forward(self, z: torch.Tensor, levels: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Quantize ``z`` (B, D) with the first ``levels`` levels.
+
+        Returns ``(quantized, codes, loss)``: quantized (B, D) with straight-through
+        gradients to ``z``, codes (B, levels) long, and the codebook + commitment loss.
+        """
+        levels = self.n_levels if levels is None else levels
+        residual = z
+        total = torch.zeros_like(z)
+        codes = []
+        loss = z.new_zeros(())
+        for n in range(levels):
+            r = self._prep(residual)
+            idx = nearest(r.detach(), self.codebooks[n].detach())
+            q = self.codebooks[n][idx]  # (B, D), gradients reach this codebook
+            # codebook term pulls codes to residuals; commitment term (x beta)
+            # pulls residuals, hence the encoder, to their codes.
+            loss = loss + F.mse_loss(q, r.detach()) + self.beta * F.mse_loss(r, q.detach())
+            total = total + q.detach()
+            residual = r - q
+            codes.append(idx)
+            if self.training:
+                self.usage[n].index_add_(0, idx, torch.ones_like(idx))
+        quantized = z + (total - z).detach()  # straight-through estimator
+        return quantized, torch.stack(codes, 1), loss
+
+    @torch.no_grad()
+    def encode(self, z: torch.Tensor) -> torch.Tensor:
+        """Codes (B, n_levels) of latents ``z`` (B, D)."""
+        residual = z
+        codes = []
+        for n in range(self.n_levels):
+            r = self._prep(residual)
+            idx = nearest(r, self.codebooks[n])
+            residual = r - self.codebooks[n][idx]
+            codes.append(idx)
+        return torch.stack(codes, 1)
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Sum of the chosen code vectors, (B, L) -> (B, D); the exact inverse of
+        :meth:`encode` up to quantization error when ``layer_norm`` is off."""
+        if codes.shape[1] > self.n_levels:
+            raise ValueError(f"codes have {codes.shape[1]} levels, the quantizer {self.n_levels}")
+        out = torch.zeros(codes.shape[0], self.dim, dtype=self.codebooks[0].dtype, device=codes.device)
+        for n in range(codes.shape[1]):
+            out = out + self.codebooks[n][codes[:, n]]
+        return out
+
+    @torch.no_grad()
+    def residuals(self, z: torch.Tensor, level: int) -> torch.Tensor:
+        """The (prepared) residual that level ``level`` quantizes, (B, D)."""
+        residual = z
+        for n in range(level):
+            r = self._prep(residual)
+            residual = r - self.codebooks[n][nearest(r, self.codebooks[n])]
+        return self._prep(residual)
+
+    @torch.no_grad()
+    def kmeans_init(self, z: torch.Tensor, level: int, *, iters: int = 25, generator: torch.Generator | None = None) -> None:
+        """Set level ``level``'s codebook to k-means centroids of its residuals."""
+        r = self.residuals(z, level)
+        self.codebooks[level].data.copy_(kmeans(r, self.codebook_sizes[level], iters=iters, generator=generator))
+        self.initialized[level] = True
+
+    @torch.no_grad()
+    def restart_dead_codes(self, z: torch.Tensor, *, generator: torch.Generator | None = None) -> list[int]:
+        """Move every code unused since the last call onto a residual of ``z``.
+
+        Dead codes are re-seeded at the residuals worst served by their current
+        code (largest quantization error), which splits crowded regions
+        instead of dropping codes where nothing lives. Returns the number of
+        codes restarted per level and clears the usage counters.
+        """
+        restarted = []
+        for n, k in enumerate(self.codebook_sizes):
+            dead = torch.nonzero(self.usage[n, :k] == 0).flatten()
+            if len(dead):
+                r = self.residuals(z, n)
+                cb = self.codebooks[n]
+                err = (r - cb[nearest(r, cb)]).pow(2).sum(1)
+                # Sample among the worst-served quarter so restarts do not pile up on one outlier.
+                pool = torch.topk(err, max(len(dead), len(r) // 4)).indices
+                pick = pool[torch.randperm(len(pool), generator=generator)[: len(dead)]]
+                if len(pick) < len(dead):
+                    pick = pick[torch.arange(len(dead)) % len(pick)]
+                cb.data[dead] = r[pick]
+            restarted.append(int(len(dead)))
+        self.usage.zero_()
+        return restarted

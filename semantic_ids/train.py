@@ -1,0 +1,147 @@
+"""Training loop for the RQ-VAE: a plain loop (sample, loss, backward, step, log).
+
+Seeded and deterministic on CPU: the same embeddings, config and seed give the
+same weights. Shows progress (loss, per-level code usage, collision rate) and
+returns the per-epoch history.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .config import ModelConfig, TrainConfig
+from .metrics import collision_rate
+from .progress import progress
+from .rqvae import RQVAE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    model: RQVAE
+    history: list[dict] = field(default_factory=list)
+
+
+def seeded_generator(seed: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def _phases(cfg: TrainConfig, n_levels: int) -> list[tuple[int, int]]:
+    """(active levels, epochs) per phase: all levels at once, or progressive
+    (level 1, then 1..2, ..., then all levels), splitting the epochs evenly."""
+    if not cfg.progressive or n_levels == 1:
+        return [(n_levels, cfg.epochs)]
+    per = cfg.epochs // n_levels
+    phases = [(lvl, per) for lvl in range(1, n_levels)]
+    phases.append((n_levels, cfg.epochs - per * (n_levels - 1)))
+    return phases
+
+
+@torch.no_grad()
+def encode_all(model: RQVAE, x: torch.Tensor, batch_size: int = 65536) -> torch.Tensor:
+    """Codes (N, L) for embeddings (N, D), in batches."""
+    model.eval()
+    return torch.cat([model.encode(x[s : s + batch_size]) for s in range(0, len(x), batch_size)])
+
+
+def train_rqvae(
+    embeddings: np.ndarray,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    *,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> TrainResult:
+    """Train an RQ-VAE on ``embeddings`` (N, D) float32.
+
+    Steps: seed; centre inputs; k-means-initialise each level's codebook on
+    that level's residuals under the untrained encoder (TIGER); AdamW on the
+    RQ-VAE loss; every ``restart_every`` epochs move codes that no item used
+    onto badly served residuals (dead-code restart), except in the last
+    tenth of training so the final codebooks settle.
+    """
+    cfg = train_config
+    torch.manual_seed(seed)
+    gen = seeded_generator(seed)
+    x_all = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32))
+    n_total, dim = x_all.shape
+    if cfg.max_train_items is not None and n_total > cfg.max_train_items:
+        sample = torch.randperm(n_total, generator=gen)[: cfg.max_train_items].sort().values
+        x = x_all[sample]
+    else:
+        x = x_all
+    n = len(x)
+    model = RQVAE(dim, model_config)
+    model.input_mean.copy_(x.mean(0))
+    codebook_params = list(model.quantizer.parameters())
+    other = [p for n_, p in model.named_parameters() if not n_.startswith("quantizer.")]
+    opt = torch.optim.AdamW(
+        [
+            {"params": other, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+            {"params": codebook_params, "lr": cfg.lr * cfg.codebook_lr_scale, "weight_decay": 0.0},
+        ]
+    )
+    n_levels = model.quantizer.n_levels
+    history: list[dict] = []
+    eval_x = x if n <= 50_000 else x[torch.randperm(n, generator=gen)[:50_000]]
+    batches_per_epoch = math.ceil(n / cfg.batch_size)
+    total_epochs = cfg.epochs
+    no_restart_after = total_epochs - max(1, total_epochs // 10)
+    epoch = 0
+    with progress(total=total_epochs, desc="train", unit="epoch", disable=not show_progress) as bar:
+        for levels, epochs in _phases(cfg, n_levels):
+            if cfg.kmeans_init:
+                model.eval()
+                with torch.no_grad():
+                    z = model.encode_latent(x)
+                for lvl in range(n_levels if not cfg.progressive else levels):
+                    if not bool(model.quantizer.initialized[lvl]):
+                        model.quantizer.kmeans_init(z, lvl, iters=cfg.kmeans_iters, generator=gen)
+            for _ in range(epochs):
+                model.train()
+                perm = torch.randperm(n, generator=gen)
+                sums = {"loss": 0.0, "recon": 0.0, "vq": 0.0}
+                seen = [torch.zeros(k, dtype=torch.bool) for k in model.quantizer.codebook_sizes[:levels]]
+                for b in range(batches_per_epoch):
+                    xb = x[perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
+                    out = model(xb, levels)
+                    opt.zero_grad(set_to_none=True)
+                    out["loss"].backward()
+                    opt.step()
+                    for k in sums:
+                        sums[k] += float(out[k].detach()) * len(xb)
+                    for lvl in range(levels):
+                        seen[lvl][out["codes"][:, lvl]] = True
+                usage = [int(s.sum()) for s in seen]
+                record = {"epoch": epoch, "levels": levels, **{k: v / n for k, v in sums.items()}, "codes_used": usage}
+                restart_now = cfg.dead_code_restart and (epoch + 1) % cfg.restart_every == 0 and epoch < no_restart_after
+                if restart_now:
+                    model.eval()
+                    with torch.no_grad():
+                        z = model.encode_latent(x)
+                    record["restarted"] = model.quantizer.restart_dead_codes(z, generator=gen)[:levels]
+                else:
+                    record["restarted"] = [0] * levels
+                if (epoch + 1) % max(1, cfg.restart_every) == 0 or epoch == total_epochs - 1:
+                    codes = encode_all(model, eval_x)[:, :levels]
+                    record["collision_rate"] = collision_rate(codes.numpy())
+                history.append(record)
+                bar.set_postfix(
+                    loss=f"{record['loss']:.4f}",
+                    used="/".join(map(str, usage)),
+                    col=f"{record.get('collision_rate', float('nan')):.4f}",
+                )
+                bar.update(1)
+                epoch += 1
+    model.eval()
+    last = history[-1] if history else {}
+    log.info("trained %d epochs: loss %.4f, collision rate %.4f", epoch, last.get("loss", float("nan")), last.get("collision_rate", float("nan")))
+    return TrainResult(model=model, history=history)

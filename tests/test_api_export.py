@@ -1,0 +1,157 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from semantic_ids import NotFittedError, SemanticIDs, __version__
+from semantic_ids.export import ExportError, read_export, verify_export
+from semantic_ids.tokens import parse_sid
+
+
+@pytest.fixture
+def fitted(small_catalog, small_embeddings, tiny_config):
+    return SemanticIDs(tiny_config, show_progress=False).fit(small_catalog, embeddings=small_embeddings)
+
+
+def test_fit_gives_unique_ids_for_every_item(fitted, small_catalog):
+    assert list(fitted.ids_) == small_catalog["item_id"].tolist()
+    assert fitted.codes_.shape == (len(small_catalog), 4)
+    assert len(np.unique(fitted.codes_, axis=0)) == len(small_catalog)
+    assert fitted.metrics_["unique_after_resolution"]
+    # the raw codes are the first levels of the resolved ones
+    assert np.array_equal(fitted.codes_[:, :3], fitted.raw_codes_)
+
+
+def test_metrics_are_complete(fitted):
+    m = fitted.metrics_
+    for key in ["reconstruction_mse", "codes_used", "perplexity", "collision_rate", "largest_group", "stages", "n_empty_text"]:
+        assert key in m
+    assert set(m["stages"]) >= {"catalog", "train", "assign", "resolve"}
+    for s in m["stages"].values():
+        assert s["seconds"] >= 0 and s["peak_rss_mb"] > 0
+    assert 0 <= m["collision_rate"] < 1
+
+
+def test_export_schema_and_metadata(fitted, tmp_path):
+    out = fitted.save(tmp_path / "export")
+    for name in ["semantic_ids.parquet", "model.safetensors", "config.json", "metrics.json", "manifest.json"]:
+        assert (out / name).exists(), name
+    table = pq.read_table(out / "semantic_ids.parquet")
+    assert table.column_names == ["item_id", "codes", "level_0", "level_1", "level_2", "level_3", "semantic_id"]
+    df = table.to_pandas()
+    assert df["item_id"].tolist() == list(fitted.ids_)
+    codes = np.stack(df["codes"].to_numpy())
+    assert np.array_equal(codes, fitted.codes_)
+    for i in range(4):
+        assert np.array_equal(df[f"level_{i}"].to_numpy(), codes[:, i])
+    assert [parse_sid(s) for s in df["semantic_id"]] == [tuple(c) for c in codes.tolist()]
+    assert df["semantic_id"].is_unique
+    meta = json.loads(table.schema.metadata[b"semantic_ids"])
+    assert meta["library_version"] == __version__
+    assert meta["codebook_sizes"] == [16, 16, 16]
+    assert meta["embedding_model"] == "all-MiniLM-L6-v2"
+    assert meta["config"]["model"]["latent_dim"] == 8
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "export" in metrics["stages"]
+
+
+def test_save_load_round_trip_gives_identical_codes(fitted, small_embeddings, tmp_path):
+    out = fitted.save(tmp_path / "e")
+    loaded = SemanticIDs.load(out)
+    assert np.array_equal(loaded.codes_, fitted.codes_)
+    assert list(loaded.ids_) == list(fitted.ids_)
+    assert np.array_equal(loaded.transform(small_embeddings), fitted.raw_codes_)
+    assert loaded.config_ == fitted.config_
+
+
+def test_same_seed_gives_byte_identical_parquet(small_catalog, small_embeddings, tiny_config, tmp_path):
+    a = SemanticIDs(tiny_config, show_progress=False).fit(small_catalog, small_embeddings).save(tmp_path / "a")
+    b = SemanticIDs(tiny_config, show_progress=False).fit(small_catalog, small_embeddings).save(tmp_path / "b")
+    assert (a / "semantic_ids.parquet").read_bytes() == (b / "semantic_ids.parquet").read_bytes()
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+
+
+def test_failed_run_leaves_previous_export_untouched(fitted, small_catalog, small_embeddings, tiny_config, tmp_path, monkeypatch):
+    out = fitted.save(tmp_path / "e")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    import semantic_ids.export as export_mod
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(export_mod, "save_file", boom)
+    other = SemanticIDs(tiny_config.replace(seed=5), show_progress=False).fit(small_catalog, small_embeddings)
+    with pytest.raises(OSError, match="disk full"):
+        other.save(out)
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert after == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_corrupted_export_is_detected(fitted, tmp_path):
+    out = fitted.save(tmp_path / "e")
+    p = out / "semantic_ids.parquet"
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    p.write_bytes(bytes(data))
+    with pytest.raises(ExportError, match="semantic_ids.parquet.*checksum"):
+        read_export(out)
+
+
+def test_incompatible_version_is_refused(fitted, tmp_path):
+    out = fitted.save(tmp_path / "e")
+    m = json.loads((out / "manifest.json").read_text())
+    m["format_version"] = 999
+    (out / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ExportError, match="format version 999"):
+        verify_export(out)
+
+
+def test_missing_export_dir(tmp_path):
+    with pytest.raises(ExportError, match="not found"):
+        SemanticIDs.load(tmp_path / "nope")
+
+
+def test_not_fitted_errors():
+    with pytest.raises(NotFittedError, match="fit"):
+        SemanticIDs().transform(np.zeros((1, 4), dtype=np.float32))
+
+
+def test_transform_rejects_wrong_dimension(fitted):
+    with pytest.raises(ValueError, match="dim 5"):
+        fitted.transform(np.zeros((2, 5), dtype=np.float32))
+
+
+def test_embeddings_shape_mismatch(small_catalog, tiny_config):
+    with pytest.raises(ValueError, match="n_items=400"):
+        SemanticIDs(tiny_config, show_progress=False).fit(small_catalog, embeddings=np.zeros((3, 8), dtype=np.float32))
+
+
+def test_nan_embeddings_name_the_items(small_catalog, small_embeddings, tiny_config):
+    emb = small_embeddings.copy()
+    emb[7, 0] = np.nan
+    with pytest.raises(ValueError, match="item-0007"):
+        SemanticIDs(tiny_config, show_progress=False).fit(small_catalog, embeddings=emb)
+
+
+def test_embeddings_from_parquet_keyed_by_id(small_catalog, small_embeddings, tiny_config, tmp_path):
+    shuffled = np.random.default_rng(0).permutation(len(small_catalog))
+    pd.DataFrame(
+        {"item_id": small_catalog["item_id"].to_numpy()[shuffled], "embedding": list(small_embeddings[shuffled])}
+    ).to_parquet(tmp_path / "emb.parquet")
+    a = SemanticIDs(tiny_config, show_progress=False).fit(small_catalog, embeddings=tmp_path / "emb.parquet")
+    b = SemanticIDs(tiny_config, show_progress=False).fit(small_catalog, embeddings=small_embeddings)
+    assert np.array_equal(a.codes_, b.codes_)
+
+
+def test_collision_ids_do_not_depend_on_catalog_order(small_catalog, small_embeddings, tiny_config):
+    a = SemanticIDs(tiny_config, show_progress=False).fit(small_catalog, small_embeddings)
+    # Same model applied to a reversed catalog: the counter level follows item id order.
+    from semantic_ids.collisions import resolve
+
+    rev = resolve(a.raw_codes_[::-1], a.ids_[::-1]).codes
+    assert np.array_equal(rev[::-1], a.codes_)

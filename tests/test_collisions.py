@@ -1,0 +1,171 @@
+"""Tests for semantic_ids.collisions: the counter level that makes IDs unique."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from semantic_ids.collisions import Resolution, id_order, resolve, resolve_counter
+
+
+def test_hand_made_int_ids():
+    codes = np.array([[1, 2], [0, 0], [1, 2], [1, 2], [0, 1]])
+    ids = np.array([30, 5, 10, 20, 7])
+    res = resolve_counter(codes, ids)
+    # Group (1, 2) holds ids 30, 10, 20 -> numbered 2, 0, 1 by ascending id.
+    expected = np.array([[1, 2, 2], [0, 0, 0], [1, 2, 0], [1, 2, 1], [0, 1, 0]])
+    np.testing.assert_array_equal(res.codes, expected)
+    assert res.codes.dtype == np.int64
+    assert res.n_collided_items == 3
+    assert res.largest_group == 3
+
+
+def test_hand_made_string_ids_sorted_lexicographically():
+    codes = np.array([[4], [4], [4], [9]])
+    ids = np.array(["b", "a", "c", "a0"], dtype=object)
+    res = resolve_counter(codes, ids)
+    assert res.codes[:, 1].tolist() == [1, 0, 2, 0]
+    # "10" < "9" as strings: string ids sort as strings, not numbers.
+    res = resolve_counter(np.array([[0], [0]]), np.array(["9", "10"], dtype=object))
+    assert res.codes[:, 1].tolist() == [1, 0]
+
+
+def test_counter_independent_of_input_order():
+    codes = np.array([[1, 1], [1, 1], [1, 1], [2, 2]])
+    ids = np.array([3, 1, 2, 4])
+    a = resolve_counter(codes, ids)
+    perm = np.array([2, 0, 3, 1])
+    b = resolve_counter(codes[perm], ids[perm])
+    np.testing.assert_array_equal(a.codes[perm], b.codes)
+    assert a.codes[:, 2].tolist() == [2, 0, 1, 0]
+
+
+def test_groups_differ_only_in_a_later_level():
+    # (0, 1) and (0, 2) share level 0 only: no collision between them.
+    codes = np.array([[0, 1], [0, 2], [0, 1]])
+    res = resolve_counter(codes, np.array([1, 2, 3]))
+    assert res.codes[:, 2].tolist() == [0, 0, 1]
+    assert res.n_collided_items == 2
+    assert res.largest_group == 2
+
+
+def test_no_collisions():
+    codes = np.array([[0, 0], [0, 1], [1, 0]])
+    res = resolve_counter(codes, np.array([1, 2, 3]))
+    np.testing.assert_array_equal(res.codes[:, :2], codes)
+    assert res.codes[:, 2].tolist() == [0, 0, 0]
+    assert res.n_collided_items == 0
+    assert res.largest_group == 1
+
+
+def test_all_collide():
+    codes = np.zeros((5, 3), dtype=np.int64)
+    ids = np.array([50, 40, 30, 20, 10])
+    res = resolve_counter(codes, ids)
+    assert res.codes[:, 3].tolist() == [4, 3, 2, 1, 0]
+    assert res.n_collided_items == 5
+    assert res.largest_group == 5
+
+
+def test_single_item():
+    res = resolve_counter(np.array([[7, 8]]), np.array(["x"], dtype=object))
+    assert res.codes.tolist() == [[7, 8, 0]]
+    assert (res.n_collided_items, res.largest_group) == (0, 1)
+
+
+def test_empty():
+    res = resolve_counter(np.zeros((0, 3), dtype=np.int64), np.array([], dtype=np.int64))
+    assert res.codes.shape == (0, 4)
+    assert res.codes.dtype == np.int64
+    assert (res.n_collided_items, res.largest_group) == (0, 0)
+
+
+def test_input_not_modified():
+    codes = np.array([[1, 1], [1, 1]])
+    before = codes.copy()
+    resolve_counter(codes, np.array([2, 1]))
+    np.testing.assert_array_equal(codes, before)
+
+
+def test_id_order():
+    assert id_order(np.array([30, 10, 20])).tolist() == [2, 0, 1]
+    assert id_order(np.array(["b", "c", "a"], dtype=object)).tolist() == [1, 2, 0]
+
+
+def test_resolve_dispatch():
+    codes, ids = np.array([[0], [0]]), np.array([2, 1])
+    res = resolve(codes, ids)
+    assert isinstance(res, Resolution)
+    np.testing.assert_array_equal(res.codes, resolve_counter(codes, ids).codes)
+    with pytest.raises(ValueError, match="unknown collision strategy 'suffix'"):
+        resolve(codes, ids, strategy="suffix")
+
+
+def test_resolution_frozen():
+    res = resolve_counter(np.array([[0]]), np.array([1]))
+    with pytest.raises(AttributeError):
+        res.largest_group = 9  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- properties
+
+
+@st.composite
+def catalogs(draw):
+    n = draw(st.integers(min_value=1, max_value=30))
+    n_levels = draw(st.integers(min_value=1, max_value=3))
+    # A small code range forces collisions.
+    codes = draw(
+        st.lists(
+            st.lists(st.integers(min_value=0, max_value=2), min_size=n_levels, max_size=n_levels),
+            min_size=n,
+            max_size=n,
+        )
+    )
+    if draw(st.booleans()):
+        ids = draw(st.lists(st.integers(min_value=-(10**9), max_value=10**9), min_size=n, max_size=n, unique=True))
+        ids = np.array(ids, dtype=np.int64)
+    else:
+        ids = draw(st.lists(st.text(alphabet="abcxyz019", min_size=1, max_size=5), min_size=n, max_size=n, unique=True))
+        ids = np.array(ids, dtype=object)
+    perm = np.array(draw(st.permutations(range(n))), dtype=np.int64)
+    return np.array(codes, dtype=np.int64), ids, perm
+
+
+@settings(max_examples=150, deadline=None)
+@given(catalogs())
+def test_property_unique_and_permutation_invariant(data):
+    codes, ids, perm = data
+    res = resolve_counter(codes, ids)
+    n, n_levels = codes.shape
+
+    # Shape, and the model's codes are kept as they were.
+    assert res.codes.shape == (n, n_levels + 1)
+    np.testing.assert_array_equal(res.codes[:, :n_levels], codes)
+
+    # Every resolved row is unique.
+    assert len({tuple(r) for r in res.codes.tolist()}) == n
+
+    # Within each group, the counter is 0..g-1 in ascending id order.
+    groups: dict[tuple, list] = {}
+    for row, item in zip(codes.tolist(), ids.tolist()):
+        groups.setdefault(tuple(row), []).append(item)
+    counter_of = dict(zip(ids.tolist(), res.codes[:, -1].tolist()))
+    for members in groups.values():
+        assert [counter_of[m] for m in sorted(members)] == list(range(len(members)))
+
+    # Summary numbers.
+    sizes = Counter(tuple(r) for r in codes.tolist()).values()
+    assert res.n_collided_items == sum(s for s in sizes if s > 1)
+    assert res.largest_group == max(sizes)
+
+    # Per-item result does not depend on input order.
+    res_p = resolve_counter(codes[perm], ids[perm])
+    per_item = {i: tuple(r) for i, r in zip(ids.tolist(), res.codes.tolist())}
+    per_item_p = {i: tuple(r) for i, r in zip(ids[perm].tolist(), res_p.codes.tolist())}
+    assert per_item == per_item_p
+    assert (res_p.n_collided_items, res_p.largest_group) == (res.n_collided_items, res.largest_group)

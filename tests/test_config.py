@@ -1,0 +1,305 @@
+"""Tests for semantic_ids.config: round trips, TOML, key/type/range validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+
+from semantic_ids.config import (
+    DEFAULT_MODEL,
+    BuildConfig,
+    CatalogConfig,
+    CollisionConfig,
+    ConfigError,
+    EmbeddingConfig,
+    ModelConfig,
+    TrainConfig,
+)
+
+
+def _custom() -> BuildConfig:
+    """A config whose every section differs from the defaults."""
+    return BuildConfig(
+        catalog=CatalogConfig(id_column="sku", text_columns=("title", "brand"), template="{title} / {brand}", list_separator="|"),
+        embedding=EmbeddingConfig(model="some/model", batch_size=8, device="cuda", max_seq_length=128, cache_dir="/tmp/x", use_cache=False),
+        model=ModelConfig(codebook_sizes=(8, 4), latent_dim=16, hidden_dims=(64,), beta=0.5, layer_norm_residuals=True, center_input=False),
+        train=TrainConfig(epochs=3, batch_size=32, lr=0.01, weight_decay=1e-4, kmeans_init=False, kmeans_iters=5,
+                          dead_code_restart=False, restart_every=2, progressive=True, max_train_items=100),
+        collision=CollisionConfig(strategy="counter"),
+        seed=7,
+    )
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+def test_defaults():
+    cfg = BuildConfig()
+    assert cfg.catalog.id_column == "item_id"
+    assert cfg.catalog.text_columns is None
+    assert cfg.embedding.model == DEFAULT_MODEL
+    assert cfg.model.codebook_sizes == (256, 256, 256)
+    assert cfg.collision.strategy == "counter"
+    assert cfg.seed == 0
+
+
+@pytest.mark.parametrize("cfg", [BuildConfig(), _custom()], ids=["default", "custom"])
+def test_dict_round_trip(cfg):
+    data = cfg.to_dict()
+    assert BuildConfig.from_dict(data) == cfg
+
+
+@pytest.mark.parametrize("cfg", [BuildConfig(), _custom()], ids=["default", "custom"])
+def test_json_round_trip(cfg):
+    # Artifacts store the dict as JSON: tuples become lists and must come back as tuples.
+    data = json.loads(json.dumps(cfg.to_dict()))
+    back = BuildConfig.from_dict(data)
+    assert back == cfg
+    assert isinstance(back.model.codebook_sizes, tuple)
+    assert back.catalog.text_columns is None or isinstance(back.catalog.text_columns, tuple)
+    assert isinstance(back.model.hidden_dims, tuple)
+
+
+def test_to_dict_is_plain():
+    data = _custom().to_dict()
+    assert set(data) == {"catalog", "embedding", "model", "train", "collision", "seed"}
+    assert data["model"]["codebook_sizes"] == [8, 4]
+    assert data["catalog"]["text_columns"] == ["title", "brand"]
+    assert data["train"]["max_train_items"] == 100
+    # Everything is JSON-serialisable (no dataclasses, no tuples).
+    json.dumps(data)
+
+
+def test_partial_dict_fills_defaults():
+    cfg = BuildConfig.from_dict({"train": {"epochs": 5}})
+    assert cfg.train.epochs == 5
+    assert cfg.train.batch_size == TrainConfig().batch_size
+    assert cfg.model == ModelConfig()
+    assert BuildConfig.from_dict({}) == BuildConfig()
+
+
+def test_int_accepted_for_float_field():
+    cfg = BuildConfig.from_dict({"train": {"lr": 1}, "model": {"beta": 0}})
+    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
+    assert cfg.model.beta == 0.0 and isinstance(cfg.model.beta, float)
+
+
+def test_optional_fields_accept_none():
+    cfg = BuildConfig.from_dict({"train": {"max_train_items": None}, "embedding": {"max_seq_length": None}})
+    assert cfg.train.max_train_items is None
+    assert cfg.embedding.max_seq_length is None
+
+
+# --------------------------------------------------------------------------- TOML
+
+
+def test_from_toml(tmp_path):
+    path = tmp_path / "build.toml"
+    path.write_text(
+        'seed = 3\n'
+        '[catalog]\nid_column = "sku"\ntext_columns = ["title", "brand"]\n'
+        '[model]\ncodebook_sizes = [16, 16]\nbeta = 0.5\n'
+        '[train]\nepochs = 4\nlr = 2e-3\n',
+        encoding="utf-8",
+    )
+    cfg = BuildConfig.from_toml(path)
+    assert cfg.seed == 3
+    assert cfg.catalog.id_column == "sku"
+    assert cfg.catalog.text_columns == ("title", "brand")
+    assert cfg.model.codebook_sizes == (16, 16)
+    assert cfg.train.epochs == 4
+    assert cfg.train.lr == pytest.approx(2e-3)
+    assert cfg.embedding == EmbeddingConfig()
+
+
+def test_from_toml_accepts_str_path(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("seed = 1\n", encoding="utf-8")
+    assert BuildConfig.from_toml(str(path)).seed == 1
+
+
+def test_from_toml_missing_file(tmp_path):
+    path = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError, match="not found.*nope.toml"):
+        BuildConfig.from_toml(path)
+
+
+def test_from_toml_invalid(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[train\nepochs = 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="bad.toml.*not valid TOML"):
+        BuildConfig.from_toml(path)
+
+
+def test_from_toml_unknown_key(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[train]\nepoch = 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) in \[train\]: epoch"):
+        BuildConfig.from_toml(path)
+
+
+def test_from_toml_wrong_type(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[train]\nepochs = "ten"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"train\.epochs should be an integer, got 'ten'"):
+        BuildConfig.from_toml(path)
+
+
+# --------------------------------------------------------------------------- unknown keys
+
+
+def test_unknown_top_level_key():
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\): trian; known: .*train"):
+        BuildConfig.from_dict({"trian": {"epochs": 3}})
+
+
+def test_unknown_nested_key_names_section_and_key():
+    with pytest.raises(ConfigError, match=r"in \[model\]: codebook_size\b"):
+        BuildConfig.from_dict({"model": {"codebook_size": [4, 4]}})
+
+
+def test_unknown_keys_all_listed_sorted():
+    with pytest.raises(ConfigError, match=r"in \[train\]: aaa, zzz;"):
+        BuildConfig.from_dict({"train": {"zzz": 1, "aaa": 2, "epochs": 3}})
+
+
+# --------------------------------------------------------------------------- wrong types
+
+
+@pytest.mark.parametrize(
+    "data, pattern",
+    [
+        ({"train": {"epochs": "10"}}, r"train\.epochs should be an integer, got '10'"),
+        ({"train": {"epochs": 10.0}}, r"train\.epochs should be an integer, got 10\.0"),
+        ({"train": {"epochs": True}}, r"train\.epochs should be an integer, got True"),
+        ({"train": {"lr": "fast"}}, r"train\.lr should be a number, got 'fast'"),
+        ({"train": {"lr": True}}, r"train\.lr should be a number, got True"),
+        ({"train": {"kmeans_init": 1}}, r"train\.kmeans_init should be true or false, got 1"),
+        ({"train": {"max_train_items": "all"}}, r"train\.max_train_items should be an integer, got 'all'"),
+        ({"catalog": {"id_column": 3}}, r"catalog\.id_column should be a string, got 3"),
+        ({"catalog": {"text_columns": "title"}}, r"catalog\.text_columns should be a list, got 'title'"),
+        ({"catalog": {"text_columns": ["title", 2]}}, r"catalog\.text_columns\[1\] should be a string, got 2"),
+        ({"model": {"codebook_sizes": [8, "8"]}}, r"model\.codebook_sizes\[1\] should be an integer, got '8'"),
+        ({"model": {"codebook_sizes": 8}}, r"model\.codebook_sizes should be a list, got 8"),
+        ({"embedding": {"use_cache": "yes"}}, r"embedding\.use_cache should be true or false, got 'yes'"),
+        ({"seed": "0"}, r"^seed should be an integer, got '0'"),
+        ({"train": 5}, r"^train should be a table/dict, got int"),
+    ],
+)
+def test_wrong_type_names_dotted_field(data, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        BuildConfig.from_dict(data)
+
+
+def test_from_dict_rejects_non_dict():
+    with pytest.raises(ConfigError, match="config should be a table/dict, got list"):
+        BuildConfig.from_dict([1, 2])  # type: ignore[arg-type]
+
+
+def test_config_error_is_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+# --------------------------------------------------------------------------- ranges
+
+
+@pytest.mark.parametrize(
+    "data, pattern",
+    [
+        ({"model": {"codebook_sizes": []}}, r"model\.codebook_sizes should list at least one level"),
+        ({"model": {"codebook_sizes": [8, 1]}}, r"model\.codebook_sizes\[1\]=1 should be >= 2"),
+        ({"model": {"latent_dim": 0}}, r"model\.latent_dim=0 should be >= 1"),
+        ({"model": {"hidden_dims": [4, 0]}}, r"model\.hidden_dims\[1\]=0 should be >= 1"),
+        ({"model": {"beta": -0.1}}, r"model\.beta=-0\.1 should be a finite number >= 0"),
+        ({"train": {"epochs": -1}}, r"train\.epochs=-1 should be >= 0"),
+        ({"train": {"batch_size": 0}}, r"train\.batch_size=0 should be >= 1"),
+        ({"train": {"kmeans_iters": 0}}, r"train\.kmeans_iters=0 should be >= 1"),
+        ({"train": {"restart_every": 0}}, r"train\.restart_every=0 should be >= 1"),
+        ({"train": {"lr": 0}}, r"train\.lr=0\.0 should be a finite number > 0"),
+        ({"train": {"max_train_items": 0}}, r"train\.max_train_items=0 should be >= 1"),
+        ({"embedding": {"batch_size": 0}}, r"embedding\.batch_size=0 should be >= 1"),
+        ({"collision": {"strategy": "suffix"}}, r"collision\.strategy='suffix' should be one of"),
+        ({"seed": -1}, r"seed=-1 should be >= 0"),
+    ],
+)
+def test_range_validation(data, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        BuildConfig.from_dict(data)
+
+
+def test_range_boundaries_accepted():
+    cfg = BuildConfig.from_dict(
+        {
+            "model": {"codebook_sizes": [2], "latent_dim": 1, "hidden_dims": [], "beta": 0.0},
+            "train": {"epochs": 0, "batch_size": 1, "kmeans_iters": 1, "restart_every": 1, "max_train_items": 1},
+            "embedding": {"batch_size": 1},
+        }
+    )
+    assert cfg.model.codebook_sizes == (2,)
+    assert cfg.train.epochs == 0
+
+
+def test_direct_construction_is_validated():
+    with pytest.raises(ConfigError, match=r"train\.epochs=-5"):
+        BuildConfig(train=TrainConfig(epochs=-5))
+
+
+@pytest.mark.parametrize("field, value", [("lr", math.nan), ("lr", math.inf)])
+def test_non_finite_lr_rejected(field, value):
+    with pytest.raises(ConfigError, match=rf"train\.{field}"):
+        BuildConfig.from_dict({"train": {field: value}})
+
+
+# --------------------------------------------------------------------------- replace / frozen
+
+
+def test_replace_section_dict_merges():
+    base = _custom()
+    new = base.replace(train={"epochs": 10})
+    assert new.train.epochs == 10
+    # Other fields of the section and other sections are kept.
+    assert new.train.lr == base.train.lr
+    assert new.model == base.model
+    # The original is untouched.
+    assert base.train.epochs == 3
+
+
+def test_replace_scalar_and_dataclass():
+    base = BuildConfig()
+    assert base.replace(seed=5).seed == 5
+    mc = ModelConfig(codebook_sizes=(4, 4))
+    assert base.replace(model=mc).model == mc
+
+
+def test_replace_validates():
+    with pytest.raises(ConfigError, match=r"train\.epochs=-1"):
+        BuildConfig().replace(train={"epochs": -1})
+    with pytest.raises(ConfigError, match=r"in \[train\]: epoch\b"):
+        BuildConfig().replace(train={"epoch": 1})
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\): bogus"):
+        BuildConfig().replace(bogus=1)
+
+
+@pytest.mark.parametrize(
+    "obj, attr",
+    [
+        (BuildConfig(), "seed"),
+        (CatalogConfig(), "id_column"),
+        (EmbeddingConfig(), "model"),
+        (ModelConfig(), "beta"),
+        (TrainConfig(), "epochs"),
+        (CollisionConfig(), "strategy"),
+    ],
+)
+def test_frozen(obj, attr):
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(obj, attr, getattr(obj, attr))
+
+
+def test_configs_hashable_and_equal_by_value():
+    assert BuildConfig() == BuildConfig()
+    assert hash(_custom()) == hash(_custom())
+    assert BuildConfig() != BuildConfig(seed=1)

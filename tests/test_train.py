@@ -1,0 +1,78 @@
+import numpy as np
+import torch
+
+from semantic_ids.config import ModelConfig, TrainConfig
+from semantic_ids.metrics import code_stats
+from semantic_ids.rqvae import RQVAE
+from semantic_ids.train import encode_all, train_rqvae
+
+from .conftest import clustered_embeddings
+
+MODEL = ModelConfig(codebook_sizes=(16, 16, 16), latent_dim=8, hidden_dims=(64, 32))
+TRAIN = TrainConfig(epochs=12, batch_size=128, restart_every=4)
+
+
+def test_training_is_deterministic():
+    x = clustered_embeddings(300)
+    a = train_rqvae(x, MODEL, TRAIN, seed=3, show_progress=False)
+    b = train_rqvae(x, MODEL, TRAIN, seed=3, show_progress=False)
+    for (ka, va), (kb, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+    assert a.history == b.history
+
+
+def test_different_seed_gives_different_model():
+    x = clustered_embeddings(300)
+    a = train_rqvae(x, MODEL, TRAIN, seed=0, show_progress=False)
+    b = train_rqvae(x, MODEL, TRAIN, seed=1, show_progress=False)
+    assert not torch.equal(a.model.quantizer.codebooks[0], b.model.quantizer.codebooks[0])
+
+
+def test_training_uses_codes_and_records_history():
+    x = clustered_embeddings(600, clusters=40)
+    res = train_rqvae(x, MODEL, TRAIN, seed=0, show_progress=False)
+    assert len(res.history) == TRAIN.epochs
+    first, last = res.history[0], res.history[-1]
+    assert set(first) >= {"epoch", "loss", "recon", "vq", "codes_used", "restarted"}
+    assert "collision_rate" in last
+    stats = code_stats(encode_all(res.model, torch.from_numpy(x)).numpy(), MODEL.codebook_sizes)
+    # k-means init + dead-code restarts: no level collapses
+    assert min(stats["codes_used"]) >= 12
+    assert stats["perplexity"][0] > 8
+
+
+def test_training_reduces_reconstruction_error():
+    x = clustered_embeddings(500)
+    res = train_rqvae(x, MODEL, TrainConfig(epochs=20, batch_size=128, restart_every=5), seed=0, show_progress=False)
+    assert res.history[-1]["recon"] < res.history[0]["recon"]
+
+
+def test_progressive_training_phases():
+    x = clustered_embeddings(300)
+    res = train_rqvae(x, MODEL, TrainConfig(epochs=9, batch_size=128, progressive=True), seed=0, show_progress=False)
+    assert [h["levels"] for h in res.history] == [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert bool(res.model.quantizer.initialized.all())
+
+
+def test_train_on_sample():
+    x = clustered_embeddings(500)
+    res = train_rqvae(x, MODEL, TrainConfig(epochs=2, batch_size=64, max_train_items=100), seed=0, show_progress=False)
+    # 100 items at batch 64 -> the loop saw 100 items per epoch
+    assert len(res.history) == 2
+    assert encode_all(res.model, torch.from_numpy(x)).shape == (500, 3)
+
+
+def test_encode_all_is_batch_size_independent():
+    x = torch.from_numpy(clustered_embeddings(333))
+    model = train_rqvae(x.numpy(), MODEL, TrainConfig(epochs=3, batch_size=64), seed=0, show_progress=False).model
+    assert torch.equal(encode_all(model, x), encode_all(model, x, batch_size=17))
+
+
+def test_rqvae_state_dict_round_trip():
+    x = torch.from_numpy(clustered_embeddings(100))
+    m = train_rqvae(x.numpy(), MODEL, TrainConfig(epochs=2, batch_size=64), seed=0, show_progress=False).model
+    m2 = RQVAE(x.shape[1], MODEL)
+    m2.load_state_dict(m.state_dict())
+    m2.eval()
+    assert torch.equal(m.encode(x), m2.encode(x))
+    assert np.allclose(m.decode_codes(m.encode(x)).numpy(), m2.decode_codes(m2.encode(x)).numpy())
