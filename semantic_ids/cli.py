@@ -13,8 +13,9 @@ from .catalog import CatalogError
 from .config import BuildConfig, ConfigError
 from .embed import EmbeddingError
 from .export import ExportError
+from .tokens import TokenError
 
-EXPECTED_ERRORS = (CatalogError, ConfigError, EmbeddingError, ExportError, FileNotFoundError)
+EXPECTED_ERRORS = (CatalogError, ConfigError, EmbeddingError, ExportError, FileNotFoundError, TokenError, KeyError, ValueError)
 
 
 def _config_from_args(args: argparse.Namespace) -> BuildConfig:
@@ -80,6 +81,79 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _neighbor_records(lk, nb, queries, kind: str) -> list[dict]:
+    from .tokens import format_sid
+
+    recs = []
+    for i, q in enumerate(queries):
+        items = []
+        for r, item, d in zip(nb.rows[i], nb.ids[i], nb.distances[i]):
+            if r < 0:
+                continue
+            items.append({"item_id": _plain(item), "semantic_id": format_sid(lk.codes[r].tolist()), "distance": round(float(d), 6)})
+        recs.append({kind: _plain(q), "codes": [int(c) for c in nb.codes[i] if c >= 0], "neighbors": items})
+    return recs
+
+
+def _plain(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    from .lookup import SemanticIDLookup
+
+    lk = SemanticIDLookup.load(args.dir)
+    records: list[dict] = []
+    if args.item:
+        if args.k:
+            nb = lk.similar_items(args.item, k=args.k)
+            records = _neighbor_records(lk, nb, args.item, "item_id")
+            for rec, item in zip(records, args.item):
+                rec["semantic_id"] = lk.item_to_sid(item)
+        else:
+            for item, sid in zip(args.item, lk.item_to_sid(args.item)):
+                records.append({"item_id": item, "semantic_id": sid})
+    elif args.sid:
+        if args.k:
+            records = _neighbor_records(lk, lk.search_codes(args.sid, k=args.k), args.sid, "query")
+        else:
+            for sid, item in zip(args.sid, lk.sid_to_item(args.sid, missing="null")):
+                records.append({"semantic_id": sid, "item_id": _plain(item)})
+    elif args.prefix:
+        items = lk.prefix_items(args.prefix)
+        records = [{"prefix": args.prefix, "count": int(len(items)), "items": [_plain(i) for i in items[: args.limit]]}]
+    elif args.text:
+        records = _neighbor_records(lk, lk.search_texts(args.text, k=args.k or 10), args.text, "text")
+    for rec in records:
+        if args.json:
+            print(json.dumps(rec))
+        else:
+            _print_record(rec)
+    return 0
+
+
+def _print_record(rec: dict) -> None:
+    head = {k: v for k, v in rec.items() if k not in ("neighbors", "items")}
+    print("  ".join(f"{k}={v}" for k, v in head.items()))
+    for n in rec.get("neighbors", []):
+        print(f"    {n['item_id']!s:<20} {n['semantic_id']:<32} {n['distance']:.6f}")
+    if "items" in rec:
+        shown = rec["items"]
+        print("    " + ", ".join(map(str, shown)) + (" ..." if rec["count"] > len(shown) else ""))
+
+
+def cmd_assign(args: argparse.Namespace) -> int:
+    from .assign import assign_new_items
+
+    res = assign_new_items(args.dir, args.catalog, embeddings=args.embeddings, show_progress=not args.no_progress)
+    summary = {"new_items": res.n_new, "already_present": res.n_already_present, "collided": res.n_collided, "export": str(args.dir)}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print_table([(k.replace("_", " "), str(v)) for k, v in summary.items()])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="semantic-ids", description="Semantic IDs for generative recommenders.")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
@@ -98,6 +172,26 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     b.add_argument("--no-progress", action="store_true", help="hide progress bars")
     b.set_defaults(func=cmd_build)
+
+    lk = sub.add_parser("lookup", help="look up IDs in an export: by item, semantic ID, prefix or text")
+    lk.add_argument("dir", help="export directory")
+    q = lk.add_mutually_exclusive_group(required=True)
+    q.add_argument("--item", nargs="+", help="item id(s) -> semantic ID (with --k: nearest items in code space)")
+    q.add_argument("--sid", nargs="+", help="semantic ID(s) -> item (with --k: nearest valid items, for generated codes)")
+    q.add_argument("--prefix", help="a semantic-ID prefix, e.g. '<a_12><b_200>' -> items under it and their count")
+    q.add_argument("--text", nargs="+", help="text(s) -> codes under the frozen model and the k nearest items")
+    lk.add_argument("--k", type=int, help="number of nearest items")
+    lk.add_argument("--limit", type=int, default=50, help="items shown for --prefix (the count is always exact)")
+    lk.add_argument("--json", action="store_true", help="one JSON object per line")
+    lk.set_defaults(func=cmd_lookup)
+
+    a = sub.add_parser("assign", help="give new catalog items IDs without moving any existing ID")
+    a.add_argument("dir", help="export directory (updated atomically)")
+    a.add_argument("--catalog", required=True, help="catalog with the new items (items already present are skipped)")
+    a.add_argument("--embeddings", help="precomputed embeddings for the catalog")
+    a.add_argument("--json", action="store_true")
+    a.add_argument("--no-progress", action="store_true")
+    a.set_defaults(func=cmd_assign)
     return p
 
 
@@ -110,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except EXPECTED_ERRORS as exc:
-        print(f"semantic-ids: error: {exc}", file=sys.stderr)
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"semantic-ids: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("semantic-ids: interrupted; any earlier export is untouched", file=sys.stderr)

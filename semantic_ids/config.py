@@ -77,6 +77,8 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     codebook_lr_scale: float = 10.0  # codebooks learn this many times faster than the MLPs
+    uniformity_weight: float = 0.0  # weight of a uniformity loss spreading latents apart (Wang & Isola 2020)
+    uniformity_t: float = 2.0
     kmeans_init: bool = True
     kmeans_iters: int = 25
     dead_code_restart: bool = True

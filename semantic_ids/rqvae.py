@@ -70,7 +70,7 @@ class RQVAE(nn.Module):
         q, codes, vq_loss = self.quantizer(z, levels)
         x_hat = self.decoder(q)  # (B, input_dim)
         recon = F.mse_loss(x_hat, x, reduction="none").sum(1).mean()
-        return {"loss": recon + vq_loss, "recon": recon, "vq": vq_loss, "codes": codes}
+        return {"loss": recon + vq_loss, "recon": recon, "vq": vq_loss, "codes": codes, "z": z}
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:

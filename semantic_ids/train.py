@@ -45,6 +45,13 @@ def _phases(cfg: TrainConfig, n_levels: int) -> list[tuple[int, int]]:
     return phases
 
 
+def uniformity_loss(z: torch.Tensor, t: float = 2.0) -> torch.Tensor:
+    """log E_{i<j} exp(-t ||ẑ_i − ẑ_j||²) over unit-normalised latents (Wang & Isola 2020):
+    lowest when latents spread evenly, which keeps near-duplicate items apart."""
+    zn = torch.nn.functional.normalize(z, dim=1)
+    return torch.pdist(zn).pow(2).mul(-t).exp().mean().log()
+
+
 @torch.no_grad()
 def encode_all(model: RQVAE, x: torch.Tensor, batch_size: int = 65536) -> torch.Tensor:
     """Codes (N, L) for embeddings (N, D), in batches."""
@@ -113,8 +120,12 @@ def train_rqvae(
                 for b in range(batches_per_epoch):
                     xb = x[perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
                     out = model(xb, levels)
+                    loss = out["loss"]
+                    if cfg.uniformity_weight > 0:
+                        out["unif"] = uniformity_loss(out["z"], cfg.uniformity_t)
+                        loss = loss + cfg.uniformity_weight * out["unif"]
                     opt.zero_grad(set_to_none=True)
-                    out["loss"].backward()
+                    loss.backward()
                     opt.step()
                     for k in sums:
                         sums[k] += float(out[k].detach()) * len(xb)

@@ -1,0 +1,112 @@
+"""New items: codes under the frozen model, collisions resolved against the
+existing IDs so that no existing item's ID ever changes, appended atomically.
+
+Rule: a new item whose model codes match an existing group gets the next free
+collision number after that group's largest; new items of one call that share
+codes are numbered in ascending item-id order. So within one call the result
+does not depend on input order or batch size; across calls, earlier calls'
+items keep their numbers (first come, first numbered).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .api import SemanticIDs
+from .catalog import Catalog, load_catalog
+from .collisions import id_order
+from .embed import check_embeddings, load_embeddings
+from .export import write_export
+from .train import encode_all
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AssignResult:
+    n_new: int
+    n_already_present: int
+    n_collided: int  # new items whose model codes were already taken
+    new_ids: np.ndarray
+    new_codes: np.ndarray  # (n_new, L + 1)
+
+
+def resolve_against(existing: np.ndarray, new_raw: np.ndarray, new_ids: np.ndarray) -> np.ndarray:
+    """Collision level for new items given existing resolved codes (N, L + 1).
+
+    Returns (M, L + 1) codes for the new items; existing codes are untouched.
+    """
+    L = new_raw.shape[1]
+    ex = pd.DataFrame(existing[:, :L]).assign(c=existing[:, L])
+    base = ex.groupby(list(range(L)), sort=False)["c"].max() + 1 if len(ex) else pd.Series(dtype=np.int64)
+    new = pd.DataFrame(new_raw).assign(rank=id_order(new_ids))
+    new["base"] = 0
+    if len(base):
+        key = pd.MultiIndex.from_frame(new[list(range(L))])
+        new["base"] = base.reindex(key).fillna(0).to_numpy(dtype=np.int64)
+    # number new items within a tuple by id rank
+    new["within"] = new.groupby(list(range(L)), sort=False)["rank"].rank(method="first").astype(np.int64) - 1
+    counter = (new["base"] + new["within"]).to_numpy(dtype=np.int64)
+    return np.column_stack([new_raw.astype(np.int64), counter])
+
+
+def assign_new_items(
+    export_dir: str | Path,
+    catalog: str | Path | pd.DataFrame | Catalog,
+    *,
+    embeddings: str | Path | np.ndarray | None = None,
+    batch_size: int = 65536,
+    show_progress: bool = True,
+) -> AssignResult:
+    """Add the catalog's new items to the export at ``export_dir`` (atomically).
+
+    Items already in the export are left as they are and counted.
+    """
+    start = time.perf_counter()
+    sid = SemanticIDs.load(export_dir, show_progress=show_progress)
+    cfg = sid.config_
+    cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog, cfg.catalog)
+    if len(cat.ids) and len(sid.ids_) and (cat.ids.dtype.kind in "iu") != (sid.ids_.dtype.kind in "iu"):
+        raise ValueError(
+            f"new catalog ids are {'integers' if cat.ids.dtype.kind in 'iu' else 'strings'} but the export's are "
+            f"{'integers' if sid.ids_.dtype.kind in 'iu' else 'strings'}"
+        )
+    present = pd.Index(sid.ids_).get_indexer(pd.Index(cat.ids)) >= 0
+    new_pos = np.flatnonzero(~present)
+    new_ids = cat.ids[new_pos]
+    if isinstance(embeddings, (str, Path)):
+        emb = load_embeddings(embeddings, cat.ids, cfg.catalog.id_column)[new_pos]
+    elif embeddings is not None:
+        emb = check_embeddings(np.asarray(embeddings), cat.ids)[new_pos]
+    else:
+        emb = sid.embed([cat.texts[i] for i in new_pos]) if len(new_pos) else np.zeros((0, sid.embedding_dim_), np.float32)
+    if len(new_pos) and emb.shape[1] != sid.embedding_dim_:
+        raise ValueError(f"embeddings have dim {emb.shape[1]}, the export's model expects {sid.embedding_dim_}")
+    if len(new_pos) == 0:
+        log.info("no new items: all %d catalog items are already in %s", len(cat), export_dir)
+        return AssignResult(0, int(present.sum()), 0, new_ids, np.zeros((0, sid.codes_.shape[1]), np.int64))
+    raw = encode_all(sid.model_, torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32)), batch_size).numpy()
+    new_codes = resolve_against(sid.codes_, raw, new_ids)
+    n_collided = int((new_codes[:, -1] > 0).sum())
+    all_ids = np.concatenate([sid.ids_, new_ids]) if sid.ids_.dtype == new_ids.dtype else np.array(
+        [*sid.ids_.tolist(), *new_ids.tolist()], dtype=object
+    )
+    all_codes = np.concatenate([sid.codes_, new_codes])
+    record = {
+        "n_new": int(len(new_ids)),
+        "n_already_present": int(present.sum()),
+        "n_collided": n_collided,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    metrics = {**sid.metrics_, "assignments": [*sid.metrics_.get("assignments", []), record]}
+    metrics["n_items_total"] = int(len(all_ids))
+    write_export(export_dir, config=cfg, ids=all_ids, codes=all_codes, model=sid.model_, metrics=metrics)
+    log.info("assigned %d new items (%d collided) to %s", len(new_ids), n_collided, export_dir)
+    return AssignResult(len(new_ids), int(present.sum()), n_collided, new_ids, new_codes)

@@ -1,0 +1,348 @@
+"""ID lookup over an export: item <-> semantic ID, prefixes, and nearest-code search.
+
+Exact lookups use sorted integer keys (one mixed-radix int64 per code tuple)
+and ``np.searchsorted``, so every lookup is O(log N), vectorised over a batch,
+and a prefix of any depth is one contiguous range of the sorted keys.
+Nearest-code search uses FAISS over the *distinct* code tuples' decoded
+vectors (the sum of the chosen codebook vectors, in the RQ-VAE's latent
+space); see :mod:`semantic_ids.ann` for the index type chosen by size.
+
+The object is read-only after construction; numpy and FAISS searches on it
+are safe to run from several threads at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .ann import CodeIndex
+from .tokens import TokenError, format_sids, parse_sid
+
+log = logging.getLogger(__name__)
+
+
+class LookupError_(KeyError):
+    """An id, code or token is unknown or invalid (a KeyError, so ``except KeyError`` works)."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True)
+class Neighbors:
+    """Result of a nearest-code search for Q queries and k neighbours.
+
+    ``rows``: (Q, k) int64 row numbers into the export (-1 where fewer than k
+    exist); ``ids``: (Q, k) item ids (None where rows is -1); ``distances``:
+    (Q, k) float32 squared L2 distances in latent space (inf where rows is -1);
+    ``codes``: (Q, L) the query codes (model levels only).
+    """
+
+    rows: np.ndarray
+    ids: np.ndarray
+    distances: np.ndarray
+    codes: np.ndarray
+
+
+class SemanticIDLookup:
+    """Lookups over one export.
+
+    Parameters
+    ----------
+    ids : (N,) item ids (unique; int64 or str objects)
+    codes : (N, L + 1) int64 resolved codes (model levels + collision level)
+    codebook_sizes : codes per model level (length L)
+    codebooks : optional list of L (K_l, D) float arrays; enables nearest-code search
+    model : optional RQVAE; enables embedding and text queries
+    embed_fn : optional callable(list[str]) -> (n, input_dim) embeddings
+    """
+
+    def __init__(
+        self,
+        ids: np.ndarray,
+        codes: np.ndarray,
+        codebook_sizes: Sequence[int],
+        *,
+        codebooks: Sequence[np.ndarray] | None = None,
+        model=None,
+        embed_fn=None,
+        index_kind: str = "auto",
+    ):
+        codes = np.ascontiguousarray(codes, dtype=np.int64)
+        if codes.ndim != 2 or codes.shape[1] != len(codebook_sizes) + 1:
+            raise ValueError(f"codes should be (N, {len(codebook_sizes) + 1}), got {codes.shape}")
+        self.ids = np.asarray(ids)
+        self.codes = codes
+        self.n_levels = len(codebook_sizes)
+        self.collision_size = int(codes[:, -1].max()) + 1 if len(codes) else 1
+        self.sizes = np.array([*codebook_sizes, self.collision_size], dtype=np.int64)
+        if float(np.prod(self.sizes.astype(np.float64))) >= 2**62:
+            raise ValueError(f"code space {self.sizes.tolist()} too large for 64-bit keys")
+        # strides[d] = product of sizes after level d, so key = Σ codes[:, d] * strides[d]
+        self.strides = np.ones(len(self.sizes), dtype=np.int64)
+        for d in range(len(self.sizes) - 2, -1, -1):
+            self.strides[d] = self.strides[d + 1] * self.sizes[d + 1]
+        keys = codes @ self.strides
+        self._order = np.argsort(keys, kind="stable")
+        self._sorted_keys = keys[self._order]
+        if len(keys) and (np.diff(self._sorted_keys) == 0).any():
+            raise ValueError("codes are not unique; resolve collisions first")
+        self._id_index = pd.Index(self.ids)
+        if not self._id_index.is_unique:
+            raise ValueError("item ids are not unique")
+        self.model = model
+        self.embed_fn = embed_fn
+        self.code_index: CodeIndex | None = None
+        if codebooks is not None:
+            self.codebooks = [np.asarray(c, dtype=np.float32) for c in codebooks]
+            self.code_index = CodeIndex(
+                self.codes[:, : self.n_levels], self.codebooks, kind=index_kind, within_group=self.codes[:, -1]
+            )
+
+    # -- construction ----------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path, *, index_kind: str = "auto") -> "SemanticIDLookup":
+        """Load from an export directory (checksums verified, no pickle, no network)."""
+        from .api import SemanticIDs
+
+        sid = SemanticIDs.load(path)
+        model = sid.model_
+        codebooks = [cb.detach().numpy().copy() for cb in model.quantizer.codebooks]
+        obj = cls(
+            sid.ids_,
+            sid.codes_,
+            model.quantizer.codebook_sizes,
+            codebooks=codebooks,
+            model=model,
+            embed_fn=sid.embed,
+            index_kind=index_kind,
+        )
+        obj.estimator = sid
+        return obj
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    # -- validation ----------------------------------------------------------------
+    def _as_codes(self, sids, *, allow_prefix: bool) -> list[np.ndarray]:
+        """Token strings or code sequences -> list of int64 arrays, validated."""
+        out = []
+        for s in sids:
+            codes = np.asarray(parse_sid(s) if isinstance(s, str) else s, dtype=np.int64).ravel()
+            if len(codes) == 0:
+                raise TokenError("empty semantic ID")
+            if len(codes) > len(self.sizes):
+                raise TokenError(f"semantic ID {s!r} has {len(codes)} levels; this export has {len(self.sizes)}")
+            if not allow_prefix and len(codes) != len(self.sizes):
+                raise TokenError(
+                    f"semantic ID {s!r} has {len(codes)} levels; a full ID has {len(self.sizes)} (use a prefix lookup)"
+                )
+            bad = np.flatnonzero((codes < 0) | (codes >= self.sizes[: len(codes)]))
+            if len(bad):
+                d = int(bad[0])
+                raise TokenError(
+                    f"semantic ID {s!r}: code {int(codes[d])} at level {d} is out of range [0, {int(self.sizes[d])})"
+                )
+            out.append(codes)
+        return out
+
+    def _rows_of_ids(self, item_ids, missing: str) -> np.ndarray:
+        keys = pd.Index(self._coerce_ids(item_ids))
+        rows = self._id_index.get_indexer(keys)
+        if missing == "raise" and (rows < 0).any():
+            unknown = keys[rows < 0][:10].tolist()
+            raise LookupError_(f"{int((rows < 0).sum())} unknown item id(s), e.g. {unknown}")
+        return rows
+
+    def _coerce_ids(self, item_ids) -> np.ndarray:
+        arr = np.asarray(item_ids, dtype=object if not isinstance(item_ids, np.ndarray) else None)
+        if self.ids.dtype.kind in "iu" and arr.dtype.kind not in "iu":
+            # ids typed on a command line arrive as strings
+            conv = []
+            for v in arr.tolist():
+                try:
+                    conv.append(int(v))
+                except (TypeError, ValueError):
+                    conv.append(v)
+            arr = np.asarray(conv, dtype=object)
+        return arr
+
+    # -- exact lookups ---------------------------------------------------------------------
+    def item_to_codes(self, item_ids, *, missing: str = "raise") -> np.ndarray:
+        """(Q,) item ids -> (Q, L + 1) codes; with ``missing="null"`` unknown ids give rows of -1."""
+        single = np.isscalar(item_ids) or isinstance(item_ids, str)
+        rows = self._rows_of_ids([item_ids] if single else item_ids, missing)
+        out = np.where(rows[:, None] >= 0, self.codes[np.maximum(rows, 0)], -1)
+        return out[0] if single else out
+
+    def item_to_sid(self, item_ids, *, missing: str = "raise"):
+        """Item id(s) -> token string(s); unknown ids give None with ``missing="null"``."""
+        single = np.isscalar(item_ids) or isinstance(item_ids, str)
+        codes = self.item_to_codes([item_ids] if single else item_ids, missing=missing)
+        sids = [s if c[0] >= 0 else None for s, c in zip(format_sids(np.maximum(codes, 0)), codes)]
+        return sids[0] if single else sids
+
+    def _keys(self, codes_list: list[np.ndarray]) -> np.ndarray:
+        return np.array([int(c @ self.strides[: len(c)]) for c in codes_list], dtype=np.int64)
+
+    def codes_to_rows(self, codes: np.ndarray) -> np.ndarray:
+        """(Q, L + 1) full codes -> (Q,) rows (-1 where no item has them); vectorised."""
+        codes = np.asarray(codes, dtype=np.int64)
+        keys = codes @ self.strides
+        pos = np.searchsorted(self._sorted_keys, keys)
+        pos_c = np.minimum(pos, len(self._sorted_keys) - 1)
+        hit = (pos < len(self._sorted_keys)) & (self._sorted_keys[pos_c] == keys)
+        return np.where(hit, self._order[pos_c], -1)
+
+    def sid_to_item(self, sids, *, missing: str = "raise"):
+        """Full semantic ID(s) (token strings or code sequences) -> item id(s).
+
+        An ID that is well-formed but belongs to no item raises a KeyError, or
+        gives None with ``missing="null"``.
+        """
+        single = isinstance(sids, str) or (np.ndim(sids) == 1 and not isinstance(sids[0], str) and np.isscalar(sids[0]))
+        items = [sids] if single else list(sids)
+        codes = self._as_codes(items, allow_prefix=False)
+        rows = self.codes_to_rows(np.stack(codes)) if codes else np.zeros(0, dtype=np.int64)
+        if missing == "raise" and (rows < 0).any():
+            bad = [items[i] for i in np.flatnonzero(rows < 0)[:10]]
+            raise LookupError_(f"{int((rows < 0).sum())} semantic ID(s) belong to no item, e.g. {bad}")
+        out = [self.ids[r] if r >= 0 else None for r in rows]
+        return out[0] if single else out
+
+    def prefix_range(self, prefix) -> tuple[int, int]:
+        """Positions [lo, hi) in the sorted order of the items under ``prefix``."""
+        (codes,) = self._as_codes([prefix], allow_prefix=True)
+        d = len(codes)
+        lo_key = int(codes @ self.strides[:d])
+        hi_key = lo_key + int(self.strides[d - 1])
+        return (
+            int(np.searchsorted(self._sorted_keys, lo_key, "left")),
+            int(np.searchsorted(self._sorted_keys, hi_key, "left")),
+        )
+
+    def prefix_count(self, prefix) -> int:
+        """Number of items whose semantic ID starts with ``prefix`` (O(log N))."""
+        lo, hi = self.prefix_range(prefix)
+        return hi - lo
+
+    def prefix_items(self, prefix) -> np.ndarray:
+        """Item ids under ``prefix`` (e.g. ``(12, 200)`` or ``"<a_12><b_200>"``), in code order."""
+        lo, hi = self.prefix_range(prefix)
+        return self.ids[self._order[lo:hi]]
+
+    # -- nearest-code search -----------------------------------------------------------------
+    def _need_index(self) -> CodeIndex:
+        if self.code_index is None:
+            raise RuntimeError("nearest-code search needs the codebooks; load the lookup from an export directory")
+        return self.code_index
+
+    def _need_model(self):
+        if self.model is None:
+            raise RuntimeError("embedding queries need the model; load the lookup from an export directory")
+        return self.model
+
+    def encode(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, D) embeddings -> ((Q, L) codes under the frozen model, (Q, d) latents)."""
+        model = self._need_model()
+        emb = np.asarray(embeddings, dtype=np.float32)
+        if emb.ndim == 1:
+            emb = emb[None, :]
+        if emb.ndim != 2 or emb.shape[1] != model.input_dim:
+            raise ValueError(f"embeddings should have shape (n, {model.input_dim}), got {emb.shape}")
+        if not np.isfinite(emb).all():
+            raise ValueError("embeddings contain NaN or infinity")
+        with torch.no_grad():
+            z = model.encode_latent(torch.from_numpy(emb))
+            codes = model.quantizer.encode(z)
+        return codes.numpy(), z.numpy()
+
+    def search_embeddings(self, embeddings: np.ndarray, k: int = 10) -> Neighbors:
+        """Codes of each embedding under the frozen model and its k nearest items
+        (squared L2 between the query's latent and the items' decoded code vectors)."""
+        codes, z = self.encode(embeddings)
+        rows, dist = self._need_index().search(z, k)
+        return self._neighbors(rows, dist, codes)
+
+    def search_texts(self, texts: Sequence[str], k: int = 10) -> Neighbors:
+        """Embed texts with the export's own model, then :meth:`search_embeddings`."""
+        if self.embed_fn is None:
+            raise RuntimeError("text queries need the export's embedding model; load from an export directory")
+        return self.search_embeddings(self.embed_fn(list(texts)), k)
+
+    def search_codes(self, sids, k: int = 10, *, prefer_prefix: bool = True) -> Neighbors:
+        """Nearest valid items for code sequences that may match no item.
+
+        Each query (token string or codes, L or L + 1 levels; a shorter prefix is
+        also accepted) is decoded to the sum of its codebook vectors.
+        Rule: with ``prefer_prefix`` (default), candidates are first the items
+        that share the longest prefix of the query that exists in the catalog,
+        ranked by distance; if that leaves fewer than k, the rest are the
+        nearest others by distance. Without it, ranking is by distance alone.
+        An exact match (all L model levels) is always first, at distance 0.
+        """
+        index = self._need_index()
+        queries = self._as_codes([sids] if isinstance(sids, str) else list(sids), allow_prefix=True)
+        model_codes = np.full((len(queries), self.n_levels), -1, dtype=np.int64)
+        for i, c in enumerate(queries):
+            model_codes[i, : min(len(c), self.n_levels)] = c[: self.n_levels]
+        vecs = index.decode_partial(model_codes)
+        if not prefer_prefix:
+            rows, dist = index.search(vecs, k)
+            return self._neighbors(rows, dist, model_codes)
+        all_rows = np.full((len(queries), k), -1, dtype=np.int64)
+        all_dist = np.full((len(queries), k), np.inf, dtype=np.float32)
+        for i, c in enumerate(queries):
+            depth = min(len(c), self.n_levels)
+            lo = hi = 0
+            while depth > 0:
+                lo, hi = self.prefix_range(c[:depth])
+                if hi > lo:
+                    break
+                depth -= 1
+            chosen: list[int] = []
+            dists: list[float] = []
+            if depth > 0:
+                cand = self._order[lo:hi]
+                d = index.distances(vecs[i], cand)
+                order = np.lexsort((self.codes[cand, -1], d))[:k]
+                chosen = cand[order].tolist()
+                dists = d[order].tolist()
+            if len(chosen) < k:
+                extra_rows, extra_d = index.search(vecs[i : i + 1], k + len(chosen))
+                taken = set(chosen)
+                for r, dd in zip(extra_rows[0], extra_d[0]):
+                    if r >= 0 and r not in taken and len(chosen) < k:
+                        chosen.append(int(r))
+                        dists.append(float(dd))
+            all_rows[i, : len(chosen)] = chosen
+            all_dist[i, : len(dists)] = dists
+        return self._neighbors(all_rows, all_dist, model_codes)
+
+    def similar_items(self, item_ids, k: int = 10) -> Neighbors:
+        """The k nearest other items of each item, in code space."""
+        single = np.isscalar(item_ids) or isinstance(item_ids, str)
+        rows = self._rows_of_ids([item_ids] if single else item_ids, "raise")
+        index = self._need_index()
+        vecs = index.decode_partial(self.codes[rows, : self.n_levels])
+        got, dist = index.search(vecs, k + 1)
+        out_rows = np.full((len(rows), k), -1, dtype=np.int64)
+        out_d = np.full((len(rows), k), np.inf, dtype=np.float32)
+        for i, r in enumerate(rows):
+            keep = [(g, d) for g, d in zip(got[i], dist[i]) if g >= 0 and g != r][:k]
+            out_rows[i, : len(keep)] = [g for g, _ in keep]
+            out_d[i, : len(keep)] = [d for _, d in keep]
+        return self._neighbors(out_rows, out_d, self.codes[rows, : self.n_levels])
+
+    def _neighbors(self, rows: np.ndarray, dist: np.ndarray, codes: np.ndarray) -> Neighbors:
+        ids = np.empty(rows.shape, dtype=object)
+        valid = rows >= 0
+        ids[valid] = self.ids[rows[valid]]
+        return Neighbors(rows=rows, ids=ids, distances=dist.astype(np.float32), codes=codes)

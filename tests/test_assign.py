@@ -1,0 +1,129 @@
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from semantic_ids import BuildConfig, SemanticIDs
+from semantic_ids.assign import assign_new_items, resolve_against
+from semantic_ids.cli import main
+from semantic_ids.lookup import SemanticIDLookup
+
+from .conftest import clustered_embeddings
+
+N_OLD, N_NEW = 600, 300
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    emb = clustered_embeddings(N_OLD + N_NEW, clusters=15, noise=0.1)
+    df = pd.DataFrame({"item_id": [f"i{i:05d}" for i in range(N_OLD + N_NEW)], "title": ["t"] * (N_OLD + N_NEW)})
+    cfg = BuildConfig().replace(
+        model={"codebook_sizes": [8, 8, 8], "hidden_dims": [32]},
+        train={"epochs": 6, "batch_size": 128, "restart_every": 2},
+        embedding={"use_cache": False},
+    )
+    out = SemanticIDs(cfg, show_progress=False).fit(df.iloc[:N_OLD], embeddings=emb[:N_OLD]).save(
+        tmp_path_factory.mktemp("a") / "base"
+    )
+    return out, df, emb
+
+
+def copy(base_dir, tmp_path, name):
+    dst = tmp_path / name
+    shutil.copytree(base_dir, dst)
+    return dst
+
+
+def test_existing_ids_never_change(base, tmp_path):
+    out, df, emb = base
+    d = copy(out, tmp_path, "e")
+    before = pd.read_parquet(d / "semantic_ids.parquet")
+    res = assign_new_items(d, df, embeddings=emb, show_progress=False)
+    assert res.n_new == N_NEW and res.n_already_present == N_OLD
+    after = pd.read_parquet(d / "semantic_ids.parquet")
+    assert len(after) == N_OLD + N_NEW
+    pd.testing.assert_frame_equal(after.iloc[:N_OLD].reset_index(drop=True), before)
+    assert after["semantic_id"].is_unique
+    # collisions with old items got numbers after the old group's largest
+    assert res.n_collided > 0
+    lk = SemanticIDLookup.load(d)
+    assert lk.sid_to_item(lk.item_to_sid(df["item_id"].tolist())) == df["item_id"].tolist()
+    metrics = json.loads((d / "metrics.json").read_text())
+    assert metrics["assignments"][-1]["n_new"] == N_NEW
+
+
+def test_assign_is_order_and_batch_size_independent(base, tmp_path):
+    out, df, emb = base
+    a, b = copy(out, tmp_path, "a"), copy(out, tmp_path, "b")
+    new = df.iloc[N_OLD:]
+    perm = np.random.default_rng(1).permutation(N_NEW)
+    assign_new_items(a, new, embeddings=emb[N_OLD:], batch_size=7, show_progress=False)
+    assign_new_items(b, new.iloc[perm], embeddings=emb[N_OLD:][perm], batch_size=100_000, show_progress=False)
+    ida = pd.read_parquet(a / "semantic_ids.parquet").set_index("item_id")["semantic_id"]
+    idb = pd.read_parquet(b / "semantic_ids.parquet").set_index("item_id")["semantic_id"]
+    assert ida.sort_index().equals(idb.sort_index())
+
+
+def test_rerun_adds_nothing(base, tmp_path):
+    out, df, emb = base
+    d = copy(out, tmp_path, "r")
+    assign_new_items(d, df, embeddings=emb, show_progress=False)
+    first = (d / "semantic_ids.parquet").read_bytes()
+    res = assign_new_items(d, df, embeddings=emb, show_progress=False)
+    assert res.n_new == 0 and (d / "semantic_ids.parquet").read_bytes() == first
+
+
+def test_interrupted_assign_leaves_export_intact(base, tmp_path, monkeypatch):
+    out, df, emb = base
+    d = copy(out, tmp_path, "i")
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    import semantic_ids.export as export_mod
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export_mod, "save_file", boom)
+    with pytest.raises(KeyboardInterrupt):
+        assign_new_items(d, df, embeddings=emb, show_progress=False)
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+    assert len(SemanticIDLookup.load(d)) == N_OLD
+
+
+def test_resolve_against_hand_made():
+    existing = np.array([[1, 1, 0], [1, 1, 1], [2, 2, 0]])
+    new_raw = np.array([[1, 1], [3, 3], [1, 1], [3, 3]])
+    got = resolve_against(existing, new_raw, np.array(["b", "x", "a", "c"], dtype=object))
+    # group (1,1): a < b -> a gets 2, b gets 3 (after existing 0, 1); group (3,3) is new: c < x
+    assert got.tolist() == [[1, 1, 3], [3, 3, 1], [1, 1, 2], [3, 3, 0]]
+
+
+def test_assign_cli(base, tmp_path, capsys):
+    out, df, emb = base
+    d = copy(out, tmp_path, "c")
+    df.to_parquet(tmp_path / "new.parquet")
+    np.save(tmp_path / "new.npy", emb)
+    assert main(["assign", str(d), "--catalog", str(tmp_path / "new.parquet"), "--embeddings", str(tmp_path / "new.npy"), "--json", "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["new_items"] == N_NEW and summary["already_present"] == N_OLD
+
+
+def test_lookup_cli(base, capsys):
+    out, df, emb = base
+    lk = SemanticIDLookup.load(out)
+    sid = lk.item_to_sid("i00003")
+    assert main(["lookup", str(out), "--item", "i00003", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"item_id": "i00003", "semantic_id": sid}
+    assert main(["lookup", str(out), "--sid", sid, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["item_id"] == "i00003"
+    prefix = sid[: sid.index(">") + 1]
+    assert main(["lookup", str(out), "--prefix", prefix, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == lk.prefix_count(prefix)
+    assert main(["lookup", str(out), "--sid", sid, "--k", "3", "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["neighbors"][0]["distance"] == 0.0 and len(rec["neighbors"]) == 3
+    assert main(["lookup", str(out), "--item", "missing"]) == 2
+    assert "unknown item id" in capsys.readouterr().err
+    assert main(["lookup", str(out), "--sid", "<a_1><b_x>"]) == 2
+    assert "malformed" in capsys.readouterr().err

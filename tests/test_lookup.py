@@ -1,0 +1,168 @@
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from semantic_ids import BuildConfig, SemanticIDs
+from semantic_ids.ann import CodeIndex
+from semantic_ids.lookup import SemanticIDLookup
+from semantic_ids.tokens import TokenError, format_sid
+
+from .conftest import clustered_embeddings
+
+N = 1200
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    emb = clustered_embeddings(N, clusters=30)
+    df = pd.DataFrame({"item_id": [f"i{i:05d}" for i in range(N)], "title": [f"t{i}" for i in range(N)]})
+    cfg = BuildConfig().replace(
+        model={"codebook_sizes": [16, 16, 16], "hidden_dims": [64, 32]},
+        train={"epochs": 10, "batch_size": 256, "restart_every": 3},
+        embedding={"use_cache": False},
+    )
+    sid = SemanticIDs(cfg, show_progress=False).fit(df.iloc[:1000], embeddings=emb[:1000])
+    out = sid.save(tmp_path_factory.mktemp("lk") / "export")
+    return out, df, emb, sid
+
+
+@pytest.fixture(scope="module")
+def lk(export):
+    return SemanticIDLookup.load(export[0])
+
+
+def test_round_trip_every_item(lk, export):
+    sid = export[3]
+    assert lk.item_to_sid(sid.ids_.tolist()) == sid.semantic_ids_
+    assert lk.sid_to_item(lk.item_to_sid(sid.ids_.tolist())) == sid.ids_.tolist()
+    assert lk.sid_to_item([tuple(c) for c in sid.codes_.tolist()]) == sid.ids_.tolist()
+    # single key in, single answer out
+    assert lk.sid_to_item(lk.item_to_sid("i00007")) == "i00007"
+    assert np.array_equal(lk.item_to_codes("i00007"), sid.codes_[7])
+
+
+def test_prefix_equals_brute_force(lk):
+    codes = lk.codes
+    for prefix in [tuple(codes[0, :1]), tuple(codes[5, :2]), tuple(codes[9, :3]), tuple(codes[11]), (15, 15), (0,)]:
+        d = len(prefix)
+        brute = sorted(lk.ids[(codes[:, :d] == prefix).all(1)].tolist())
+        assert sorted(lk.prefix_items(prefix).tolist()) == brute
+        assert lk.prefix_count(format_sid(prefix)) == len(brute)
+
+
+def test_unknown_and_malformed_inputs(lk):
+    with pytest.raises(KeyError, match="unknown item id"):
+        lk.item_to_sid(["i00001", "nope"])
+    assert lk.item_to_sid(["nope"], missing="null") == [None]
+    assert (lk.item_to_codes(["nope"], missing="null") == -1).all()
+    with pytest.raises(TokenError, match="malformed"):
+        lk.sid_to_item("<a_1><x_2>")
+    with pytest.raises(TokenError, match="out of range"):
+        lk.sid_to_item("<a_16><b_0><c_0><d_0>")
+    with pytest.raises(TokenError, match="5 levels"):
+        lk.prefix_items((1, 2, 3, 0, 0))
+    with pytest.raises(TokenError, match="use a prefix lookup"):
+        lk.sid_to_item("<a_1><b_2>")
+    with pytest.raises(ValueError, match=r"shape \(n, 32\)"):
+        lk.search_embeddings(np.zeros((2, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        lk.search_embeddings(np.full((1, 32), np.nan, dtype=np.float32))
+
+
+def test_valid_but_unused_id_maps_to_nothing(lk):
+    taken = {tuple(c) for c in lk.codes.tolist()}
+    free = next((a, b, c, 0) for a in range(16) for b in range(16) for c in range(16) if (a, b, c, 0) not in taken)
+    with pytest.raises(KeyError, match="belong to no item"):
+        lk.sid_to_item([free])
+    assert lk.sid_to_item([free], missing="null") == [None]
+
+
+def test_invalid_generated_code_maps_to_brute_force_nearest(lk):
+    index = lk.code_index
+    vectors = index.decode(lk.codes[:, :3])
+    rng = np.random.default_rng(0)
+    taken = {tuple(c) for c in lk.codes[:, :3].tolist()}
+    queries = [tuple(int(x) for x in rng.integers(0, 16, 3)) for _ in range(40)]
+    queries = [q for q in queries if q not in taken][:20]
+    nb = lk.search_codes([list(q) for q in queries], k=1, prefer_prefix=False)
+    for q, row, dist in zip(queries, nb.rows[:, 0], nb.distances[:, 0]):
+        d = ((vectors - index.decode(np.array([q]))) ** 2).sum(1)
+        assert dist == pytest.approx(d.min(), rel=1e-4, abs=1e-6)
+        assert d[row] == pytest.approx(d.min(), rel=1e-4, abs=1e-6)
+
+
+def test_prefer_prefix_rule(lk):
+    # a generated code whose first two levels exist but whose third does not
+    codes = lk.codes
+    taken = {tuple(c) for c in codes[:, :3].tolist()}
+    a, b = codes[0, :2]
+    c = next(c for c in range(16) if (a, b, c) not in taken)
+    nb = lk.search_codes([[a, b, c]], k=3)
+    under = set(lk.prefix_items((a, b)).tolist())
+    got = [i for i in nb.ids[0] if i is not None]
+    assert got[: min(3, len(under))] and all(i in under for i in got[: min(3, len(under))])
+    # exact match first at distance 0
+    nb = lk.search_codes([lk.item_to_sid("i00003")], k=2)
+    assert nb.distances[0, 0] == 0 and tuple(lk.codes[nb.rows[0, 0], :3]) == tuple(lk.codes[3, :3])
+
+
+def test_search_embeddings_codes_match_model(lk, export):
+    _, _, emb, sid = export
+    nb = lk.search_embeddings(emb[:50], k=5)
+    assert np.array_equal(nb.codes, sid.raw_codes_[:50])
+    assert (np.diff(nb.distances, axis=1) >= -1e-6).all()
+
+
+def test_similar_items_excludes_itself(lk):
+    nb = lk.similar_items(["i00001", "i00002"], k=4)
+    assert nb.rows.shape == (2, 4)
+    assert "i00001" not in nb.ids[0].tolist() and "i00002" not in nb.ids[1].tolist()
+
+
+def test_threads_share_one_lookup(lk, export):
+    sid = export[3]
+    want = sid.semantic_ids_
+    errors = []
+
+    def worker():
+        for _ in range(20):
+            if lk.item_to_sid(sid.ids_.tolist()) != want:
+                errors.append("mismatch")
+            lk.search_codes([want[0]], k=3)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def test_hnsw_and_flat_agree_on_small_data():
+    rng = np.random.default_rng(0)
+    books = [rng.normal(size=(16, 4)).astype(np.float32) for _ in range(3)]
+    codes = np.unique(rng.integers(0, 16, (2000, 3)), axis=0)
+    flat = CodeIndex(codes, books, kind="flat")
+    hnsw = CodeIndex(codes, books, kind="hnsw")
+    q = rng.normal(size=(200, 4)).astype(np.float32)
+    r1, _ = flat.search(q, 10)
+    r2, _ = hnsw.search(q, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(r1, r2)])
+    assert recall >= 0.95
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 2)), min_size=1, max_size=40, unique=True))
+def test_prefix_property(rows):
+    codes = np.array(rows, dtype=np.int64)
+    ids = np.array([f"x{i}" for i in range(len(rows))], dtype=object)
+    lk = SemanticIDLookup(ids, codes, [4, 4])
+    for p in {r[:1] for r in rows} | {r[:2] for r in rows}:
+        brute = sorted(ids[(codes[:, : len(p)] == p).all(1)].tolist())
+        assert sorted(lk.prefix_items(p).tolist()) == brute
+    for r, i in zip(rows, ids):
+        assert lk.sid_to_item([r]) == [i]
