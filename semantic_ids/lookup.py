@@ -14,6 +14,7 @@ are safe to run from several threads at once.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,9 @@ class SemanticIDLookup:
             raise ValueError("item ids are not unique")
         self.model = model
         self.embed_fn = embed_fn
+        self._lazy_lock = threading.Lock()
+        self._sids: np.ndarray | None = None  # token strings, built on first use
+        self._sid_index: pd.Index | None = None
         self.code_index: CodeIndex | None = None
         if codebooks is not None:
             self.codebooks = [np.asarray(c, dtype=np.float32) for c in codebooks]
@@ -174,20 +178,62 @@ class SemanticIDLookup:
             arr = np.asarray(conv, dtype=object)
         return arr
 
+    def _token_strings(self) -> tuple[np.ndarray, pd.Index]:
+        """Every item's token string (row order) and a hash index over them, built once."""
+        if self._sid_index is None:
+            with self._lazy_lock:
+                if self._sid_index is None:
+                    sids = np.asarray(format_sids(self.codes), dtype=object)
+                    index = pd.Index(sids)
+                    index.get_indexer(sids[:1])  # build the hash table now, under the lock
+                    self._sids, self._sid_index = sids, index
+        return self._sids, self._sid_index
+
+    def _row_of_id(self, item_id) -> int:
+        """Single-key fast path (no array round trip)."""
+        try:
+            row = self._id_index.get_loc(item_id)
+        except (KeyError, TypeError):
+            row = -1
+            if self.ids.dtype.kind in "iu" and isinstance(item_id, str):
+                try:
+                    return self._row_of_id(int(item_id))
+                except ValueError:
+                    pass
+        return row if isinstance(row, (int, np.integer)) else -1
+
     # -- exact lookups ---------------------------------------------------------------------
     def item_to_codes(self, item_ids, *, missing: str = "raise") -> np.ndarray:
-        """(Q,) item ids -> (Q, L + 1) codes; with ``missing="null"`` unknown ids give rows of -1."""
-        single = np.isscalar(item_ids) or isinstance(item_ids, str)
-        rows = self._rows_of_ids([item_ids] if single else item_ids, missing)
-        out = np.where(rows[:, None] >= 0, self.codes[np.maximum(rows, 0)], -1)
-        return out[0] if single else out
+        """(Q,) item ids -> (Q, L + 1) codes; with ``missing="null"`` unknown ids give rows of -1.
+
+        A single id gives one (L + 1,) row."""
+        if np.isscalar(item_ids) or isinstance(item_ids, str):
+            row = self._row_of_id(item_ids)
+            if row < 0:
+                if missing == "raise":
+                    raise LookupError_(f"unknown item id {item_ids!r}")
+                return np.full(self.codes.shape[1], -1, dtype=np.int64)
+            return self.codes[row]
+        rows = self._rows_of_ids(item_ids, missing)
+        out = self.codes[np.maximum(rows, 0)]
+        if (rows < 0).any():
+            out[rows < 0] = -1
+        return out
 
     def item_to_sid(self, item_ids, *, missing: str = "raise"):
         """Item id(s) -> token string(s); unknown ids give None with ``missing="null"``."""
-        single = np.isscalar(item_ids) or isinstance(item_ids, str)
-        codes = self.item_to_codes([item_ids] if single else item_ids, missing=missing)
-        sids = [s if c[0] >= 0 else None for s, c in zip(format_sids(np.maximum(codes, 0)), codes)]
-        return sids[0] if single else sids
+        sids, _ = self._token_strings()
+        if np.isscalar(item_ids) or isinstance(item_ids, str):
+            row = self._row_of_id(item_ids)
+            if row < 0 and missing == "raise":
+                raise LookupError_(f"unknown item id {item_ids!r}")
+            return sids[row] if row >= 0 else None
+        rows = self._rows_of_ids(item_ids, missing)
+        out = sids[np.maximum(rows, 0)]
+        if (rows < 0).any():
+            out = out.copy()
+            out[rows < 0] = None
+        return out.tolist()
 
     def _keys(self, codes_list: list[np.ndarray]) -> np.ndarray:
         return np.array([int(c @ self.strides[: len(c)]) for c in codes_list], dtype=np.int64)
@@ -209,8 +255,17 @@ class SemanticIDLookup:
         """
         single = isinstance(sids, str) or (np.ndim(sids) == 1 and not isinstance(sids[0], str) and np.isscalar(sids[0]))
         items = [sids] if single else list(sids)
-        codes = self._as_codes(items, allow_prefix=False)
-        rows = self.codes_to_rows(np.stack(codes)) if codes else np.zeros(0, dtype=np.int64)
+        if items and all(isinstance(s, str) for s in items):
+            # hash lookup of the exact token strings; parse only the misses (for their errors)
+            _, index = self._token_strings()
+            rows = index.get_indexer(items) if not single else np.array([_get_loc(index, items[0])])
+            miss = np.flatnonzero(rows < 0)
+            if len(miss):
+                parsed = self._as_codes([items[i] for i in miss], allow_prefix=False)
+                rows[miss] = self.codes_to_rows(np.stack(parsed))
+        else:
+            codes = self._as_codes(items, allow_prefix=False)
+            rows = self.codes_to_rows(np.stack(codes)) if codes else np.zeros(0, dtype=np.int64)
         if missing == "raise" and (rows < 0).any():
             bad = [items[i] for i in np.flatnonzero(rows < 0)[:10]]
             raise LookupError_(f"{int((rows < 0).sum())} semantic ID(s) belong to no item, e.g. {bad}")
@@ -220,6 +275,9 @@ class SemanticIDLookup:
     def prefix_range(self, prefix) -> tuple[int, int]:
         """Positions [lo, hi) in the sorted order of the items under ``prefix``."""
         (codes,) = self._as_codes([prefix], allow_prefix=True)
+        return self._range(codes)
+
+    def _range(self, codes: np.ndarray) -> tuple[int, int]:
         d = len(codes)
         lo_key = int(codes @ self.strides[:d])
         hi_key = lo_key + int(self.strides[d - 1])
@@ -303,7 +361,7 @@ class SemanticIDLookup:
             depth = min(len(c), self.n_levels)
             lo = hi = 0
             while depth > 0:
-                lo, hi = self.prefix_range(c[:depth])
+                lo, hi = self._range(c[:depth])
                 if hi > lo:
                     break
                 depth -= 1
@@ -346,3 +404,11 @@ class SemanticIDLookup:
         valid = rows >= 0
         ids[valid] = self.ids[rows[valid]]
         return Neighbors(rows=rows, ids=ids, distances=dist.astype(np.float32), codes=codes)
+
+
+def _get_loc(index: pd.Index, key) -> int:
+    try:
+        loc = index.get_loc(key)
+    except KeyError:
+        return -1
+    return loc if isinstance(loc, (int, np.integer)) else -1

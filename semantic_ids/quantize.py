@@ -22,7 +22,10 @@ class ResidualQuantizer(nn.Module):
     dim : latent dimension D.
     codebook_sizes : codes per level, e.g. ``(256, 256, 256)``.
     beta : commitment weight (the loss is Σ_n ||sg[r] − q||² + β||r − sg[q]||²).
-    layer_norm : match codes against LayerNorm-ed residuals (no affine weights).
+    layer_norm : choose each level's code by comparing the LayerNorm-ed residual
+        with LayerNorm-ed code vectors (scale-free matching, so small deep
+        residuals are resolved as finely as large ones); the code vectors
+        themselves stay in latent space, so the sum of codes still decodes.
 
     State kept in buffers so that it is saved with the weights: whether each
     level was k-means initialised, and per-level code usage counts since the
@@ -60,8 +63,8 @@ class ResidualQuantizer(nn.Module):
         codes = []
         loss = z.new_zeros(())
         for n in range(levels):
-            r = self._prep(residual)
-            idx = nearest(r.detach(), self.codebooks[n].detach())
+            r = residual
+            idx = self._nearest(r.detach(), n)
             q = self.codebooks[n][idx]  # (B, D), gradients reach this codebook
             # codebook term pulls codes to residuals; commitment term (x beta)
             # pulls residuals, hence the encoder, to their codes.
@@ -80,16 +83,20 @@ class ResidualQuantizer(nn.Module):
         residual = z
         codes = []
         for n in range(self.n_levels):
-            r = self._prep(residual)
-            idx = nearest(r, self.codebooks[n])
-            residual = r - self.codebooks[n][idx]
+            idx = self._nearest(residual, n)
+            residual = residual - self.codebooks[n][idx]
             codes.append(idx)
         return torch.stack(codes, 1)
 
+    def _nearest(self, r: torch.Tensor, level: int) -> torch.Tensor:
+        cb = self.codebooks[level].detach()
+        if self.layer_norm:
+            return nearest(self._prep(r), self._prep(cb))
+        return nearest(r, cb)
+
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Sum of the chosen code vectors, (B, L) -> (B, D); the exact inverse of
-        :meth:`encode` up to quantization error when ``layer_norm`` is off."""
+        """Sum of the chosen code vectors, (B, L) -> (B, D): the quantized latent."""
         if codes.shape[1] > self.n_levels:
             raise ValueError(f"codes have {codes.shape[1]} levels, the quantizer {self.n_levels}")
         out = torch.zeros(codes.shape[0], self.dim, dtype=self.codebooks[0].dtype, device=codes.device)
@@ -99,12 +106,11 @@ class ResidualQuantizer(nn.Module):
 
     @torch.no_grad()
     def residuals(self, z: torch.Tensor, level: int) -> torch.Tensor:
-        """The (prepared) residual that level ``level`` quantizes, (B, D)."""
+        """The residual that level ``level`` quantizes, (B, D)."""
         residual = z
         for n in range(level):
-            r = self._prep(residual)
-            residual = r - self.codebooks[n][nearest(r, self.codebooks[n])]
-        return self._prep(residual)
+            residual = residual - self.codebooks[n][self._nearest(residual, n)]
+        return residual
 
     @torch.no_grad()
     def kmeans_init(self, z: torch.Tensor, level: int, *, iters: int = 25, generator: torch.Generator | None = None) -> None:
@@ -128,7 +134,7 @@ class ResidualQuantizer(nn.Module):
             if len(dead):
                 r = self.residuals(z, n)
                 cb = self.codebooks[n]
-                err = (r - cb[nearest(r, cb)]).pow(2).sum(1)
+                err = (r - cb[self._nearest(r, n)]).pow(2).sum(1)
                 # Sample among the worst-served quarter so restarts do not pile up on one outlier.
                 pool = torch.topk(err, max(len(dead), len(r) // 4)).indices
                 pick = pool[torch.randperm(len(pool), generator=generator)[: len(dead)]]
