@@ -7,13 +7,18 @@ collision-level order.
 
 Index type by size (``kind="auto"``):
 - up to ``FLAT_MAX`` distinct tuples: ``IndexFlatL2``, exact;
-- above: ``IndexHNSWFlat`` (M=32, efSearch=128), approximate; recall@10
-  against exact search is measured in ``benchmarks/lookup.py`` (see README).
+- above: ``IndexIVFFlat`` (nlist = 4·√U, nprobe = ``IVF_NPROBE``), approximate;
+  ``kind="hnsw"`` gives ``IndexHNSWFlat`` (M=32, efSearch=128) instead.
+Recall@10 against exact search and latency are measured in
+``benchmarks/lookup.py`` (see README). The FAISS index is built on the first
+search, so exact lookups never pay for it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import threading
 
 import faiss
 import numpy as np
@@ -22,6 +27,7 @@ FLAT_MAX = 200_000
 HNSW_M = 32
 HNSW_EF_SEARCH = 128
 HNSW_EF_CONSTRUCTION = 64
+IVF_NPROBE = 16
 
 
 class CodeIndex:
@@ -57,16 +63,38 @@ class CodeIndex:
         self.row_group = inverse.astype(np.int64)
         self.all_singletons = bool((counts == 1).all())
         u = len(uniq_keys)
-        self.kind = ("flat" if u <= FLAT_MAX else "hnsw") if kind == "auto" else kind
+        self.kind = ("flat" if u <= FLAT_MAX else "ivf") if kind == "auto" else kind
+        if self.kind not in ("flat", "ivf", "hnsw"):
+            raise ValueError(f"unknown index kind {kind!r}; use auto, flat, ivf or hnsw")
+        self._index = None
+        self._lock = threading.Lock()
+
+    @property
+    def index(self) -> faiss.Index:
+        """The FAISS index, built once on first use (thread-safe)."""
+        if self._index is None:
+            with self._lock:
+                if self._index is None:
+                    self._index = self._build()
+        return self._index
+
+    def _build(self) -> faiss.Index:
+        u = len(self.vectors)
         if self.kind == "flat":
-            self.index = faiss.IndexFlatL2(self.dim)
+            index = faiss.IndexFlatL2(self.dim)
         elif self.kind == "hnsw":
-            self.index = faiss.IndexHNSWFlat(self.dim, HNSW_M)
-            self.index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-            self.index.hnsw.efSearch = HNSW_EF_SEARCH
+            index = faiss.IndexHNSWFlat(self.dim, HNSW_M)
+            index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+            index.hnsw.efSearch = HNSW_EF_SEARCH
         else:
-            raise ValueError(f"unknown index kind {kind!r}; use auto, flat or hnsw")
-        self.index.add(self.vectors)
+            nlist = max(1, min(int(4 * np.sqrt(u)), u // 39))
+            index = faiss.IndexIVFFlat(faiss.IndexFlatL2(self.dim), self.dim, nlist)
+            index.cp.seed = 1234  # deterministic training
+            sample = self.vectors[np.random.default_rng(0).permutation(u)[: nlist * 64]]
+            index.train(sample)
+            index.nprobe = min(IVF_NPROBE, nlist)
+        index.add(self.vectors)
+        return index
 
     def __len__(self) -> int:
         return len(self.vectors)

@@ -154,6 +154,35 @@ def cmd_assign(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_export
+
+    m = evaluate_export(
+        args.dir, args.catalog, sequences=args.sequences, embeddings=args.embeddings,
+        category_column=args.category_column, show_progress=not args.no_progress,
+    )
+    if args.json:
+        print(json.dumps(m))
+        return 0
+    k = m["codebook_sizes"]
+    rows = [
+        ("items", f"{m['n_items']:,}"),
+        ("codes used per level", " / ".join(f"{u}/{c}" for u, c in zip(m["codes_used"], k))),
+        ("perplexity per level", " / ".join(f"{p:.1f}" for p in m["perplexity"])),
+        ("collision rate / largest group", f"{m['collision_rate']:.4%} / {m['largest_group']}"),
+    ]
+    if m.get("reconstruction_mse") is not None:
+        rows.append(("reconstruction MSE", f"{m['reconstruction_mse']:.4f}"))
+    for d in (1, 2):
+        if f"purity@{d}" in m:
+            rows.append((f"purity / NMI @ depth {d} ({m['category_column']})", f"{m[f'purity@{d}']:.3f} / {m[f'nmi@{d}']:.3f}"))
+        rows.append((f"10-NN share @ depth {d}", f"{m[f'neighbour_share@{d}']:.3f}"))
+        if f"lift@{d}" in m:
+            rows.append((f"co-interaction share / lift @ depth {d}", f"{m[f'co_share@{d}']:.4f} / {m[f'lift@{d}']:.1f}"))
+    print_table(rows)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="semantic-ids", description="Semantic IDs for generative recommenders.")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
@@ -192,6 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--json", action="store_true")
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=cmd_assign)
+
+    ev = sub.add_parser("evaluate", help="quality of an export: usage, collisions, purity/NMI, neighbour and co-interaction coherence")
+    ev.add_argument("dir", help="export directory")
+    ev.add_argument("--catalog", required=True, help="the catalog the export was built from (for labels and texts)")
+    ev.add_argument("--sequences", help="JSON Lines of user sequences: {\"items\": [ids in time order]}")
+    ev.add_argument("--embeddings", help="embeddings to use for neighbour coherence (default: the export's model)")
+    ev.add_argument("--category-column", help="label column for purity/NMI (default: categories/category/genres if present)")
+    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=cmd_evaluate)
     return p
 
 

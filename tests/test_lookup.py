@@ -142,17 +142,19 @@ def test_threads_share_one_lookup(lk, export):
     assert not errors
 
 
-def test_hnsw_and_flat_agree_on_small_data():
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_approximate_indexes_agree_with_flat(kind):
     rng = np.random.default_rng(0)
     books = [rng.normal(size=(16, 4)).astype(np.float32) for _ in range(3)]
     codes = np.unique(rng.integers(0, 16, (2000, 3)), axis=0)
     flat = CodeIndex(codes, books, kind="flat")
-    hnsw = CodeIndex(codes, books, kind="hnsw")
+    approx = CodeIndex(codes, books, kind=kind)
     q = rng.normal(size=(200, 4)).astype(np.float32)
     r1, _ = flat.search(q, 10)
-    r2, _ = hnsw.search(q, 10)
+    r2, _ = approx.search(q, 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(r1, r2)])
     assert recall >= 0.95
+    assert approx.kind == kind and flat.kind == "flat"
 
 
 @settings(max_examples=30, deadline=None)

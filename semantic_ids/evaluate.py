@@ -1,0 +1,191 @@
+"""Quality of a set of semantic IDs, with definitions that compare across tools.
+
+- collision rate over the first n levels = 1 − distinct n-code tuples / items;
+- purity at depth d = Σ over prefix groups of the count of the group's most
+  common label / items; NMI between prefix groups and labels (arithmetic mean);
+- neighbour share at depth d = mean over items of the share of their 10 nearest
+  embedding neighbours (cosine) whose prefix of depth d equals theirs;
+- co-interaction share at depth d = share of consecutive pairs (a, b) in user
+  sequences whose prefixes are equal; lift = share / Σ_g p_g², p_g the share of
+  items in prefix group g (the share expected by chance).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .metrics import code_stats
+
+
+def prefix_groups(codes: np.ndarray, depth: int) -> np.ndarray:
+    """Group number of each item's first ``depth`` codes, (N, L) -> (N,)."""
+    _, inverse = np.unique(np.ascontiguousarray(codes[:, :depth]), axis=0, return_inverse=True)
+    return inverse.ravel()
+
+
+def purity(groups: np.ndarray, labels: np.ndarray) -> float:
+    frame = pd.DataFrame({"g": groups, "y": labels})
+    top = frame.groupby(["g", "y"], sort=False).size().groupby(level=0).max()
+    return float(top.sum() / len(frame))
+
+
+def nmi(groups: np.ndarray, labels: np.ndarray) -> float:
+    """Normalised mutual information, arithmetic-mean normalisation."""
+    _, g = np.unique(groups, return_inverse=True)
+    _, y = np.unique(labels, return_inverse=True)
+    n = len(g)
+    joint = pd.Series(1, index=pd.MultiIndex.from_arrays([g, y])).groupby(level=[0, 1]).sum()
+    pg = np.bincount(g) / n
+    py = np.bincount(y) / n
+    pij = joint.to_numpy() / n
+    gi = joint.index.get_level_values(0).to_numpy()
+    yi = joint.index.get_level_values(1).to_numpy()
+    mi = float((pij * np.log(pij / (pg[gi] * py[yi]))).sum())
+    hg = float(-(pg[pg > 0] * np.log(pg[pg > 0])).sum())
+    hy = float(-(py[py > 0] * np.log(py[py > 0])).sum())
+    return 0.0 if hg + hy == 0 else 2 * mi / (hg + hy)
+
+
+def neighbour_share(codes: np.ndarray, embeddings: np.ndarray, depths: Sequence[int] = (1, 2), k: int = 10) -> dict[int, float]:
+    """Share of each item's k nearest embedding neighbours that share its prefix."""
+    import faiss
+
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    _, nn = index.search(x, k + 1)
+    nn = nn[:, 1:]  # drop the item itself
+    out = {}
+    for d in depths:
+        g = prefix_groups(codes, d)
+        out[d] = float((g[nn] == g[:, None]).mean())
+    return out
+
+
+def co_interaction(codes: np.ndarray, pairs: np.ndarray, depths: Sequence[int] = (1, 2)) -> dict[int, dict[str, float]]:
+    """Share of consecutive pairs (rows of ``pairs``) whose prefixes are equal, and its lift."""
+    out = {}
+    n = len(codes)
+    for d in depths:
+        g = prefix_groups(codes, d)
+        share = float((g[pairs[:, 0]] == g[pairs[:, 1]]).mean()) if len(pairs) else float("nan")
+        p = np.bincount(g) / n
+        chance = float((p**2).sum())
+        out[d] = {"share": share, "lift": share / chance if chance else float("nan")}
+    return out
+
+
+def sequence_pairs(sequences: str | Path, ids: np.ndarray) -> tuple[np.ndarray, int]:
+    """Consecutive (row, row) pairs from a JSON Lines file of ``{"items": [...]}``;
+    items not in ``ids`` are skipped (their count is returned)."""
+    index = pd.Index(ids)
+    a, b = [], []
+    unknown = 0
+    with open(sequences, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            items = json.loads(line)["items"]
+            rows = index.get_indexer(pd.Index(items).astype(ids.dtype) if ids.dtype.kind in "iu" else pd.Index(items))
+            unknown += int((rows < 0).sum())
+            rows = rows[rows >= 0]
+            a.extend(rows[:-1].tolist())
+            b.extend(rows[1:].tolist())
+    return np.column_stack([np.array(a, dtype=np.int64), np.array(b, dtype=np.int64)]), unknown
+
+
+def category_labels(frame: pd.DataFrame, column: str | None = None) -> tuple[str, np.ndarray] | None:
+    """Labels for purity/NMI: a list column joined with " > " (the full path), or a
+    string column. ``None`` when the catalog has no category column."""
+    candidates = [column] if column else [c for c in ("categories", "category", "genres", "genre") if c in frame.columns]
+    for col in candidates:
+        if col not in frame.columns:
+            raise ValueError(f"category column {col!r} not in the catalog; columns are {list(frame.columns)}")
+        values = frame[col].tolist()
+        labels = [
+            " > ".join(map(str, v)) if isinstance(v, (list, tuple, np.ndarray)) else ("" if v is None else str(v))
+            for v in values
+        ]
+        return col, np.asarray(labels, dtype=object)
+    return None
+
+
+def evaluate_codes(
+    codes: np.ndarray,
+    codebook_sizes: Sequence[int],
+    *,
+    labels: np.ndarray | None = None,
+    embeddings: np.ndarray | None = None,
+    pairs: np.ndarray | None = None,
+    depths: Sequence[int] = (1, 2),
+) -> dict:
+    """Every metric above for model codes (N, L) (without the collision level)."""
+    codes = np.asarray(codes, dtype=np.int64)
+    out: dict = code_stats(codes, tuple(codebook_sizes))
+    if labels is not None:
+        for d in depths:
+            g = prefix_groups(codes, d)
+            out[f"purity@{d}"] = purity(g, labels)
+            out[f"nmi@{d}"] = nmi(g, labels)
+    if embeddings is not None:
+        for d, v in neighbour_share(codes, embeddings, depths).items():
+            out[f"neighbour_share@{d}"] = v
+    if pairs is not None:
+        for d, v in co_interaction(codes, pairs, depths).items():
+            out[f"co_share@{d}"] = v["share"]
+            out[f"lift@{d}"] = v["lift"]
+    return out
+
+
+def evaluate_export(
+    export_dir: str | Path,
+    catalog,
+    *,
+    sequences: str | Path | None = None,
+    embeddings: str | Path | np.ndarray | None = None,
+    category_column: str | None = None,
+    show_progress: bool = False,
+) -> dict:
+    """Evaluate an export against its catalog (labels, embeddings) and user sequences.
+
+    Embeddings come from ``embeddings`` or are computed with the export's own
+    model and settings (through the cache). Rows are matched by item id.
+    """
+    from .api import SemanticIDs
+    from .catalog import load_catalog
+    from .embed import load_embeddings
+
+    sid = SemanticIDs.load(export_dir, show_progress=show_progress)
+    cat = load_catalog(catalog, sid.config_.catalog)
+    rows = pd.Index(sid.ids_).get_indexer(pd.Index(cat.ids))
+    missing = np.flatnonzero(rows < 0)
+    if len(missing):
+        raise ValueError(f"{len(missing)} catalog item(s) are not in the export, e.g. {cat.ids[missing[:5]].tolist()}")
+    codes = sid.codes_[rows, :-1]
+    found = category_labels(cat.frame, category_column)
+    if isinstance(embeddings, (str, Path)):
+        emb = load_embeddings(embeddings, cat.ids, sid.config_.catalog.id_column)
+    elif embeddings is not None:
+        emb = np.asarray(embeddings, dtype=np.float32)
+    else:
+        emb = sid.embed(cat.texts)
+    pairs, unknown = sequence_pairs(sequences, cat.ids) if sequences else (None, 0)
+    out = evaluate_codes(
+        codes,
+        sid.model_.quantizer.codebook_sizes,
+        labels=found[1] if found else None,
+        embeddings=emb,
+        pairs=pairs,
+    )
+    out["reconstruction_mse"] = sid.metrics_.get("reconstruction_mse")
+    out["category_column"] = found[0] if found else None
+    if sequences:
+        out["sequence_pairs"] = int(len(pairs))
+        out["sequence_items_not_in_catalog"] = unknown
+    return out
