@@ -57,8 +57,14 @@ class EmbeddingConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """RQ-VAE architecture (TIGER, Rajput et al. 2023, section 3.1)."""
+    """RQ-VAE architecture (TIGER, Rajput et al. 2023, section 3.1).
 
+    ``method = "rq-kmeans"`` skips the MLPs: greedy residual k-means on the
+    embeddings themselves (FAISS's ResidualQuantizer, beam 1, so codes are
+    prefixes); ``latent_dim``, ``hidden_dims`` and the training loop are unused.
+    """
+
+    method: str = "rqvae"
     codebook_sizes: tuple[int, ...] = (256, 256, 256)
     latent_dim: int = 8
     hidden_dims: tuple[int, ...] = (512, 256, 128)
@@ -222,6 +228,7 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
 
 
 _STRATEGIES = ("counter",)
+_METHODS = ("rqvae", "rq-kmeans")
 
 
 def validate(cfg: BuildConfig) -> None:
@@ -256,6 +263,10 @@ def validate(cfg: BuildConfig) -> None:
         raise ConfigError(f"train.codebook_lr_scale={t.codebook_lr_scale} should be a finite number > 0")
     if t.max_train_items is not None and t.max_train_items < 1:
         raise ConfigError(f"train.max_train_items={t.max_train_items} should be >= 1")
+    if m.method not in _METHODS:
+        raise ConfigError(f"model.method={m.method!r} should be one of {_METHODS}")
+    if m.method == "rq-kmeans" and any(k > 2**16 for k in m.codebook_sizes):
+        raise ConfigError("model.codebook_sizes: rq-kmeans supports at most 65536 codes per level")
     if cfg.collision.strategy not in _STRATEGIES:
         raise ConfigError(f"collision.strategy={cfg.collision.strategy!r} should be one of {_STRATEGIES}")
     if cfg.seed < 0:

@@ -38,10 +38,18 @@ class RQVAE(nn.Module):
         self.input_dim = input_dim
         self.config = config
         hidden = list(config.hidden_dims)
-        self.encoder = mlp([input_dim, *hidden, config.latent_dim])
-        self.decoder = mlp([config.latent_dim, *reversed(hidden), input_dim])
+        if config.method == "rq-kmeans":
+            # Residual k-means on the embeddings themselves: no encoder or decoder.
+            latent = input_dim
+            self.encoder = nn.Identity()
+            self.decoder = nn.Identity()
+        else:
+            latent = config.latent_dim
+            self.encoder = mlp([input_dim, *hidden, latent])
+            self.decoder = mlp([latent, *reversed(hidden), input_dim])
+        self.latent_dim = latent
         self.quantizer = ResidualQuantizer(
-            dim=config.latent_dim,
+            dim=latent,
             codebook_sizes=config.codebook_sizes,
             beta=config.beta,
             layer_norm=config.layer_norm_residuals,
@@ -53,7 +61,7 @@ class RQVAE(nn.Module):
 
     def encode_latent(self, x: torch.Tensor) -> torch.Tensor:
         """(B, input_dim) -> (B, latent_dim)."""
-        if self.config.center_input:
+        if self.config.center_input and self.config.method != "rq-kmeans":
             x = x - self.input_mean
         z = self.encoder(x)
         if self.config.normalize_latent:

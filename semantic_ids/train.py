@@ -45,6 +45,35 @@ def _phases(cfg: TrainConfig, n_levels: int) -> list[tuple[int, int]]:
     return phases
 
 
+def train_rq_kmeans(embeddings: np.ndarray, model_config: ModelConfig, *, seed: int = 0) -> TrainResult:
+    """Greedy residual k-means with FAISS's ResidualQuantizer (beam 1, its default
+    progressive-dimension k-means), codebooks copied into our quantizer so that
+    encoding, export and lookups are shared with the RQ-VAE path."""
+    import faiss
+
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    sizes = model_config.codebook_sizes
+    nbits = [int(np.ceil(np.log2(k))) for k in sizes]
+    if any(2**b != k for b, k in zip(nbits, sizes)):
+        raise ValueError(f"rq-kmeans needs power-of-two codebook sizes, got {list(sizes)}")
+    bits = faiss.Uint64Vector()
+    for b in nbits:
+        bits.push_back(b)
+    rq = faiss.ResidualQuantizer(x.shape[1], bits)
+    rq.max_beam_size = 1
+    rq.cp.seed = seed
+    rq.train(x)
+    books = faiss.vector_to_array(rq.codebooks).reshape(-1, x.shape[1])
+    model = RQVAE(x.shape[1], model_config)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    with torch.no_grad():
+        for lvl in range(len(sizes)):
+            model.quantizer.codebooks[lvl].copy_(torch.from_numpy(books[offsets[lvl] : offsets[lvl + 1]]))
+        model.quantizer.initialized.fill_(True)
+    model.eval()
+    return TrainResult(model=model, history=[])
+
+
 def uniformity_loss(z: torch.Tensor, t: float = 2.0) -> torch.Tensor:
     """log E_{i<j} exp(-t ||ẑ_i − ẑ_j||²) over unit-normalised latents (Wang & Isola 2020):
     lowest when latents spread evenly, which keeps near-duplicate items apart."""
@@ -75,6 +104,8 @@ def train_rqvae(
     onto badly served residuals (dead-code restart), except in the last
     tenth of training so the final codebooks settle.
     """
+    if model_config.method == "rq-kmeans":
+        return train_rq_kmeans(embeddings, model_config, seed=seed)
     cfg = train_config
     torch.manual_seed(seed)
     gen = seeded_generator(seed)

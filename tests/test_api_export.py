@@ -155,3 +155,18 @@ def test_collision_ids_do_not_depend_on_catalog_order(small_catalog, small_embed
 
     rev = resolve(a.raw_codes_[::-1], a.ids_[::-1]).codes
     assert np.array_equal(rev[::-1], a.codes_)
+
+
+def test_rq_kmeans_method_exports_and_loads(small_catalog, small_embeddings, tmp_path):
+    from semantic_ids import BuildConfig
+    from semantic_ids.lookup import SemanticIDLookup
+
+    cfg = BuildConfig().replace(model={"method": "rq-kmeans", "codebook_sizes": [16, 16, 16]}, embedding={"use_cache": False})
+    sid = SemanticIDs(cfg, show_progress=False).fit(small_catalog, embeddings=small_embeddings)
+    out = sid.save(tmp_path / "rqk")
+    loaded = SemanticIDs.load(out)
+    assert np.array_equal(loaded.transform(small_embeddings), sid.raw_codes_)
+    lk = SemanticIDLookup.load(out)
+    nb = lk.search_embeddings(small_embeddings[:3], k=2)
+    assert np.array_equal(nb.codes, sid.raw_codes_[:3])
+    assert sid.metrics_["training"]["epochs"] == 0

@@ -76,3 +76,30 @@ def test_rqvae_state_dict_round_trip():
     m2.eval()
     assert torch.equal(m.encode(x), m2.encode(x))
     assert np.allclose(m.decode_codes(m.encode(x)).numpy(), m2.decode_codes(m2.encode(x)).numpy())
+
+
+def test_rq_kmeans_matches_faiss_compute_codes():
+    import faiss
+
+    x = clustered_embeddings(2000, dim=16, clusters=30)
+    cfg = ModelConfig(method="rq-kmeans", codebook_sizes=(16, 16, 16))
+    res = train_rqvae(x, cfg, TrainConfig(), seed=3, show_progress=False)
+    ours = encode_all(res.model, torch.from_numpy(x)).numpy()
+    rq = faiss.ResidualQuantizer(16, 3, 4)
+    rq.max_beam_size = 1
+    rq.cp.seed = 3
+    rq.train(x)
+    packed = rq.compute_codes(x)  # 3 x 4 bits per row
+    unpacked = np.zeros((len(x), 3), dtype=np.int64)
+    for i, row in enumerate(packed):
+        bs = faiss.BitstringReader(faiss.swig_ptr(row), len(row))
+        unpacked[i] = [bs.read(4) for _ in range(3)]
+    assert np.array_equal(ours, unpacked)
+    assert len(res.history) == 0
+
+
+def test_rq_kmeans_rejects_non_power_of_two():
+    import pytest
+
+    with pytest.raises(ValueError, match="power-of-two"):
+        train_rqvae(clustered_embeddings(100), ModelConfig(method="rq-kmeans", codebook_sizes=(10, 16)), TrainConfig(), show_progress=False)
