@@ -20,6 +20,7 @@ from . import __version__
 from .catalog import Catalog, load_catalog
 from .collisions import resolve
 from .config import BuildConfig
+from .cache import default_cache_dir
 from .embed import check_embeddings, embed_texts, load_embeddings
 from .export import read_export, write_export
 from .metrics import code_stats
@@ -95,8 +96,15 @@ class SemanticIDs:
             with timer.stage("embed"):
                 emb, counts = embed_texts(cat.texts, cfg.embedding, show_progress=self.show_progress)
             embed_stats.update(counts)
+        ckpt_root = None
+        if cfg.train.checkpoint_every > 0 and cfg.embedding.use_cache:
+            ckpt_root = Path(cfg.embedding.cache_dir) if cfg.embedding.cache_dir else default_cache_dir()
+            ckpt_root = ckpt_root / "checkpoints"
         with timer.stage("train"):
-            result = train_rqvae(emb, cfg.model, cfg.train, seed=cfg.seed, show_progress=self.show_progress)
+            result = train_rqvae(
+                emb, cfg.model, cfg.train, seed=cfg.seed, show_progress=self.show_progress, checkpoint_dir=ckpt_root
+            )
+        self._checkpoint = result.checkpoint
         with timer.stage("assign"):
             raw = encode_all(result.model, torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32))).numpy()
         with timer.stage("resolve"):
@@ -161,6 +169,9 @@ class SemanticIDs:
         with timer.stage("export"):
             path = write_export(out, config=self.config_, ids=self.ids_, codes=self.codes_, model=self.model_, metrics=metrics)
         self.metrics_["stages"] = timer.stages
+        ckpt = getattr(self, "_checkpoint", None)
+        if ckpt is not None:
+            ckpt.remove()  # the export now holds the result; a rerun starts fresh
         return path
 
     @classmethod

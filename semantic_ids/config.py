@@ -66,7 +66,7 @@ class ModelConfig:
 
     method: str = "rqvae"
     codebook_sizes: tuple[int, ...] = (256, 256, 256)
-    latent_dim: int = 8
+    latent_dim: int = 6
     hidden_dims: tuple[int, ...] = (512, 256, 128)
     beta: float = 0.25  # commitment weight of the RQ-VAE loss
     layer_norm_residuals: bool = False
@@ -91,6 +91,7 @@ class TrainConfig:
     restart_every: int = 10  # epochs between dead-code restarts
     progressive: bool = False  # train level by level (then all levels jointly)
     max_train_items: int | None = None  # train on a sample of this size
+    checkpoint_every: int = 10  # epochs between resumable checkpoints (0: none)
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,7 @@ def validate(cfg: BuildConfig) -> None:
         ("train.batch_size", t.batch_size, 1),
         ("train.kmeans_iters", t.kmeans_iters, 1),
         ("train.restart_every", t.restart_every, 1),
+        ("train.checkpoint_every", t.checkpoint_every, 0),
         ("embedding.batch_size", e.batch_size, 1),
     ]
     for name, value, low in checks:

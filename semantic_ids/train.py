@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from .checkpoint import Checkpoint, fingerprint
 from .config import ModelConfig, TrainConfig
 from .metrics import collision_rate
 from .progress import progress
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 class TrainResult:
     model: RQVAE
     history: list[dict] = field(default_factory=list)
+    checkpoint: Checkpoint | None = None
 
 
 def seeded_generator(seed: int) -> torch.Generator:
@@ -95,6 +98,7 @@ def train_rqvae(
     *,
     seed: int = 0,
     show_progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
 ) -> TrainResult:
     """Train an RQ-VAE on ``embeddings`` (N, D) float32.
 
@@ -103,6 +107,12 @@ def train_rqvae(
     RQ-VAE loss; every ``restart_every`` epochs move codes that no item used
     onto badly served residuals (dead-code restart), except in the last
     tenth of training so the final codebooks settle.
+
+    With ``checkpoint_dir``, the full training state (weights, optimizer,
+    random generator, history) is saved every ``checkpoint_every`` epochs
+    under a fingerprint of the data, config and seed; a rerun of the same
+    training resumes from the last checkpoint and ends with exactly the
+    weights an uninterrupted run gives.
     """
     if model_config.method == "rq-kmeans":
         return train_rq_kmeans(embeddings, model_config, seed=seed)
@@ -133,57 +143,65 @@ def train_rqvae(
     batches_per_epoch = math.ceil(n / cfg.batch_size)
     total_epochs = cfg.epochs
     no_restart_after = total_epochs - max(1, total_epochs // 10)
-    epoch = 0
-    with progress(total=total_epochs, desc="train", unit="epoch", disable=not show_progress) as bar:
-        for levels, epochs in _phases(cfg, n_levels):
-            if cfg.kmeans_init:
+    epoch_levels = [lv for lv, count in _phases(cfg, n_levels) for _ in range(count)]
+    ckpt = Checkpoint(checkpoint_dir, fingerprint(x, model_config, cfg, seed)) if checkpoint_dir else None
+    start = 0
+    if ckpt is not None and ckpt.exists():
+        start, history = ckpt.load(model, opt, gen)
+        log.info("resuming training from the checkpoint after epoch %d (%s)", start, ckpt.dir)
+    with progress(total=total_epochs, initial=start, desc="train", unit="epoch", disable=not show_progress) as bar:
+        for epoch in range(start, total_epochs):
+            levels = epoch_levels[epoch]
+            if cfg.kmeans_init and not bool(model.quantizer.initialized[: (levels if cfg.progressive else n_levels)].all()):
                 model.eval()
                 with torch.no_grad():
                     z = model.encode_latent(x)
-                for lvl in range(n_levels if not cfg.progressive else levels):
+                for lvl in range(levels if cfg.progressive else n_levels):
                     if not bool(model.quantizer.initialized[lvl]):
                         model.quantizer.kmeans_init(z, lvl, iters=cfg.kmeans_iters, generator=gen)
-            for _ in range(epochs):
-                model.train()
-                perm = torch.randperm(n, generator=gen)
-                sums = {"loss": 0.0, "recon": 0.0, "vq": 0.0}
-                seen = [torch.zeros(k, dtype=torch.bool) for k in model.quantizer.codebook_sizes[:levels]]
-                for b in range(batches_per_epoch):
-                    xb = x[perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
-                    out = model(xb, levels)
-                    loss = out["loss"]
-                    if cfg.uniformity_weight > 0:
-                        out["unif"] = uniformity_loss(out["z"], cfg.uniformity_t)
-                        loss = loss + cfg.uniformity_weight * out["unif"]
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    for k in sums:
-                        sums[k] += float(out[k].detach()) * len(xb)
-                    for lvl in range(levels):
-                        seen[lvl][out["codes"][:, lvl]] = True
-                usage = [int(s.sum()) for s in seen]
-                record = {"epoch": epoch, "levels": levels, **{k: v / n for k, v in sums.items()}, "codes_used": usage}
-                restart_now = cfg.dead_code_restart and (epoch + 1) % cfg.restart_every == 0 and epoch < no_restart_after
-                if restart_now:
-                    model.eval()
-                    with torch.no_grad():
-                        z = model.encode_latent(x)
-                    record["restarted"] = model.quantizer.restart_dead_codes(z, generator=gen)[:levels]
-                else:
-                    record["restarted"] = [0] * levels
-                if (epoch + 1) % max(1, cfg.restart_every) == 0 or epoch == total_epochs - 1:
-                    codes = encode_all(model, eval_x)[:, :levels]
-                    record["collision_rate"] = collision_rate(codes.numpy())
-                history.append(record)
-                bar.set_postfix(
-                    loss=f"{record['loss']:.4f}",
-                    used="/".join(map(str, usage)),
-                    col=f"{record.get('collision_rate', float('nan')):.4f}",
-                )
-                bar.update(1)
-                epoch += 1
+            model.train()
+            perm = torch.randperm(n, generator=gen)
+            sums = {"loss": 0.0, "recon": 0.0, "vq": 0.0}
+            seen = [torch.zeros(k, dtype=torch.bool) for k in model.quantizer.codebook_sizes[:levels]]
+            for b in range(batches_per_epoch):
+                xb = x[perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
+                out = model(xb, levels)
+                loss = out["loss"]
+                if cfg.uniformity_weight > 0:
+                    out["unif"] = uniformity_loss(out["z"], cfg.uniformity_t)
+                    loss = loss + cfg.uniformity_weight * out["unif"]
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                for k in sums:
+                    sums[k] += float(out[k].detach()) * len(xb)
+                for lvl in range(levels):
+                    seen[lvl][out["codes"][:, lvl]] = True
+            usage = [int(s.sum()) for s in seen]
+            record = {"epoch": epoch, "levels": levels, **{k: v / n for k, v in sums.items()}, "codes_used": usage}
+            restart_now = cfg.dead_code_restart and (epoch + 1) % cfg.restart_every == 0 and epoch < no_restart_after
+            if restart_now:
+                model.eval()
+                with torch.no_grad():
+                    z = model.encode_latent(x)
+                record["restarted"] = model.quantizer.restart_dead_codes(z, generator=gen)[:levels]
+            else:
+                record["restarted"] = [0] * levels
+            if (epoch + 1) % max(1, cfg.restart_every) == 0 or epoch == total_epochs - 1:
+                codes = encode_all(model, eval_x)[:, :levels]
+                record["collision_rate"] = collision_rate(codes.numpy())
+            history.append(record)
+            if ckpt is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch == total_epochs - 1):
+                ckpt.save(epoch + 1, model, opt, gen, history)
+            bar.set_postfix(
+                loss=f"{record['loss']:.4f}",
+                used="/".join(map(str, usage)),
+                col=f"{record.get('collision_rate', float('nan')):.4f}",
+            )
+            bar.update(1)
     model.eval()
     last = history[-1] if history else {}
-    log.info("trained %d epochs: loss %.4f, collision rate %.4f", epoch, last.get("loss", float("nan")), last.get("collision_rate", float("nan")))
-    return TrainResult(model=model, history=history)
+    if ckpt is not None and total_epochs == 0:
+        ckpt = None
+    log.info("trained %d epochs: loss %.4f, collision rate %.4f", total_epochs, last.get("loss", float("nan")), last.get("collision_rate", float("nan")))
+    return TrainResult(model=model, history=history, checkpoint=ckpt)

@@ -103,3 +103,34 @@ def test_rq_kmeans_rejects_non_power_of_two():
 
     with pytest.raises(ValueError, match="power-of-two"):
         train_rqvae(clustered_embeddings(100), ModelConfig(method="rq-kmeans", codebook_sizes=(10, 16)), TrainConfig(), show_progress=False)
+
+
+def test_resume_from_checkpoint_gives_identical_weights(tmp_path, monkeypatch):
+    import pytest
+
+    from semantic_ids import checkpoint as ckpt_mod
+
+    x = clustered_embeddings(300)
+    cfg = TrainConfig(epochs=8, batch_size=64, restart_every=3, checkpoint_every=2)
+    full = train_rqvae(x, MODEL, cfg, seed=1, show_progress=False, checkpoint_dir=tmp_path / "a")
+
+    real_save = ckpt_mod.Checkpoint.save
+    calls = {"n": 0}
+
+    def save_then_die(self, epochs_done, *a, **k):
+        real_save(self, epochs_done, *a, **k)
+        calls["n"] += 1
+        if calls["n"] == 2:  # killed right after the checkpoint at epoch 4
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt_mod.Checkpoint, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_rqvae(x, MODEL, cfg, seed=1, show_progress=False, checkpoint_dir=tmp_path / "b")
+    monkeypatch.setattr(ckpt_mod.Checkpoint, "save", real_save)
+    resumed = train_rqvae(x, MODEL, cfg, seed=1, show_progress=False, checkpoint_dir=tmp_path / "b")
+    for (k, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert resumed.history == full.history
+    # a different seed does not pick up this checkpoint
+    other = train_rqvae(x, MODEL, cfg, seed=2, show_progress=False, checkpoint_dir=tmp_path / "b")
+    assert not torch.equal(other.model.quantizer.codebooks[0], full.model.quantizer.codebooks[0])

@@ -1,0 +1,68 @@
+"""Resumable training checkpoints, keyed by a fingerprint of what determines the result.
+
+A checkpoint directory holds ``state.safetensors`` (model weights and buffers,
+AdamW moments and steps, the random generator's state) and ``meta.json``
+(epochs done, history). Both are written atomically, the JSON last; loading
+never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .atomic import atomic_write_bytes
+from .config import ModelConfig, TrainConfig, _to_plain
+
+
+def fingerprint(x: torch.Tensor, model_config: ModelConfig, train_config: TrainConfig, seed: int) -> str:
+    """sha256 over the training data, both configs, the seed and the library version."""
+    h = hashlib.sha256()
+    h.update(json.dumps([_to_plain(model_config), _to_plain(train_config), seed, __version__], sort_keys=True).encode())
+    h.update(str(tuple(x.shape)).encode())
+    h.update(np.ascontiguousarray(x.numpy()).tobytes())
+    return h.hexdigest()[:24]
+
+
+class Checkpoint:
+    def __init__(self, root: str | Path, key: str):
+        self.dir = Path(root) / key
+
+    def exists(self) -> bool:
+        return (self.dir / "meta.json").exists() and (self.dir / "state.safetensors").exists()
+
+    def save(self, epochs_done: int, model: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator, history: list[dict]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tensors = {f"model.{k}": v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+        for idx, state in opt.state_dict()["state"].items():
+            for name, value in state.items():
+                tensors[f"opt.{idx}.{name}"] = torch.as_tensor(value).detach().contiguous().clone()
+        tensors["generator"] = gen.get_state().clone()
+        tmp = self.dir / ".state.safetensors.tmp"
+        save_file(tensors, str(tmp))
+        atomic_write_bytes(self.dir / "state.safetensors", tmp.read_bytes())
+        tmp.unlink(missing_ok=True)
+        atomic_write_bytes(self.dir / "meta.json", json.dumps({"epochs_done": epochs_done, "history": history}).encode())
+
+    def load(self, model: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator) -> tuple[int, list[dict]]:
+        meta = json.loads((self.dir / "meta.json").read_text())
+        tensors = load_file(str(self.dir / "state.safetensors"))
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for k, v in tensors.items():
+            if k.startswith("opt."):
+                _, idx, name = k.split(".", 2)
+                state.setdefault(int(idx), {})[name] = v
+        opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+        gen.set_state(tensors["generator"])
+        return int(meta["epochs_done"]), list(meta["history"])
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
