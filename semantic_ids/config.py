@@ -53,6 +53,7 @@ class EmbeddingConfig:
     max_seq_length: int | None = None
     cache_dir: str | None = None  # None: $SEMANTIC_IDS_CACHE or ~/.cache/semantic-ids
     use_cache: bool = True
+    flush_every: int = 8192  # items embedded between cache shards (what an interrupted run keeps)
 
 
 @dataclass(frozen=True)
@@ -248,6 +249,7 @@ def validate(cfg: BuildConfig) -> None:
         ("train.restart_every", t.restart_every, 1),
         ("train.checkpoint_every", t.checkpoint_every, 0),
         ("embedding.batch_size", e.batch_size, 1),
+        ("embedding.flush_every", e.flush_every, 1),
     ]
     for name, value, low in checks:
         if value < low:

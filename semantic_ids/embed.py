@@ -90,7 +90,7 @@ def embed_texts(
         model = load_model(config)
         # Flush to the cache as we go, so an interrupted run keeps what it embedded.
         flush = (lambda t, e: cache.put(t, e)) if cache else None
-        new = _encode(model, todo, config.batch_size, show_progress, flush)
+        new = _encode(model, todo, config.batch_size, show_progress, flush, config.flush_every)
         found.update(zip(todo, new))
     dim = next(iter(found.values())).shape[0]
     out = np.empty((len(texts), dim), dtype=np.float32)
@@ -99,16 +99,13 @@ def embed_texts(
     return out, {"cached": len(unique_texts) - len(todo), "computed": len(todo)}
 
 
-FLUSH_EVERY = 8192  # items embedded between cache shards
-
-
-def _encode(model, texts: list[str], batch_size: int, show_progress: bool, flush=None) -> np.ndarray:
+def _encode(model, texts: list[str], batch_size: int, show_progress: bool, flush=None, flush_every: int = 8192) -> np.ndarray:
     # Sort by length so each batch pads little; encode in chunks so the
     # progress bar is ours (one tick per item) and memory stays bounded.
     order = np.argsort([len(t) for t in texts], kind="stable")[::-1]
     dim_fn = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     out = np.empty((len(texts), dim_fn()), dtype=np.float32)
-    chunk = max(batch_size * 8, 512)
+    chunk = min(max(batch_size * 8, 512), flush_every)
     pending: list[np.ndarray] = []
     n_pending = 0
     with progress(total=len(texts), desc="embed", unit="item", disable=not show_progress) as bar:
@@ -126,7 +123,7 @@ def _encode(model, texts: list[str], batch_size: int, show_progress: bool, flush
             if flush is not None:
                 pending.append(idx)
                 n_pending += len(idx)
-                if n_pending >= FLUSH_EVERY or start + chunk >= len(texts):
+                if n_pending >= flush_every or start + chunk >= len(texts):
                     done = np.concatenate(pending)
                     flush([texts[i] for i in done], out[done])
                     pending, n_pending = [], 0
