@@ -170,3 +170,16 @@ def test_rq_kmeans_method_exports_and_loads(small_catalog, small_embeddings, tmp
     nb = lk.search_embeddings(small_embeddings[:3], k=2)
     assert np.array_equal(nb.codes, sid.raw_codes_[:3])
     assert sid.metrics_["training"]["epochs"] == 0
+
+
+@pytest.mark.parametrize("n", [1, 5])
+def test_catalog_smaller_than_codebook(n, tmp_path):
+    from semantic_ids import BuildConfig
+
+    emb = np.random.default_rng(0).normal(size=(n, 16)).astype(np.float32)
+    df = pd.DataFrame({"item_id": list(range(n)), "title": [f"t{i}" for i in range(n)]})
+    cfg = BuildConfig().replace(train={"epochs": 3}, embedding={"use_cache": False})
+    sid = SemanticIDs(cfg, show_progress=False).fit(df, embeddings=emb)
+    assert len(np.unique(sid.codes_, axis=0)) == n
+    out = sid.save(tmp_path / "e")
+    assert SemanticIDs.load(out).codes_.shape == (n, 4)
