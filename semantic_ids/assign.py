@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from .api import SemanticIDs
+from .atomic import dir_lock
 from .catalog import Catalog, load_catalog
 from .collisions import id_order
 from .embed import check_embeddings, load_embeddings
@@ -69,6 +70,11 @@ def assign_new_items(
 
     Items already in the export are left as they are and counted.
     """
+    with dir_lock(export_dir):  # read-modify-write: no other writer in between
+        return _assign(export_dir, catalog, embeddings, batch_size, show_progress)
+
+
+def _assign(export_dir, catalog, embeddings, batch_size: int, show_progress: bool) -> AssignResult:
     start = time.perf_counter()
     sid = SemanticIDs.load(export_dir, show_progress=show_progress)
     cfg = sid.config_
@@ -82,9 +88,15 @@ def assign_new_items(
     new_pos = np.flatnonzero(~present)
     new_ids = cat.ids[new_pos]
     if isinstance(embeddings, (str, Path)):
-        emb = load_embeddings(embeddings, cat.ids, cfg.catalog.id_column)[new_pos]
+        path = Path(embeddings)
+        # keyed files need only the new items; a .npy follows the catalog's order
+        emb = (load_embeddings(path, cat.ids)[new_pos] if path.suffix == ".npy"
+               else load_embeddings(path, new_ids, cfg.catalog.id_column))
     elif embeddings is not None:
-        emb = check_embeddings(np.asarray(embeddings), cat.ids)[new_pos]
+        arr = np.asarray(embeddings)
+        if arr.ndim != 2 or len(arr) != len(cat):
+            raise ValueError(f"embeddings have shape {arr.shape}, expected (n_items={len(cat)}, dim) in catalog order")
+        emb = check_embeddings(arr, cat.ids)[new_pos]
     else:
         emb = sid.embed([cat.texts[i] for i in new_pos]) if len(new_pos) else np.zeros((0, sid.embedding_dim_), np.float32)
     if len(new_pos) and emb.shape[1] != sid.embedding_dim_:

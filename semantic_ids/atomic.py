@@ -9,7 +9,9 @@ fell between them.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import threading
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -63,18 +65,75 @@ def _sidecars(target: Path, kind: str) -> list[Path]:
     return sorted(target.parent.glob(f".{target.name}.{kind}-*"))
 
 
-def recover_dir(target: str | Path) -> None:
-    """Undo a swap that a crash interrupted and drop stale staging directories.
+_held: dict[str, int] = {}
+_held_lock = threading.RLock()
 
-    If ``target`` is missing but a backup of it exists, the backup is restored.
+
+@contextlib.contextmanager
+def dir_lock(target: str | Path) -> Iterator[None]:
+    """Exclusive lock for writers of ``target`` (a ``.NAME.lock`` file beside it).
+
+    Re-entrant within a process, so ``assign`` can hold it across its
+    read-modify-write while the export writer takes it again.
     """
     target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    key = str(target.resolve())
+    with _held_lock:
+        if key in _held:
+            _held[key] += 1
+            reentrant = True
+        else:
+            reentrant = False
+    if reentrant:
+        try:
+            yield
+        finally:
+            with _held_lock:
+                _held[key] -= 1
+        return
+    fd = os.open(target.with_name(f".{target.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with _held_lock:
+            _held[key] = 1
+        try:
+            yield
+        finally:
+            with _held_lock:
+                del _held[key]
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def restore_if_missing(target: str | Path) -> None:
+    """If a crash fell between a swap's two renames, put the previous directory back.
+
+    Safe for readers: it never touches staging directories.
+    """
+    target = Path(target)
+    if target.exists():
+        return
     backups = _sidecars(target, "old")
-    if not target.exists() and backups:
-        os.replace(backups[-1], target)
-        backups = backups[:-1]
-    for stale in backups + _sidecars(target, "staging"):
-        shutil.rmtree(stale, ignore_errors=True)
+    if backups:
+        with dir_lock(target):
+            backups = _sidecars(target, "old")
+            if not target.exists() and backups:
+                os.replace(backups[-1], target)
+
+
+def recover_dir(target: str | Path) -> None:
+    """Undo an interrupted swap and drop stale staging directories (writers only,
+    under :func:`dir_lock`)."""
+    target = Path(target)
+    with dir_lock(target):
+        backups = _sidecars(target, "old")
+        if not target.exists() and backups:
+            os.replace(backups[-1], target)
+            backups = backups[:-1]
+        for stale in backups + _sidecars(target, "staging"):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -86,7 +145,14 @@ def staged_dir(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    recover_dir(target)
+    with dir_lock(target):
+        recover_dir(target)
+        with _staged(target) as staging:
+            yield staging
+
+
+@contextlib.contextmanager
+def _staged(target: Path) -> Iterator[Path]:
     token = uuid.uuid4().hex[:8]
     staging = target.with_name(f".{target.name}.staging-{token}")
     staging.mkdir()

@@ -74,7 +74,10 @@ def read_table(path: str | Path, id_column: str | None = None) -> pd.DataFrame:
         if kind == "parquet":
             return pd.read_parquet(path)
         if kind == "csv":
-            frame = pd.read_csv(path, keep_default_na=True, dtype={id_column: str} if id_column else None)
+            # Only empty cells are missing: "NA", "null" or "None" are real values here.
+            frame = pd.read_csv(
+                path, keep_default_na=False, na_values=[""], dtype={id_column: str} if id_column else None
+            )
             if id_column in frame.columns:
                 col = frame[id_column]
                 vals = col.dropna().astype(str)
@@ -216,8 +219,14 @@ def validate_ids(frame: pd.DataFrame, id_column: str, source: str = "catalog") -
         )
     values = ids.tolist()
     kinds = {type(v) for v in values}
-    if kinds <= {int, np.int64, np.int32}:
-        arr = np.asarray(values, dtype=np.int64)
+    if kinds <= {int, np.int64, np.int32, np.uint64, np.uint32, np.int16, np.uint16, np.int8, np.uint8}:
+        too_big = [(r, v) for r, v in enumerate(values) if not (-(2**63) <= int(v) < 2**63)]
+        if too_big:
+            raise CatalogError(
+                f"{source}: {id_column!r} value {too_big[0][1]} (row {too_big[0][0]}) does not fit in a signed 64-bit "
+                "integer; store such ids as strings"
+            )
+        arr = np.asarray([int(v) for v in values], dtype=np.int64)
     elif kinds <= {str}:
         arr = np.asarray(values, dtype=object)
     elif kinds <= {float, np.float64}:
@@ -278,6 +287,8 @@ def load_catalog(source: str | Path | pd.DataFrame, config: CatalogConfig | None
                     f"{name}: text column(s) {missing} not found; columns are {list(frame.columns)}"
                 )
             text_columns = tuple(config.text_columns)
+            if not text_columns:
+                raise CatalogError(f"{name}: text_columns is empty; name at least one column or leave it unset")
         else:
             text_columns = text_like_columns(frame, config.id_column)
             if not text_columns:

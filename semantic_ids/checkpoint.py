@@ -1,9 +1,10 @@
 """Resumable training checkpoints, keyed by a fingerprint of what determines the result.
 
-A checkpoint directory holds ``state.safetensors`` (model weights and buffers,
-AdamW moments and steps, the random generator's state) and ``meta.json``
-(epochs done, history). Both are written atomically, the JSON last; loading
-never unpickles anything.
+A checkpoint directory holds one ``state.safetensors``: model weights and
+buffers, AdamW moments and steps, the random generator's state, and in its
+metadata the epochs done and the history. It is replaced atomically, so a kill
+at any moment leaves the previous checkpoint or the new one; loading never
+unpickles anything.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save
 
 from . import __version__
 from .atomic import atomic_write_bytes
@@ -36,7 +38,11 @@ class Checkpoint:
         self.dir = Path(root) / key
 
     def exists(self) -> bool:
-        return (self.dir / "meta.json").exists() and (self.dir / "state.safetensors").exists()
+        return (self.dir / "state.safetensors").exists()
+
+    def epochs_done(self) -> int:
+        with safe_open(str(self.dir / "state.safetensors"), "pt") as fh:
+            return int(fh.metadata()["epochs_done"])
 
     def save(self, epochs_done: int, model: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator, history: list[dict]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -45,15 +51,15 @@ class Checkpoint:
             for name, value in state.items():
                 tensors[f"opt.{idx}.{name}"] = torch.as_tensor(value).detach().contiguous().clone()
         tensors["generator"] = gen.get_state().clone()
-        tmp = self.dir / ".state.safetensors.tmp"
-        save_file(tensors, str(tmp))
-        atomic_write_bytes(self.dir / "state.safetensors", tmp.read_bytes())
-        tmp.unlink(missing_ok=True)
-        atomic_write_bytes(self.dir / "meta.json", json.dumps({"epochs_done": epochs_done, "history": history}).encode())
+        # One file, replaced atomically: the epoch count and history travel with the state.
+        meta = {"epochs_done": str(epochs_done), "history": json.dumps(history)}
+        atomic_write_bytes(self.dir / "state.safetensors", save(tensors, metadata=meta))
 
     def load(self, model: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator) -> tuple[int, list[dict]]:
-        meta = json.loads((self.dir / "meta.json").read_text())
-        tensors = load_file(str(self.dir / "state.safetensors"))
+        path = str(self.dir / "state.safetensors")
+        with safe_open(path, "pt") as fh:
+            meta = fh.metadata()
+        tensors = load_file(path)
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         state: dict[int, dict[str, torch.Tensor]] = {}
         for k, v in tensors.items():
@@ -62,7 +68,7 @@ class Checkpoint:
                 state.setdefault(int(idx), {})[name] = v
         opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
         gen.set_state(tensors["generator"])
-        return int(meta["epochs_done"]), list(meta["history"])
+        return int(meta["epochs_done"]), list(json.loads(meta["history"]))
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -236,6 +236,8 @@ _METHODS = ("rqvae", "rq-kmeans")
 def validate(cfg: BuildConfig) -> None:
     """Check value ranges; raise :class:`ConfigError` naming the field."""
     m, t, e = cfg.model, cfg.train, cfg.embedding
+    if cfg.catalog.text_columns is not None and not cfg.catalog.text_columns:
+        raise ConfigError("catalog.text_columns is empty; list at least one column or leave it unset")
     if not m.codebook_sizes:
         raise ConfigError("model.codebook_sizes should list at least one level")
     for i, k in enumerate(m.codebook_sizes):
@@ -269,8 +271,12 @@ def validate(cfg: BuildConfig) -> None:
         raise ConfigError(f"train.max_train_items={t.max_train_items} should be >= 1")
     if m.method not in _METHODS:
         raise ConfigError(f"model.method={m.method!r} should be one of {_METHODS}")
-    if m.method == "rq-kmeans" and any(k > 2**16 for k in m.codebook_sizes):
-        raise ConfigError("model.codebook_sizes: rq-kmeans supports at most 65536 codes per level")
+    if m.method == "rq-kmeans":
+        for i, k in enumerate(m.codebook_sizes):
+            if k & (k - 1) or k > 2**16:
+                raise ConfigError(f"model.codebook_sizes[{i}]={k}: rq-kmeans needs a power of two <= 65536")
+        if m.layer_norm_residuals or m.normalize_latent:
+            raise ConfigError("model.layer_norm_residuals and model.normalize_latent do not apply to rq-kmeans")
     if cfg.collision.strategy not in _STRATEGIES:
         raise ConfigError(f"collision.strategy={cfg.collision.strategy!r} should be one of {_STRATEGIES}")
     if cfg.seed < 0:

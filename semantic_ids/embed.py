@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -39,23 +40,25 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-_MODELS: dict[tuple[str, str], object] = {}
+_MODELS: dict[tuple[str, str, int | None], object] = {}
+# Fast tokenizers are not safe to call from two threads at once
+# ("Already borrowed"); one lock serialises encoding in this process.
+_ENCODE_LOCK = threading.Lock()
 
 
 def load_model(config: EmbeddingConfig):
-    """Load (once per process) the sentence-transformers model of ``config``."""
-    key = (config.model, config.device)
+    """Load (once per process and settings) the sentence-transformers model of ``config``."""
+    key = (config.model, config.device, config.max_seq_length)
     if key not in _MODELS:
         from sentence_transformers import SentenceTransformer
 
         path = resolve_model_path(config.model)
         log.info("loading embedding model %s from %s", config.model, path)
         model = SentenceTransformer(path, device=config.device)
+        if config.max_seq_length is not None:
+            model.max_seq_length = config.max_seq_length
         _MODELS[key] = model
-    model = _MODELS[key]
-    if config.max_seq_length is not None:
-        model.max_seq_length = config.max_seq_length
-    return model
+    return _MODELS[key]
 
 
 def model_key(config: EmbeddingConfig) -> str:
@@ -111,13 +114,14 @@ def _encode(model, texts: list[str], batch_size: int, show_progress: bool, flush
     with progress(total=len(texts), desc="embed", unit="item", disable=not show_progress) as bar:
         for start in range(0, len(texts), chunk):
             idx = order[start : start + chunk]
-            emb = model.encode(
-                [texts[i] for i in idx],
-                batch_size=batch_size,
-                convert_to_numpy=True,
-                normalize_embeddings=False,
-                show_progress_bar=False,
-            )
+            with _ENCODE_LOCK:
+                emb = model.encode(
+                    [texts[i] for i in idx],
+                    batch_size=batch_size,
+                    convert_to_numpy=True,
+                    normalize_embeddings=False,
+                    show_progress_bar=False,
+                )
             out[idx] = normalize(np.asarray(emb, dtype=np.float32))
             bar.update(len(idx))
             if flush is not None:
@@ -167,7 +171,15 @@ def load_embeddings(path: str | Path, ids: np.ndarray, id_column: str = "item_id
                 f"{path}: should have columns {id_column!r} and 'embedding', has {list(frame.columns)}"
             )
         key_ids = frame[id_column].to_numpy()
-        emb = np.stack(frame["embedding"].to_numpy()) if len(frame) else np.zeros((0, 0))
+        values = frame["embedding"].tolist()
+        lengths = np.array([-1 if v is None else len(v) for v in values])
+        if len(values) and (lengths != lengths.max()).any():
+            bad = np.flatnonzero(lengths != lengths.max())[:5]
+            raise EmbeddingError(
+                f"{path}: every embedding should have {lengths.max()} values; item(s) "
+                f"{[key_ids[i] for i in bad]} have {[int(lengths[i]) if lengths[i] >= 0 else None for i in bad]}"
+            )
+        emb = np.stack([np.asarray(v, dtype=np.float32) for v in values]) if len(values) else np.zeros((0, 0))
     pos = pd.Index(key_ids)
     if not pos.is_unique:
         raise EmbeddingError(f"{path}: duplicate item ids, e.g. {pos[pos.duplicated()][:5].tolist()}")

@@ -59,12 +59,19 @@ def neighbour_share(codes: np.ndarray, embeddings: np.ndarray, depths: Sequence[
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     index = faiss.IndexFlatIP(x.shape[1])
     index.add(x)
-    _, nn = index.search(x, k + 1)
-    nn = nn[:, 1:]  # drop the item itself
+    _, nn = index.search(x, min(k + 1, len(x)))
+    # Drop the item itself wherever it landed (duplicates can push it off
+    # column 0), keep k neighbours, ignore -1 (fewer than k others exist).
+    rows = np.arange(len(x))[:, None]
+    keep = (nn != rows) & (nn >= 0)
+    keep &= np.cumsum(keep, axis=1) <= k
     out = {}
     for d in depths:
         g = prefix_groups(codes, d)
-        out[d] = float((g[nn] == g[:, None]).mean())
+        same = (g[np.maximum(nn, 0)] == g[:, None]) & keep
+        per_item = same.sum(1) / np.maximum(keep.sum(1), 1)
+        has = keep.sum(1) > 0
+        out[d] = float(per_item[has].mean()) if has.any() else float("nan")
     return out
 
 
@@ -82,36 +89,52 @@ def co_interaction(codes: np.ndarray, pairs: np.ndarray, depths: Sequence[int] =
 
 
 def sequence_pairs(sequences: str | Path, ids: np.ndarray) -> tuple[np.ndarray, int]:
-    """Consecutive (row, row) pairs from a JSON Lines file of ``{"items": [...]}``;
-    items not in ``ids`` are skipped (their count is returned)."""
+    """Consecutive (row, row) pairs from a JSON Lines file of ``{"items": [...]}``.
+
+    A pair that touches an item not in ``ids`` is dropped (its neighbours are
+    not consecutive); the number of such unknown occurrences is returned.
+    """
     index = pd.Index(ids)
     a, b = [], []
     unknown = 0
     with open(sequences, encoding="utf-8") as fh:
-        for line in fh:
+        for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
-            items = json.loads(line)["items"]
-            rows = index.get_indexer(pd.Index(items).astype(ids.dtype) if ids.dtype.kind in "iu" else pd.Index(items))
+            try:
+                items = json.loads(line)["items"]
+                if not isinstance(items, list):
+                    raise TypeError("'items' should be a list")
+                if ids.dtype.kind in "iu":
+                    items = [int(i) for i in items]
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"{sequences}:{lineno}: each line should be a JSON object with an 'items' list of item ids ({exc!r})") from None
+            rows = index.get_indexer(pd.Index(items, dtype=object if ids.dtype.kind not in "iu" else np.int64))
             unknown += int((rows < 0).sum())
-            rows = rows[rows >= 0]
-            a.extend(rows[:-1].tolist())
-            b.extend(rows[1:].tolist())
+            ok = (rows[:-1] >= 0) & (rows[1:] >= 0)
+            a.extend(rows[:-1][ok].tolist())
+            b.extend(rows[1:][ok].tolist())
     return np.column_stack([np.array(a, dtype=np.int64), np.array(b, dtype=np.int64)]), unknown
 
 
 def category_labels(frame: pd.DataFrame, column: str | None = None) -> tuple[str, np.ndarray] | None:
     """Labels for purity/NMI: a list column joined with " > " (the full path), or a
-    string column. ``None`` when the catalog has no category column."""
+    string column; missing values and empty lists give ``None`` (left out of
+    purity and NMI). ``None`` when the catalog has no category column."""
     candidates = [column] if column else [c for c in ("categories", "category", "genres", "genre") if c in frame.columns]
     for col in candidates:
         if col not in frame.columns:
             raise ValueError(f"category column {col!r} not in the catalog; columns are {list(frame.columns)}")
         values = frame[col].tolist()
-        labels = [
-            " > ".join(map(str, v)) if isinstance(v, (list, tuple, np.ndarray)) else ("" if v is None else str(v))
-            for v in values
-        ]
+        labels = []
+        for v in values:
+            if isinstance(v, (list, tuple, np.ndarray)):
+                parts = [str(x) for x in v if x is not None and not (isinstance(x, float) and np.isnan(x))]
+                labels.append(" > ".join(parts) if parts else None)
+            elif v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip()):
+                labels.append(None)
+            else:
+                labels.append(str(v))
         return col, np.asarray(labels, dtype=object)
     return None
 
@@ -129,10 +152,12 @@ def evaluate_codes(
     codes = np.asarray(codes, dtype=np.int64)
     out: dict = code_stats(codes, tuple(codebook_sizes))
     if labels is not None:
+        labelled = np.array([v is not None for v in labels], dtype=bool)
+        out["n_labelled"] = int(labelled.sum())
         for d in depths:
-            g = prefix_groups(codes, d)
-            out[f"purity@{d}"] = purity(g, labels)
-            out[f"nmi@{d}"] = nmi(g, labels)
+            g = prefix_groups(codes, d)[labelled]
+            out[f"purity@{d}"] = purity(g, labels[labelled]) if labelled.any() else float("nan")
+            out[f"nmi@{d}"] = nmi(g, labels[labelled]) if labelled.any() else float("nan")
     if embeddings is not None:
         for d, v in neighbour_share(codes, embeddings, depths).items():
             out[f"neighbour_share@{d}"] = v

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -26,10 +27,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save_file
 
 from . import __version__
-from .atomic import recover_dir, staged_dir
+from .atomic import restore_if_missing, staged_dir
 from .config import BuildConfig
 from .rqvae import RQVAE
 from .tokens import format_sids
@@ -134,57 +136,82 @@ def write_export(
     return out
 
 
-def verify_export(path: str | Path) -> dict[str, Any]:
-    """Check the manifest's checksums; raise ExportError naming a bad file."""
-    path = Path(path)
-    recover_dir(path)
+def _read_verified(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Read the manifest and every file it lists, once, and check their checksums.
+
+    A concurrent writer swaps the whole directory; if that happens between two
+    reads the checksums disagree, so the read is retried a few times before a
+    mismatch is reported as damage.
+    """
+    restore_if_missing(path)
     if not path.is_dir():
         raise ExportError(f"{path}: export directory not found")
-    mpath = path / MANIFEST_FILE
-    if not mpath.exists():
-        raise ExportError(f"{path}: no {MANIFEST_FILE}; not a semantic-ids export, or an incomplete one")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ExportError(f"{mpath}: damaged manifest ({exc})") from None
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ExportError(
-            f"{path}: export format version {version!r} (library {manifest.get('library_version')!r}) "
-            f"is not supported by semantic-ids {__version__} (format {FORMAT_VERSION}); rebuild it"
-        )
-    for name, meta in manifest.get("files", {}).items():
-        f = path / name
-        if not f.exists():
-            raise ExportError(f"{f}: file listed in the manifest is missing")
-        if f.stat().st_size != meta["bytes"] or _sha256(f) != meta["sha256"]:
-            raise ExportError(f"{f}: checksum mismatch; the file is truncated, corrupted or was edited")
-    return manifest
+    last_error: ExportError | None = None
+    for attempt in range(4):
+        mpath = path / MANIFEST_FILE
+        try:
+            raw = mpath.read_bytes()
+        except FileNotFoundError:
+            raise ExportError(f"{path}: no {MANIFEST_FILE}; not a semantic-ids export, or an incomplete one") from None
+        try:
+            manifest = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ExportError(f"{mpath}: damaged manifest ({exc})") from None
+        version = manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ExportError(
+                f"{path}: export format version {version!r} (library {manifest.get('library_version')!r}) "
+                f"is not supported by semantic-ids {__version__} (format {FORMAT_VERSION}); rebuild it"
+            )
+        files: dict[str, bytes] = {}
+        last_error = None
+        for name, meta in manifest.get("files", {}).items():
+            f = path / name
+            try:
+                data = f.read_bytes()
+            except FileNotFoundError:
+                last_error = ExportError(f"{f}: file listed in the manifest is missing")
+                break
+            if len(data) != meta["bytes"] or hashlib.sha256(data).hexdigest() != meta["sha256"]:
+                last_error = ExportError(f"{f}: checksum mismatch; the file is truncated, corrupted or was edited")
+                break
+            files[name] = data
+        if last_error is None:
+            return manifest, files
+        time.sleep(0.05 * (attempt + 1))
+    assert last_error is not None
+    raise last_error
+
+
+def verify_export(path: str | Path) -> dict[str, Any]:
+    """Check the manifest's checksums; raise ExportError naming a bad file."""
+    return _read_verified(Path(path))[0]
 
 
 def read_export(path: str | Path, *, verify: bool = True) -> Export:
-    """Load an export directory (no pickle anywhere)."""
+    """Load an export directory (no pickle anywhere); every file is parsed from
+    the very bytes whose checksum was verified."""
     path = Path(path)
     if verify:
-        verify_export(path)
+        _, files = _read_verified(path)
+    else:
+        files = {f.name: f.read_bytes() for f in path.iterdir() if f.is_file()}
+    missing = [n for n in (IDS_FILE, MODEL_FILE, CONFIG_FILE, METRICS_FILE) if n not in files]
+    if missing:
+        raise ExportError(f"{path}: missing from the export: {missing}")
     try:
-        info = json.loads((path / CONFIG_FILE).read_text())
-        metrics = json.loads((path / METRICS_FILE).read_text())
-    except FileNotFoundError as exc:
-        raise ExportError(f"{exc.filename}: missing from the export") from None
+        info = json.loads(files[CONFIG_FILE])
+        metrics = json.loads(files[METRICS_FILE])
     except json.JSONDecodeError as exc:
         raise ExportError(f"{path}: damaged JSON ({exc})") from None
     config = BuildConfig.from_dict(info["config"])
     model = RQVAE(int(info["input_dim"]), config.model)
-    state = load_file(str(path / MODEL_FILE))
-    model.load_state_dict(state)
+    model.load_state_dict(load_bytes(files[MODEL_FILE]))
     model.eval()
-    table = pq.read_table(path / IDS_FILE)
+    table = pq.read_table(pa.BufferReader(files[IDS_FILE]))
     id_col = info["id_column"]
     frame = table.select([id_col]).to_pandas()
     ids = frame[id_col].to_numpy(dtype=object if not pd.api.types.is_integer_dtype(frame[id_col]) else np.int64)
     n_levels = int(info["n_levels"])
     codes = np.column_stack([table.column(f"level_{i}").to_numpy() for i in range(n_levels)]).astype(np.int64)
     return Export(config=config, ids=ids, codes=codes, model=model, info=info, metrics=metrics)
-
-

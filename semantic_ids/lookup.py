@@ -90,6 +90,7 @@ class SemanticIDLookup:
         self.strides = np.ones(len(self.sizes), dtype=np.int64)
         for d in range(len(self.sizes) - 2, -1, -1):
             self.strides[d] = self.strides[d + 1] * self.sizes[d + 1]
+        codes.flags.writeable = False  # shared by threads: callers get read-only views
         keys = codes @ self.strides
         self._order = np.argsort(keys, kind="stable")
         self._sorted_keys = keys[self._order]
@@ -136,10 +137,20 @@ class SemanticIDLookup:
 
     # -- validation ----------------------------------------------------------------
     def _as_codes(self, sids, *, allow_prefix: bool) -> list[np.ndarray]:
-        """Token strings or code sequences -> list of int64 arrays, validated."""
+        """Token strings or code sequences -> list of int64 arrays, validated.
+
+        Model levels must lie in their codebook's range; the collision level
+        only has to be >= 0 (a number past the largest in use names no item).
+        """
         out = []
         for s in sids:
-            codes = np.asarray(parse_sid(s) if isinstance(s, str) else s, dtype=np.int64).ravel()
+            raw = np.asarray(parse_sid(s) if isinstance(s, str) else s).ravel()
+            if raw.dtype.kind not in "iu":
+                if raw.dtype.kind == "f" and np.all(np.mod(raw, 1) == 0):
+                    raw = raw.astype(np.int64)
+                else:
+                    raise TokenError(f"semantic ID {s!r}: codes should be integers")
+            codes = raw.astype(np.int64)
             if len(codes) == 0:
                 raise TokenError("empty semantic ID")
             if len(codes) > len(self.sizes):
@@ -148,7 +159,10 @@ class SemanticIDLookup:
                 raise TokenError(
                     f"semantic ID {s!r} has {len(codes)} levels; a full ID has {len(self.sizes)} (use a prefix lookup)"
                 )
-            bad = np.flatnonzero((codes < 0) | (codes >= self.sizes[: len(codes)]))
+            limit = self.sizes[: len(codes)].copy()
+            if len(codes) > self.n_levels:
+                limit[self.n_levels] = np.iinfo(np.int64).max  # collision level: any number >= 0
+            bad = np.flatnonzero((codes < 0) | (codes >= limit))
             if len(bad):
                 d = int(bad[0])
                 raise TokenError(
@@ -241,7 +255,10 @@ class SemanticIDLookup:
     def codes_to_rows(self, codes: np.ndarray) -> np.ndarray:
         """(Q, L + 1) full codes -> (Q,) rows (-1 where no item has them); vectorised."""
         codes = np.asarray(codes, dtype=np.int64)
-        keys = codes @ self.strides
+        if len(codes) == 0:
+            return np.zeros(0, dtype=np.int64)
+        beyond = codes[:, -1] >= self.sizes[-1]  # a collision number nobody has (yet)
+        keys = np.where(beyond, -1, codes @ self.strides)
         pos = np.searchsorted(self._sorted_keys, keys)
         pos_c = np.minimum(pos, len(self._sorted_keys) - 1)
         hit = (pos < len(self._sorted_keys)) & (self._sorted_keys[pos_c] == keys)
@@ -253,8 +270,10 @@ class SemanticIDLookup:
         An ID that is well-formed but belongs to no item raises a KeyError, or
         gives None with ``missing="null"``.
         """
-        single = isinstance(sids, str) or (np.ndim(sids) == 1 and not isinstance(sids[0], str) and np.isscalar(sids[0]))
+        single = _is_single_query(sids)
         items = [sids] if single else list(sids)
+        if not items:
+            return []
         if items and all(isinstance(s, str) for s in items):
             # hash lookup of the exact token strings; parse only the misses (for their errors)
             _, index = self._token_strings()
@@ -318,7 +337,7 @@ class SemanticIDLookup:
         if not np.isfinite(emb).all():
             raise ValueError("embeddings contain NaN or infinity")
         with torch.no_grad():
-            z = model.encode_latent(torch.from_numpy(emb))
+            z = model.latent(torch.from_numpy(emb))
             codes = model.quantizer.encode(z)
         return codes.numpy(), z.numpy()
 
@@ -347,7 +366,7 @@ class SemanticIDLookup:
         An exact match (all L model levels) is always first, at distance 0.
         """
         index = self._need_index()
-        queries = self._as_codes([sids] if isinstance(sids, str) else list(sids), allow_prefix=True)
+        queries = self._as_codes([sids] if _is_single_query(sids) else list(sids), allow_prefix=True)
         model_codes = np.full((len(queries), self.n_levels), -1, dtype=np.int64)
         for i, c in enumerate(queries):
             model_codes[i, : min(len(c), self.n_levels)] = c[: self.n_levels]
@@ -412,3 +431,13 @@ def _get_loc(index: pd.Index, key) -> int:
     except KeyError:
         return -1
     return loc if isinstance(loc, (int, np.integer)) else -1
+
+
+def _is_single_query(sids) -> bool:
+    """One token string, or one flat sequence of integer codes."""
+    if isinstance(sids, str):
+        return True
+    if isinstance(sids, np.ndarray):
+        return sids.ndim == 1 and sids.dtype.kind in "iuf"
+    seq = list(sids) if not isinstance(sids, (list, tuple)) else sids
+    return len(seq) > 0 and all(np.isscalar(v) and not isinstance(v, str) for v in seq)

@@ -136,7 +136,7 @@ class ResidualQuantizer(nn.Module):
                 cb = self.codebooks[n]
                 err = (r - cb[self._nearest(r, n)]).pow(2).sum(1)
                 # Sample among the worst-served quarter so restarts do not pile up on one outlier.
-                pool = torch.topk(err, max(len(dead), len(r) // 4)).indices
+                pool = torch.topk(err, min(len(r), max(len(dead), len(r) // 4))).indices
                 pick = pool[torch.randperm(len(pool), generator=generator)[: len(dead)]]
                 if len(pick) < len(dead):
                     pick = pick[torch.arange(len(dead)) % len(pick)]

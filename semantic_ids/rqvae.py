@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from .config import ModelConfig
 from .quantize import ResidualQuantizer
 
+PAD_ROWS = 64
+
 
 def mlp(dims: list[int]) -> nn.Sequential:
     """Linear layers with SiLU between them (none after the last)."""
@@ -59,6 +61,23 @@ class RQVAE(nn.Module):
         # common component).
         self.register_buffer("input_mean", torch.zeros(input_dim))
 
+    @torch.no_grad()
+    def latent(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference latents (B, latent_dim), independent of how rows are batched.
+
+        CPU matrix kernels take different paths for very small batches (a
+        single row often goes through a matrix-vector kernel), which changes
+        the last bits and could flip a near-tie between two codes. Padding
+        every call to a multiple of ``PAD_ROWS`` rows keeps one kernel path,
+        so an item gets the same codes alone, in a batch, before or after a
+        save/load (tested).
+        """
+        n = len(x)
+        pad = (-n) % PAD_ROWS
+        if pad:
+            x = torch.cat([x, x.new_zeros(pad, x.shape[1])])
+        return self.encode_latent(x)[:n]
+
     def encode_latent(self, x: torch.Tensor) -> torch.Tensor:
         """(B, input_dim) -> (B, latent_dim)."""
         if self.config.center_input and self.config.method != "rq-kmeans":
@@ -83,7 +102,7 @@ class RQVAE(nn.Module):
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Codes (B, n_levels) for embeddings (B, input_dim)."""
-        return self.quantizer.encode(self.encode_latent(x))
+        return self.quantizer.encode(self.latent(x))
 
     @torch.no_grad()
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:

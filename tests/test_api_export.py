@@ -89,7 +89,7 @@ def test_failed_run_leaves_previous_export_untouched(fitted, small_catalog, smal
         other.save(out)
     after = {p.name: p.read_bytes() for p in out.iterdir()}
     assert after == before
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")]
 
 
 def test_corrupted_export_is_detected(fitted, tmp_path):

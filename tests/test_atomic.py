@@ -30,7 +30,8 @@ def make_export(root: Path, tag: str) -> None:
 
 
 def names(parent: Path) -> list[str]:
-    return sorted(p.name for p in parent.iterdir())
+    # the writers' lock file (.NAME.lock) stays beside the directory by design
+    return sorted(p.name for p in parent.iterdir() if not p.name.endswith(".lock"))
 
 
 # --------------------------------------------------------------------------- files

@@ -412,3 +412,17 @@ def test_catalog_is_frozen():
     cat = load_catalog(pd.DataFrame({"item_id": [1], "title": ["a"]}))
     with pytest.raises(AttributeError):
         cat.texts = []  # type: ignore[misc]
+
+
+def test_csv_na_strings_are_values(tmp_path):
+    p = tmp_path / "c.csv"
+    p.write_text("item_id,title\nNA,None\nnull,N/A\nx,\n")
+    cat = load_catalog(p)
+    assert cat.ids.tolist() == ["NA", "null", "x"]
+    assert cat.texts == ["title: None", "title: N/A", ""]
+
+
+def test_huge_unsigned_ids_rejected():
+    df = pd.DataFrame({"item_id": np.array([1, 2**64 - 1], dtype=np.uint64), "title": ["a", "b"]})
+    with pytest.raises(CatalogError, match="does not fit in a signed 64-bit"):
+        load_catalog(df)

@@ -303,3 +303,12 @@ def test_configs_hashable_and_equal_by_value():
     assert BuildConfig() == BuildConfig()
     assert hash(_custom()) == hash(_custom())
     assert BuildConfig() != BuildConfig(seed=1)
+
+
+def test_rq_kmeans_config_checked_up_front():
+    with pytest.raises(ConfigError, match=r"codebook_sizes\[0\]=100: rq-kmeans needs a power of two"):
+        BuildConfig.from_dict({"model": {"method": "rq-kmeans", "codebook_sizes": [100, 256]}})
+    with pytest.raises(ConfigError, match="do not apply to rq-kmeans"):
+        BuildConfig.from_dict({"model": {"method": "rq-kmeans", "normalize_latent": True}})
+    with pytest.raises(ConfigError, match="text_columns is empty"):
+        BuildConfig.from_dict({"catalog": {"text_columns": []}})

@@ -61,3 +61,10 @@ def test_load_embeddings_npy_and_errors(tmp_path):
     np.save(tmp_path / "inf.npy", np.array([[1.0], [np.inf], [2.0]], dtype=np.float32))
     with pytest.raises(EmbeddingError, match=r"NaN or infinity, e.g. items \['b'\]"):
         load_embeddings(tmp_path / "inf.npy", ids)
+
+
+def test_ragged_parquet_embeddings_name_the_items(tmp_path):
+    ids = np.array(["a", "b"], dtype=object)
+    pd.DataFrame({"item_id": ["a", "b"], "embedding": [[1.0, 0.0], [1.0]]}).to_parquet(tmp_path / "r.parquet")
+    with pytest.raises(EmbeddingError, match=r"should have 2 values; item\(s\) \['b'\] have \[1\]"):
+        load_embeddings(tmp_path / "r.parquet", ids)

@@ -57,7 +57,7 @@ def test_sequence_pairs_skips_unknown(tmp_path):
     p = tmp_path / "s.jsonl"
     p.write_text(json.dumps({"user_id": "u", "items": ["a", "x", "b", "c"]}) + "\n")
     pairs, unknown = sequence_pairs(p, np.array(["a", "b", "c"], dtype=object))
-    assert pairs.tolist() == [[0, 1], [1, 2]] and unknown == 1
+    assert pairs.tolist() == [[1, 2]] and unknown == 1  # (a, b) are not consecutive: x sits between
 
 
 def test_category_labels_joins_paths():
@@ -100,3 +100,28 @@ def test_evaluate_cli(tmp_path, capsys):
     for key in ["purity@1", "nmi@1", "neighbour_share@1", "lift@1", "co_share@2", "perplexity", "collision_rate"]:
         assert key in m
     assert m["category_column"] == "category" and m["sequence_pairs"] == 160
+
+
+def test_neighbour_share_with_duplicates_and_tiny_catalogs():
+    emb = np.array([[1, 0], [1, 0], [1, 0], [0, 1]], dtype=np.float32)
+    codes = np.array([[0], [1], [2], [3]])
+    assert neighbour_share(codes, emb, depths=(1,), k=2)[1] == 0.0
+    assert neighbour_share(np.array([[0], [0], [1]]), np.eye(3, dtype=np.float32), depths=(1,), k=10)[1] == pytest.approx((0.5 + 0.5 + 0) / 3)
+
+
+def test_sequence_pairs_do_not_bridge_unknown_items(tmp_path):
+    p = tmp_path / "s.jsonl"
+    p.write_text(json.dumps({"items": ["a", "zz", "b", "c"]}) + "\n")
+    pairs, unknown = sequence_pairs(p, np.array(["a", "b", "c"], dtype=object))
+    assert pairs.tolist() == [[1, 2]] and unknown == 1
+    p.write_text('{"user": 1}\n')
+    with pytest.raises(ValueError, match=r"s.jsonl:1: .*'items'"):
+        sequence_pairs(p, np.array(["a"], dtype=object))
+
+
+def test_missing_labels_are_left_out():
+    df = pd.DataFrame({"categories": [["A"], [], None, ["B"]]})
+    _, labels = category_labels(df)
+    assert labels.tolist() == ["A", None, None, "B"]
+    m = evaluate_codes(np.array([[0], [0], [0], [1]]), (2,), labels=labels)
+    assert m["n_labelled"] == 2 and m["purity@1"] == 1.0

@@ -168,3 +168,19 @@ def test_prefix_property(rows):
         assert sorted(lk.prefix_items(p).tolist()) == brute
     for r, i in zip(rows, ids):
         assert lk.sid_to_item([r]) == [i]
+
+
+def test_lookup_edge_inputs(lk):
+    assert lk.sid_to_item([]) == []
+    first = tuple(int(c) for c in lk.codes[0])
+    beyond = first[:3] + (10_000,)
+    assert lk.sid_to_item([beyond], missing="null") == [None]  # a collision number nobody has: no item
+    with pytest.raises(KeyError, match="belong to no item"):
+        lk.sid_to_item([beyond])
+    with pytest.raises(TokenError, match="integers"):
+        lk.sid_to_item([(0.5, 1, 1, 0)])
+    nb = lk.search_codes(first[:2], k=2)  # one tuple of ints is one query
+    assert nb.rows.shape == (1, 2)
+    view = lk.item_to_codes("i00001")
+    with pytest.raises(ValueError):
+        view[0] = 99  # shared state is read-only

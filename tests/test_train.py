@@ -134,3 +134,13 @@ def test_resume_from_checkpoint_gives_identical_weights(tmp_path, monkeypatch):
     # a different seed does not pick up this checkpoint
     other = train_rqvae(x, MODEL, cfg, seed=2, show_progress=False, checkpoint_dir=tmp_path / "b")
     assert not torch.equal(other.model.quantizer.codebooks[0], full.model.quantizer.codebooks[0])
+
+
+def test_single_item_gets_the_same_codes_as_in_a_batch():
+    x = clustered_embeddings(500, dim=32)
+    model = train_rqvae(x, MODEL, TrainConfig(epochs=2, batch_size=64), seed=0, show_progress=False).model
+    xt = torch.from_numpy(x)
+    full = model.latent(xt)
+    singles = torch.cat([model.latent(xt[i : i + 1]) for i in range(100)])
+    assert torch.equal(full[:100], singles)  # bit-identical, not merely close
+    assert torch.equal(encode_all(model, xt), torch.cat([model.encode(xt[i : i + 1]) for i in range(500)]))
