@@ -31,7 +31,7 @@ from semantic_ids.resources import rss_bytes  # noqa: E402
 from semantic_ids.tokens import format_sids  # noqa: E402
 
 
-def synthetic(n: int, dim: int = 6, seed: int = 0):
+def synthetic(n: int, dim: int = 6, seed: int = 0, int_ids: bool = False):
     """Clustered latents, codebooks from FAISS's greedy RQ (3 x 256), resolved codes."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(2000, dim)).astype(np.float32)
@@ -41,7 +41,7 @@ def synthetic(n: int, dim: int = 6, seed: int = 0):
     rq.train(z[:200_000])
     raw = rq.compute_codes(z).astype(np.int64)
     books = faiss.vector_to_array(rq.codebooks).reshape(3, 256, dim)
-    ids = np.array([f"item-{i:07d}" for i in range(n)], dtype=object)
+    ids = (np.arange(n, dtype=np.int64) * 7919 + 13) if int_ids else np.array([f"item-{i:07d}" for i in range(n)], dtype=object)
     codes = resolve_counter(raw, ids).codes
     return ids, codes, [books[i] for i in range(3)], z
 
@@ -186,7 +186,10 @@ def main() -> None:
         books = [c for c in lk.codebooks]
         rows += bench("amazon-beauty", lk.ids, lk.codes, books)
     ids, codes, books, _ = synthetic(args.n)
-    rows += bench("synthetic", ids, codes, books)
+    rows += bench("synthetic, string ids", ids, codes, books)
+    del ids
+    ids, codes, books, _ = synthetic(args.n, int_ids=True)
+    rows += bench("synthetic, int ids", ids, codes, books)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     env = {"python": platform.python_version(), "faiss": faiss.__version__, "machine": platform.machine()}

@@ -17,6 +17,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -96,14 +97,23 @@ class SemanticIDLookup:
         self._sorted_keys = keys[self._order]
         if len(keys) and (np.diff(self._sorted_keys) == 0).any():
             raise ValueError("codes are not unique; resolve collisions first")
-        self._id_index = pd.Index(self.ids)
-        if not self._id_index.is_unique:
+        # String keys: a dict is the fastest exact map CPython has (str caches its
+        # hash); integer keys: pandas' int64 hash table, vectorised.
+        self._id_map: dict | None = None
+        self._id_index: pd.Index | None = None
+        if self.ids.dtype == object:
+            self._id_map = dict(zip(self.ids.tolist(), range(len(self.ids))))
+            unique = len(self._id_map) == len(self.ids)
+        else:
+            self._id_index = pd.Index(self.ids)
+            unique = self._id_index.is_unique
+        if not unique:
             raise ValueError("item ids are not unique")
         self.model = model
         self.embed_fn = embed_fn
         self._lazy_lock = threading.Lock()
         self._sids: np.ndarray | None = None  # token strings, built on first use
-        self._sid_index: pd.Index | None = None
+        self._sid_map: dict[str, int] | None = None
         self.code_index: CodeIndex | None = None
         if codebooks is not None:
             self.codebooks = [np.asarray(c, dtype=np.float32) for c in codebooks]
@@ -172,10 +182,14 @@ class SemanticIDLookup:
         return out
 
     def _rows_of_ids(self, item_ids, missing: str) -> np.ndarray:
-        keys = pd.Index(self._coerce_ids(item_ids))
-        rows = self._id_index.get_indexer(keys)
+        if self._id_map is not None:
+            keys = item_ids if isinstance(item_ids, (list, np.ndarray)) else list(item_ids)
+            rows = np.fromiter(map(self._id_map.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
+        else:
+            keys = pd.Index(self._coerce_ids(item_ids))
+            rows = self._id_index.get_indexer(keys)
         if missing == "raise" and (rows < 0).any():
-            unknown = keys[rows < 0][:10].tolist()
+            unknown = [keys[i] for i in np.flatnonzero(rows < 0)[:10]]
             raise LookupError_(f"{int((rows < 0).sum())} unknown item id(s), e.g. {unknown}")
         return rows
 
@@ -192,24 +206,26 @@ class SemanticIDLookup:
             arr = np.asarray(conv, dtype=object)
         return arr
 
-    def _token_strings(self) -> tuple[np.ndarray, pd.Index]:
-        """Every item's token string (row order) and a hash index over them, built once."""
-        if self._sid_index is None:
+    def _token_strings(self) -> tuple[np.ndarray, dict[str, int]]:
+        """Every item's token string (row order) and a map back to rows, built once."""
+        if self._sid_map is None:
             with self._lazy_lock:
-                if self._sid_index is None:
-                    sids = np.asarray(format_sids(self.codes), dtype=object)
-                    index = pd.Index(sids)
-                    index.get_indexer(sids[:1])  # build the hash table now, under the lock
-                    self._sids, self._sid_index = sids, index
-        return self._sids, self._sid_index
+                if self._sid_map is None:
+                    sids = format_sids(self.codes)
+                    self._sids = np.asarray(sids, dtype=object)
+                    self._sid_map = dict(zip(sids, range(len(sids))))
+        return self._sids, self._sid_map
 
     def _row_of_id(self, item_id) -> int:
         """Single-key fast path (no array round trip)."""
+        if self._id_map is not None:
+            row = self._id_map.get(item_id, -1) if isinstance(item_id, str) else -1
+            return row
         try:
             row = self._id_index.get_loc(item_id)
         except (KeyError, TypeError):
             row = -1
-            if self.ids.dtype.kind in "iu" and isinstance(item_id, str):
+            if isinstance(item_id, str):
                 try:
                     return self._row_of_id(int(item_id))
                 except ValueError:
@@ -274,22 +290,24 @@ class SemanticIDLookup:
         items = [sids] if single else list(sids)
         if not items:
             return []
-        if items and all(isinstance(s, str) for s in items):
+        if all(isinstance(s, str) for s in items):
             # hash lookup of the exact token strings; parse only the misses (for their errors)
-            _, index = self._token_strings()
-            rows = index.get_indexer(items) if not single else np.array([_get_loc(index, items[0])])
+            _, sid_map = self._token_strings()
+            rows = np.fromiter(map(sid_map.get, items, repeat(-1)), dtype=np.int64, count=len(items))
             miss = np.flatnonzero(rows < 0)
             if len(miss):
                 parsed = self._as_codes([items[i] for i in miss], allow_prefix=False)
                 rows[miss] = self.codes_to_rows(np.stack(parsed))
         else:
             codes = self._as_codes(items, allow_prefix=False)
-            rows = self.codes_to_rows(np.stack(codes)) if codes else np.zeros(0, dtype=np.int64)
+            rows = self.codes_to_rows(np.stack(codes))
         if missing == "raise" and (rows < 0).any():
             bad = [items[i] for i in np.flatnonzero(rows < 0)[:10]]
             raise LookupError_(f"{int((rows < 0).sum())} semantic ID(s) belong to no item, e.g. {bad}")
-        out = [self.ids[r] if r >= 0 else None for r in rows]
-        return out[0] if single else out
+        out = self.ids[np.maximum(rows, 0)].astype(object)
+        if (rows < 0).any():
+            out[rows < 0] = None
+        return out[0] if single else out.tolist()
 
     def prefix_range(self, prefix) -> tuple[int, int]:
         """Positions [lo, hi) in the sorted order of the items under ``prefix``."""
@@ -423,14 +441,6 @@ class SemanticIDLookup:
         valid = rows >= 0
         ids[valid] = self.ids[rows[valid]]
         return Neighbors(rows=rows, ids=ids, distances=dist.astype(np.float32), codes=codes)
-
-
-def _get_loc(index: pd.Index, key) -> int:
-    try:
-        loc = index.get_loc(key)
-    except KeyError:
-        return -1
-    return loc if isinstance(loc, (int, np.integer)) else -1
 
 
 def _is_single_query(sids) -> bool:
