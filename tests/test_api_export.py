@@ -183,3 +183,22 @@ def test_catalog_smaller_than_codebook(n, tmp_path):
     assert len(np.unique(sid.codes_, axis=0)) == n
     out = sid.save(tmp_path / "e")
     assert SemanticIDs.load(out).codes_.shape == (n, 4)
+
+
+def test_zero_norm_embeddings_are_accepted(small_catalog, small_embeddings, tiny_config):
+    # Documented outcome: a zero vector is a valid point (e.g. an empty text under
+    # some models); it gets codes like any other item and a unique ID.
+    emb = small_embeddings.copy()
+    emb[:3] = 0.0
+    sid = SemanticIDs(tiny_config, show_progress=False).fit(small_catalog, embeddings=emb)
+    assert len(np.unique(sid.codes_, axis=0)) == len(small_catalog)
+    assert np.array_equal(sid.raw_codes_[0], sid.raw_codes_[1])  # identical inputs, identical codes
+
+
+def test_very_long_text_is_truncated_by_the_model(tmp_path):
+    from semantic_ids.config import EmbeddingConfig
+    from semantic_ids.embed import embed_texts
+
+    long = "lipstick " * 200_000  # ~1.8 MB of text
+    emb, _ = embed_texts([long, "lipstick"], EmbeddingConfig(use_cache=False), show_progress=False)
+    assert emb.shape == (2, 384) and np.isfinite(emb).all()

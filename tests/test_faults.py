@@ -132,3 +132,31 @@ def test_sigkill_during_embedding_keeps_the_cache(tmp_path):
     metrics = json.loads(proc.stdout)
     assert metrics["embedding"]["cached"] >= kept * 256
     assert metrics["embedding"]["cached"] + metrics["embedding"]["computed"] == N
+
+
+@pytest.mark.slow
+def test_sigkill_during_assign_leaves_a_readable_export(tmp_path):
+    from semantic_ids.lookup import SemanticIDLookup
+
+    write_inputs(tmp_path, epochs=2)
+    half = N // 2
+    full = pd.read_parquet(tmp_path / "cat.parquet")
+    full.iloc[:half].to_parquet(tmp_path / "old.parquet")
+    emb = np.load(tmp_path / "emb.npy")
+    np.save(tmp_path / "old.npy", emb[:half])
+    cmd = [sys.executable, "-m", "semantic_ids", "build", "--catalog", str(tmp_path / "old.parquet"), "--out", str(tmp_path / "out"),
+           "--config", str(tmp_path / "cfg.toml"), "--embeddings", str(tmp_path / "old.npy"), "--no-progress"]
+    subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
+    old = pd.read_parquet(tmp_path / "out" / "semantic_ids.parquet")
+    assign = [sys.executable, "-m", "semantic_ids", "assign", str(tmp_path / "out"), "--catalog", str(tmp_path / "cat.parquet"),
+              "--embeddings", str(tmp_path / "emb.npy"), "--no-progress"]
+    for delay in np.linspace(0.3, 5.0, 6):
+        proc = subprocess.Popen(assign, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(float(delay))
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        SemanticIDLookup.load(tmp_path / "out")  # loads: checksums verify, old or new
+        now = pd.read_parquet(tmp_path / "out" / "semantic_ids.parquet")
+        assert len(now) in (half, N)  # the old export or the complete new one
+        pd.testing.assert_frame_equal(now.iloc[:half].reset_index(drop=True), old)  # old IDs never move
