@@ -290,17 +290,21 @@ class SemanticIDLookup:
         items = [sids] if single else list(sids)
         if not items:
             return []
-        if all(isinstance(s, str) for s in items):
-            # hash lookup of the exact token strings; parse only the misses (for their errors)
+        rows = None
+        if isinstance(items[0], str):
+            # hash lookup of the exact token strings; whatever misses (other
+            # spellings, code tuples) is parsed and checked one by one below
             _, sid_map = self._token_strings()
-            rows = np.fromiter(map(sid_map.get, items, repeat(-1)), dtype=np.int64, count=len(items))
-            miss = np.flatnonzero(rows < 0)
-            if len(miss):
-                parsed = self._as_codes([items[i] for i in miss], allow_prefix=False)
-                rows[miss] = self.codes_to_rows(np.stack(parsed))
-        else:
-            codes = self._as_codes(items, allow_prefix=False)
-            rows = self.codes_to_rows(np.stack(codes))
+            try:
+                rows = np.fromiter(map(sid_map.get, items, repeat(-1)), dtype=np.int64, count=len(items))
+            except TypeError:  # an unhashable item (a list of codes) among strings
+                rows = None
+        if rows is None:
+            rows = np.full(len(items), -1, dtype=np.int64)
+        miss = np.flatnonzero(rows < 0)
+        if len(miss):
+            parsed = self._as_codes([items[i] for i in miss], allow_prefix=False)
+            rows[miss] = self.codes_to_rows(np.stack(parsed))
         if missing == "raise" and (rows < 0).any():
             bad = [items[i] for i in np.flatnonzero(rows < 0)[:10]]
             raise LookupError_(f"{int((rows < 0).sum())} semantic ID(s) belong to no item, e.g. {bad}")
