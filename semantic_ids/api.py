@@ -18,7 +18,7 @@ import torch
 
 from . import __version__
 from .catalog import Catalog, load_catalog
-from .collisions import resolve
+from .collisions import rebalance_last_level, resolve
 from .config import BuildConfig
 from .cache import default_cache_dir
 from .embed import check_embeddings, embed_texts, load_embeddings
@@ -108,7 +108,12 @@ class SemanticIDs:
         with timer.stage("assign"):
             raw = encode_all(result.model, torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32))).numpy()
         with timer.stage("resolve"):
-            res = resolve(raw, cat.ids, cfg.collision.strategy)
+            moved = raw
+            if cfg.collision.strategy == "balanced":
+                moved = rebalance_last_level(
+                    raw, cat.ids, _last_level_costs(result.model, emb), cfg.model.codebook_sizes[-1]
+                )
+            res = resolve(moved, cat.ids, cfg.collision.strategy)
         self.model_ = result.model
         self.history_ = result.history
         self.ids_ = cat.ids
@@ -126,6 +131,8 @@ class SemanticIDs:
             "reconstruction_mse": recon,
             **stats,
             "collision_rate_before_resolution": stats["collision_rate"],
+            "collision_rate_after_rebalancing": code_stats(res.codes[:, :-1], cfg.model.codebook_sizes)["collision_rate"],
+            "items_moved_by_rebalancing": int((res.codes[:, :-1] != raw).any(axis=1).sum()),
             "unique_after_resolution": bool(len(np.unique(self.codes_, axis=0)) == len(self.codes_)),
             "collision_level_size": int(self.codes_[:, -1].max()) + 1 if len(self.codes_) else 0,
             "stages": timer.stages,
@@ -204,3 +211,20 @@ def _recon_error(model: RQVAE, x: torch.Tensor, codes: np.ndarray, batch: int = 
             xh = model.decode_codes(torch.from_numpy(codes[s : s + batch]))
             total += float((xh - x[s : s + batch]).pow(2).sum(1).sum())
     return total / max(len(x), 1)
+
+
+def _last_level_costs(model: RQVAE, emb: np.ndarray):
+    """Squared distances of items' last residuals to every last-level code (for rebalancing)."""
+
+    def costs(rows: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            z = model.latent(torch.from_numpy(np.ascontiguousarray(emb[rows], dtype=np.float32)))
+            q = model.quantizer
+            last = q.n_levels - 1
+            r = q.residuals(z, last)
+            cb = q.codebooks[last].detach()
+            if q.layer_norm:
+                r, cb = q._prep(r), q._prep(cb)
+            return torch.cdist(r, cb).pow(2).numpy()
+
+    return costs

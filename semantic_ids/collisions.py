@@ -2,7 +2,9 @@
 
 Default strategy ("counter", as TIGER does): append one level that numbers the
 items sharing the same codes, 0, 1, 2, ..., in ascending item-id order, so a
-rerun (or a different input order) gives the same IDs.
+rerun (or a different input order) gives the same IDs. Strategy "balanced"
+first moves colliding items to free last-level codes (LC-Rec's balanced
+last-level assignment), then numbers whatever still collides.
 """
 
 from __future__ import annotations
@@ -68,7 +70,63 @@ def resolve_counter(codes: np.ndarray, ids: np.ndarray) -> Resolution:
     )
 
 
+def rebalance_last_level(codes: np.ndarray, ids: np.ndarray, last_level_costs, n_codes: int) -> np.ndarray:
+    """Move colliding items to free codes of the last level ("balanced" strategy).
+
+    Within each prefix (all levels but the last), the items whose full code
+    tuple is shared are re-assigned to distinct last-level codes not used by the
+    prefix's other items, minimising the total distance to the chosen code
+    vectors: the balanced last-level assignment of LC-Rec (Zheng et al. 2024),
+    solved exactly per prefix (Hungarian algorithm) instead of with Sinkhorn
+    iterations. Items that cannot move (more colliders than free codes) keep
+    their code and are numbered by the counter level afterwards.
+
+    Parameters
+    ----------
+    codes : (N, L) model codes.
+    ids : (N,) item ids (order of the cost rows: ascending id, for determinism).
+    last_level_costs : callable(rows) -> (len(rows), n_codes) distances of
+        those items' last residuals to every last-level code.
+    n_codes : size of the last codebook.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    codes = np.asarray(codes, dtype=np.int64).copy()
+    n, L = codes.shape
+    if n == 0 or L == 0:
+        return codes
+    keys = _row_keys(codes)
+    _, full_inv, full_counts = np.unique(keys, return_inverse=True, return_counts=True)
+    colliding = full_counts[full_inv.ravel()] > 1
+    if not colliding.any():
+        return codes
+    prefix = _row_keys(codes[:, :-1]) if L > 1 else np.zeros(n, dtype=np.int64)
+    rank = id_order(ids)
+    movers_all = np.flatnonzero(colliding)
+    costs = last_level_costs(movers_all)  # (M, n_codes)
+    cost_row = {int(r): i for i, r in enumerate(movers_all)}
+    for p in np.unique(prefix[movers_all]):
+        members = np.flatnonzero(prefix == p)
+        movers = members[colliding[members]]
+        movers = movers[np.argsort(rank[movers], kind="stable")]
+        taken = set(codes[members[~colliding[members]], -1].tolist())
+        free = np.array([c for c in range(n_codes) if c not in taken], dtype=np.int64)
+        if len(free) == 0:
+            continue
+        cost = costs[[cost_row[int(r)] for r in movers]][:, free]
+        rows, cols = linear_sum_assignment(cost)
+        codes[movers[rows], -1] = free[cols]
+    return codes
+
+
+def _row_keys(codes: np.ndarray) -> np.ndarray:
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    return codes.view(np.dtype((np.void, 8 * codes.shape[1]))).ravel()
+
+
 def resolve(codes: np.ndarray, ids: np.ndarray, strategy: str = "counter") -> Resolution:
-    if strategy == "counter":
+    """Resolve with the counter level (``strategy="balanced"`` rebalances first,
+    see :func:`rebalance_last_level`, then calls this with the moved codes)."""
+    if strategy in ("counter", "balanced"):
         return resolve_counter(codes, ids)
     raise ValueError(f"unknown collision strategy {strategy!r}")

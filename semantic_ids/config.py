@@ -99,7 +99,7 @@ class TrainConfig:
 class CollisionConfig:
     """How items that share every code get unique IDs."""
 
-    strategy: str = "counter"  # an extra last level numbering the items of a group
+    strategy: str = "counter"  # an extra last level numbering the items of a group; or "balanced"
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,7 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
     raise ConfigError(f"{name}: unsupported type {tp}")  # pragma: no cover
 
 
-_STRATEGIES = ("counter",)
+_STRATEGIES = ("counter", "balanced")
 _METHODS = ("rqvae", "rq-kmeans")
 
 

@@ -202,3 +202,16 @@ def test_very_long_text_is_truncated_by_the_model(tmp_path):
     long = "lipstick " * 200_000  # ~1.8 MB of text
     emb, _ = embed_texts([long, "lipstick"], EmbeddingConfig(use_cache=False), show_progress=False)
     assert emb.shape == (2, 384) and np.isfinite(emb).all()
+
+
+def test_balanced_strategy_reduces_collisions(small_catalog, small_embeddings, tiny_config):
+    cfg = tiny_config.replace(collision={"strategy": "balanced"})
+    base = SemanticIDs(tiny_config, show_progress=False).fit(small_catalog, small_embeddings)
+    bal = SemanticIDs(cfg, show_progress=False).fit(small_catalog, small_embeddings)
+    m = bal.metrics_
+    assert m["collision_rate_before_resolution"] == base.metrics_["collision_rate_before_resolution"] > 0
+    assert m["collision_rate_after_rebalancing"] < m["collision_rate_before_resolution"]
+    assert m["items_moved_by_rebalancing"] > 0
+    assert len(np.unique(bal.codes_, axis=0)) == len(small_catalog)
+    # only the last model level moves
+    assert np.array_equal(bal.codes_[:, :2], base.codes_[:, :2])

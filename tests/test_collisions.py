@@ -169,3 +169,32 @@ def test_property_unique_and_permutation_invariant(data):
     per_item_p = {i: tuple(r) for i, r in zip(ids[perm].tolist(), res_p.codes.tolist())}
     assert per_item == per_item_p
     assert (res_p.n_collided_items, res_p.largest_group) == (res.n_collided_items, res.largest_group)
+
+
+def test_balanced_moves_colliders_to_free_last_codes():
+    from semantic_ids.collisions import rebalance_last_level
+
+    codes = np.array([[0, 1], [0, 1], [0, 1], [0, 2], [1, 1], [1, 1]])
+    ids = np.array(["a", "b", "c", "d", "e", "f"], dtype=object)
+    # cost: distance of each mover to codes 0..3; each mover prefers a different code
+    table = {0: [0.0, 0.1, 5, 0.2], 1: [0.3, 0.0, 5, 0.5], 2: [9, 0.2, 5, 0.0], 4: [0.0, 0.1, 5, 5], 5: [0.0, 0.2, 5, 5]}
+
+    def costs(rows):
+        return np.array([table[int(r)] for r in rows])
+
+    out = rebalance_last_level(codes, ids, costs, n_codes=4)
+    assert len({tuple(r) for r in out.tolist()}) == 6  # no collisions left
+    assert out[3].tolist() == [0, 2]  # a non-colliding item never moves
+    assert set(out[:3, 1].tolist()) == {0, 1, 3}  # code 2 is taken by d within prefix 0
+    assert sorted(out[4:, 1].tolist()) == [0, 1]
+
+
+def test_balanced_falls_back_to_counter_when_codes_run_out():
+    from semantic_ids.collisions import rebalance_last_level, resolve
+
+    codes = np.array([[0, 0]] * 3)
+    ids = np.array([1, 2, 3])
+    out = rebalance_last_level(codes, ids, lambda rows: np.zeros((len(rows), 2)), n_codes=2)
+    res = resolve(out, ids, "balanced")
+    assert len({tuple(r) for r in res.codes.tolist()}) == 3
+    assert res.largest_group == 2
