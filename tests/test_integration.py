@@ -104,3 +104,29 @@ def test_beauty_meets_the_bar(beauty_dir, beauty_build):
     raw = codes[:, :3]
     assert m["collision_rate"] == pytest.approx(1 - len(np.unique(raw, axis=0)) / len(raw))
     assert m["largest_group"] == int(codes[:, 3].max()) + 1
+
+
+def test_beauty_lookup_round_trips(beauty_build):
+    from semantic_ids.lookup import SemanticIDLookup
+
+    sid, out = beauty_build
+    lk = SemanticIDLookup.load(out)
+    ids = sid.ids_.tolist()
+    sids = lk.item_to_sid(ids)
+    assert lk.sid_to_item(sids) == ids  # item -> ID -> item for every item
+    assert lk.sid_to_item([tuple(c) for c in sid.codes_.tolist()]) == ids
+    # every prefix count equals a brute-force count
+    codes = sid.codes_
+    for depth in (1, 2):
+        prefixes, counts = np.unique(codes[:, :depth], axis=0, return_counts=True)
+        for p, c in list(zip(prefixes.tolist(), counts.tolist()))[:200]:
+            assert lk.prefix_count(tuple(p)) == c
+    # a generated code that matches no item maps to the brute-force nearest valid item
+    vectors = lk.code_index.decode(codes[:, :3])
+    taken = {tuple(c) for c in codes[:, :3].tolist()}
+    rng = np.random.default_rng(0)
+    queries = [q for q in (tuple(int(x) for x in rng.integers(0, 256, 3)) for _ in range(50)) if q not in taken][:20]
+    nb = lk.search_codes([list(q) for q in queries], k=1, prefer_prefix=False)
+    for q, d in zip(queries, nb.distances[:, 0]):
+        best = ((vectors - lk.code_index.decode(np.array([q]))) ** 2).sum(1).min()
+        assert d == pytest.approx(best, rel=1e-4, abs=1e-6)
