@@ -6,8 +6,8 @@ The TOML file holds a ``[job]`` table (``catalog``, ``out``, optional
 ``embeddings``) and the build config's sections (``[catalog]``,
 ``[embedding]``, ``[model]``, ``[train]``, ``[collision]``, ``seed``).
 ``catalog = "movielens-100k"`` fetches MovieLens-100K from the recbole wheel.
-Relative paths are relative to the config file's directory's project root
-(the current directory).
+Relative paths are relative to the current directory (run it from the
+repository root).
 """
 
 from __future__ import annotations
