@@ -27,10 +27,13 @@ sys.path.insert(0, str(ROOT))
 
 from semantic_ids import BuildConfig, SemanticIDs  # noqa: E402
 from semantic_ids.datasets import fetch_movielens  # noqa: E402
+from semantic_ids.catalog import load_catalog  # noqa: E402
+from semantic_ids.evaluate import category_labels, evaluate_codes, sequence_pairs  # noqa: E402
 from semantic_ids.metrics import code_stats  # noqa: E402
 
 BEAUTY = ROOT.parent / "shared" / "data" / "amazon_beauty"
 CACHE = str(ROOT / "data" / "cache")
+SEQUENCES = {"beauty": BEAUTY / "sequences.jsonl", "movielens": ROOT / "data" / "ml-100k" / "sequences.jsonl"}
 TEMPLATES = {
     "beauty": "Title: {title}; Brand: {brand}; Categories: {categories}; Price: {price}",
     "movielens": "Title: {title}; Year: {year}; Genres: {genres}",
@@ -43,11 +46,12 @@ def catalog_path(name: str) -> Path | None:
     return fetch_movielens(ROOT / "data" / "ml-100k")
 
 
-def faiss_rq(emb: np.ndarray, levels: int = 3, bits: int = 8) -> tuple[np.ndarray, float]:
+def faiss_rq(emb: np.ndarray, levels: int = 3, bits: int = 8, seed: int = 0) -> tuple[np.ndarray, float]:
     import faiss
 
     rq = faiss.ResidualQuantizer(emb.shape[1], levels, bits)
     rq.max_beam_size = 1  # greedy, so codes are prefixes
+    rq.cp.seed = seed
     start = time.perf_counter()
     rq.train(emb)
     codes = rq.compute_codes(emb)
@@ -62,6 +66,12 @@ def letter_codes(ids: np.ndarray) -> np.ndarray:
         r = json.loads(line)
         rows[r["item_id"]] = r["codes"][:3]
     return np.array([rows[i] for i in ids], dtype=np.int64)
+
+
+def coherence(codes: np.ndarray, ctx: dict) -> dict:
+    """Level-1 purity and co-interaction lift (see semantic_ids.evaluate)."""
+    m = evaluate_codes(codes[:, :3], (256, 256, 256), labels=ctx.get("labels"), pairs=ctx.get("pairs"), depths=(1,))
+    return {"purity_l1": round(m["purity@1"], 3) if "purity@1" in m else None, "lift_l1": round(m["lift@1"], 1) if "lift@1" in m else None}
 
 
 def row(method: str, catalog: str, seed, stats: dict, seconds: float, extra: dict | None = None) -> dict:
@@ -87,6 +97,10 @@ def run(catalogs: list[str], seeds: list[int]) -> list[dict]:
             print(f"skipping {name}: not found (Amazon Beauty lives in ../shared)", file=sys.stderr)
             continue
         emb = None
+        cfg0 = BuildConfig().replace(catalog={"template": TEMPLATES[name]})
+        cat = load_catalog(path, cfg0.catalog)
+        found = category_labels(cat.frame)
+        ctx = {"labels": found[1] if found else None, "pairs": sequence_pairs(SEQUENCES[name], cat.ids)[0]}
         for seed in seeds:
             cfg = BuildConfig().replace(catalog={"template": TEMPLATES[name]}, embedding={"cache_dir": CACHE}, seed=seed)
             sid = SemanticIDs(cfg, show_progress=False).fit(path)
@@ -102,29 +116,33 @@ def run(catalogs: list[str], seeds: list[int]) -> list[dict]:
                     "total_seconds": round(sum(s["seconds"] for s in stages.values()), 1),
                     "peak_rss_mb": max(s["peak_rss_mb"] for s in stages.values()),
                     "stages": stages,
+                    **coherence(sid.raw_codes_, ctx),
                 })
             )
             print(json.dumps(rows[-1]), flush=True)
             if emb is None:
-                emb = sid.embed(__import__("semantic_ids.catalog", fromlist=["load_catalog"]).load_catalog(path, cfg.catalog).texts)
+                emb = sid.embed(cat.texts)
                 ids = sid.ids_
-        codes, secs = faiss_rq(emb)
-        rows.append(row("FAISS ResidualQuantizer (greedy)", name, None, code_stats(codes, (256, 256, 256)), secs))
-        print(json.dumps(rows[-1]), flush=True)
+        for fseed in seeds:
+            codes, secs = faiss_rq(emb, seed=fseed)
+            rows.append(row("FAISS ResidualQuantizer (greedy)", name, fseed, code_stats(codes, (256, 256, 256)), secs, coherence(codes, ctx)))
+            print(json.dumps(rows[-1]), flush=True)
         if name == "beauty":
-            rows.append(row("LETTER published IDs (3 of 4 levels)", name, None, code_stats(letter_codes(ids), (256, 256, 256)), float("nan")))
+            letter = letter_codes(ids)
+            rows.append(row("LETTER published IDs (3 of 4 levels)", name, None, code_stats(letter, (256, 256, 256)), float("nan"), coherence(letter, ctx)))
         rng = np.random.default_rng(0)
-        rows.append(row("random codes (floor)", name, None, code_stats(rng.integers(0, 256, (len(emb), 3)), (256, 256, 256)), 0.0))
+        rand = rng.integers(0, 256, (len(emb), 3))
+        rows.append(row("random codes (floor)", name, None, code_stats(rand, (256, 256, 256)), 0.0, coherence(rand, ctx)))
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
-    head = "| catalog | method | seed | collision rate | largest group | codes used per level | L1 perplexity | train+assign s | total s (embed incl.) | peak MB |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    head = "| catalog | method | seed | collision rate | largest group | codes used per level | L1 perplexity | L1 purity | L1 lift | train+assign s | total s (embed incl.) | peak MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     lines = []
     for r in rows:
         lines.append(
             f"| {r['catalog']} | {r['method']} | {'' if r['seed'] is None else r['seed']} | {r['collision_rate']:.2%} | {r['largest_group']} | "
-            f"{'/'.join(map(str, r['codes_used']))} | {r['perplexity_l1']} | {r['seconds']} | {r.get('total_seconds', '')} | {r.get('peak_rss_mb', '')} |"
+            f"{'/'.join(map(str, r['codes_used']))} | {r['perplexity_l1']} | {r.get('purity_l1', '')} | {r.get('lift_l1', '')} | {r['seconds']} | {r.get('total_seconds', '')} | {r.get('peak_rss_mb', '')} |"
         )
     return head + "\n".join(lines) + "\n"
 
