@@ -15,22 +15,20 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import tomllib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from semantic_ids.api import SemanticIDs  # noqa: E402
 from semantic_ids.cli import EXPECTED_ERRORS, print_table, summary_rows  # noqa: E402
-from semantic_ids.config import BuildConfig, ConfigError  # noqa: E402
+from semantic_ids.config import BuildConfig, ConfigError, load_toml  # noqa: E402
 from semantic_ids.datasets import fetch_movielens  # noqa: E402
 
 BUILTIN = {"movielens-100k": lambda: fetch_movielens("data/ml-100k")}
 
 
 def run(config_path: str, show_progress: bool = True) -> Path:
-    with open(config_path, "rb") as fh:
-        data = tomllib.load(fh)
+    data = load_toml(config_path)
     job = data.pop("job", None)
     if not isinstance(job, dict) or "catalog" not in job or "out" not in job:
         raise ConfigError(f"{config_path}: needs a [job] table with 'catalog' and 'out'")

@@ -23,6 +23,8 @@ import threading
 import faiss
 import numpy as np
 
+from .keys import radix_strides
+
 FLAT_MAX = 200_000
 HNSW_M = 32
 HNSW_EF_SEARCH = 128
@@ -46,11 +48,7 @@ class CodeIndex:
         self.dim = self.codebooks[0].shape[1]
         n, L = codes.shape
         # Distinct tuples via a mixed-radix key; members sorted by (group, row).
-        sizes = np.array([len(c) for c in self.codebooks], dtype=np.int64)
-        strides = np.ones(L, dtype=np.int64)
-        for d in range(L - 2, -1, -1):
-            strides[d] = strides[d + 1] * sizes[d + 1]
-        keys = codes @ strides
+        keys = codes @ radix_strides([len(c) for c in self.codebooks])
         uniq_keys, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
         self.group_codes = codes[first]  # (U, L)
         self.vectors = self.decode(self.group_codes)  # (U, D)

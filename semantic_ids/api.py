@@ -105,13 +105,14 @@ class SemanticIDs:
                 emb, cfg.model, cfg.train, seed=cfg.seed, show_progress=self.show_progress, checkpoint_dir=ckpt_root
             )
         self._checkpoint = result.checkpoint
+        x = torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32))
         with timer.stage("assign"):
-            raw = encode_all(result.model, torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32))).numpy()
+            raw = encode_all(result.model, x).numpy()
         with timer.stage("resolve"):
             moved = raw
             if cfg.collision.strategy == "balanced":
                 moved = rebalance_last_level(
-                    raw, cat.ids, _last_level_costs(result.model, emb), cfg.model.codebook_sizes[-1]
+                    raw, cat.ids, _last_level_costs(result.model, x), cfg.model.codebook_sizes[-1]
                 )
             res = resolve(moved, cat.ids, cfg.collision.strategy)
         self.model_ = result.model
@@ -121,7 +122,7 @@ class SemanticIDs:
         self.codes_ = res.codes
         self.embedding_dim_ = int(emb.shape[1])
         stats = code_stats(raw, cfg.model.codebook_sizes)
-        recon = _recon_error(self.model_, torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32)), raw)
+        recon = _recon_error(self.model_, x, raw)
         self.metrics_ = {
             "library_version": __version__,
             "n_items": int(len(cat)),
@@ -213,12 +214,12 @@ def _recon_error(model: RQVAE, x: torch.Tensor, codes: np.ndarray, batch: int = 
     return total / max(len(x), 1)
 
 
-def _last_level_costs(model: RQVAE, emb: np.ndarray):
+def _last_level_costs(model: RQVAE, x: torch.Tensor):
     """Squared distances of items' last residuals to every last-level code (for rebalancing)."""
 
     def costs(rows: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            z = model.latent(torch.from_numpy(np.ascontiguousarray(emb[rows], dtype=np.float32)))
+            z = model.latent(x[torch.from_numpy(rows)])
             q = model.quantizer
             last = q.n_levels - 1
             r = q.residuals(z, last)

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import sys
-import tomllib
 from pathlib import Path
 
 from .catalog import CatalogError
@@ -20,17 +19,8 @@ EXPECTED_ERRORS = (CatalogError, ConfigError, EmbeddingError, ExportError, FileN
 
 
 def _config_from_args(args: argparse.Namespace) -> BuildConfig:
-    cfg = BuildConfig()
-    if args.config:
-        try:
-            with open(args.config, "rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {args.config}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {args.config} is not valid TOML: {exc}") from None
-        data.pop("job", None)  # a batch-job config (pipelines/) works here too; its [job] is the job's
-        cfg = BuildConfig.from_dict(data)
+    # a batch-job config (pipelines/) works here too; its [job] table is the job's
+    cfg = BuildConfig.from_toml(args.config, ignore=("job",)) if args.config else BuildConfig()
     catalog: dict = {}
     if args.id_column:
         catalog["id_column"] = args.id_column

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .keys import row_keys
+
 
 @dataclass(frozen=True)
 class Resolution:
@@ -95,12 +97,12 @@ def rebalance_last_level(codes: np.ndarray, ids: np.ndarray, last_level_costs, n
     n, L = codes.shape
     if n == 0 or L == 0:
         return codes
-    keys = _row_keys(codes)
+    keys = row_keys(codes)
     _, full_inv, full_counts = np.unique(keys, return_inverse=True, return_counts=True)
     colliding = full_counts[full_inv.ravel()] > 1
     if not colliding.any():
         return codes
-    prefix = _row_keys(codes[:, :-1]) if L > 1 else np.zeros(n, dtype=np.int64)
+    prefix = row_keys(codes[:, :-1]) if L > 1 else np.zeros(n, dtype=np.int64)
     rank = id_order(ids)
     movers_all = np.flatnonzero(colliding)
     costs = last_level_costs(movers_all)  # (M, n_codes)
@@ -117,11 +119,6 @@ def rebalance_last_level(codes: np.ndarray, ids: np.ndarray, last_level_costs, n
         rows, cols = linear_sum_assignment(cost)
         codes[movers[rows], -1] = free[cols]
     return codes
-
-
-def _row_keys(codes: np.ndarray) -> np.ndarray:
-    codes = np.ascontiguousarray(codes, dtype=np.int64)
-    return codes.view(np.dtype((np.void, 8 * codes.shape[1]))).ravel()
 
 
 def resolve(codes: np.ndarray, ids: np.ndarray, strategy: str = "counter") -> Resolution:

@@ -126,15 +126,12 @@ class BuildConfig:
         return _from_plain(cls, data, "")
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> "BuildConfig":
-        path = Path(path)
-        try:
-            with path.open("rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    def from_toml(cls, path: str | Path, *, ignore: tuple[str, ...] = ()) -> "BuildConfig":
+        """Read a TOML config; tables named in ``ignore`` (e.g. a batch job's
+        ``[job]``) belong to someone else and are skipped."""
+        data = load_toml(path)
+        for key in ignore:
+            data.pop(key, None)
         return cls.from_dict(data)
 
     def replace(self, **sections: Any) -> "BuildConfig":
@@ -149,6 +146,18 @@ class BuildConfig:
             else:
                 data[key] = value
         return BuildConfig.from_dict(data)
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file as a dict; a missing or malformed file is a ConfigError naming it."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
 def _to_plain(obj: Any) -> Any:

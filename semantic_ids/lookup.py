@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from .ann import CodeIndex
+from .keys import radix_strides
 from .tokens import TokenError, format_sids, parse_sid
 
 log = logging.getLogger(__name__)
@@ -87,10 +88,7 @@ class SemanticIDLookup:
         self.sizes = np.array([*codebook_sizes, self.collision_size], dtype=np.int64)
         if float(np.prod(self.sizes.astype(np.float64))) >= 2**62:
             raise ValueError(f"code space {self.sizes.tolist()} too large for 64-bit keys")
-        # strides[d] = product of sizes after level d, so key = Σ codes[:, d] * strides[d]
-        self.strides = np.ones(len(self.sizes), dtype=np.int64)
-        for d in range(len(self.sizes) - 2, -1, -1):
-            self.strides[d] = self.strides[d + 1] * self.sizes[d + 1]
+        self.strides = radix_strides(self.sizes)  # key = codes @ strides
         codes.flags.writeable = False  # shared by threads: callers get read-only views
         keys = codes @ self.strides
         self._order = np.argsort(keys, kind="stable")
@@ -264,9 +262,6 @@ class SemanticIDLookup:
             out = out.copy()
             out[rows < 0] = None
         return out.tolist()
-
-    def _keys(self, codes_list: list[np.ndarray]) -> np.ndarray:
-        return np.array([int(c @ self.strides[: len(c)]) for c in codes_list], dtype=np.int64)
 
     def codes_to_rows(self, codes: np.ndarray) -> np.ndarray:
         """(Q, L + 1) full codes -> (Q,) rows (-1 where no item has them); vectorised."""

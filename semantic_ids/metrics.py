@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _rows_as_keys(codes: np.ndarray) -> np.ndarray:
-    codes = np.ascontiguousarray(codes, dtype=np.int64)
-    return codes.view(np.dtype((np.void, codes.dtype.itemsize * codes.shape[1]))).ravel()
+from .keys import row_keys
 
 
 def group_sizes(codes: np.ndarray) -> np.ndarray:
     """Sizes of the groups of items that share every code, (N, L) -> (G,)."""
     if len(codes) == 0:
         return np.zeros(0, dtype=np.int64)
-    _, counts = np.unique(_rows_as_keys(codes), return_counts=True)
+    _, counts = np.unique(row_keys(codes), return_counts=True)
     return counts
 
 

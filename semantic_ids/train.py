@@ -201,7 +201,5 @@ def train_rqvae(
             bar.update(1)
     model.eval()
     last = history[-1] if history else {}
-    if ckpt is not None and total_epochs == 0:
-        ckpt = None
     log.info("trained %d epochs: loss %.4f, collision rate %.4f", total_epochs, last.get("loss", float("nan")), last.get("collision_rate", float("nan")))
     return TrainResult(model=model, history=history, checkpoint=ckpt)
