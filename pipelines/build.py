@@ -3,7 +3,9 @@
     python pipelines/build.py --config pipelines/configs/movielens.toml
 
 The TOML file holds a ``[job]`` table (``catalog``, ``out``, optional
-``embeddings``) and the build config's sections (``[catalog]``,
+``embeddings``; for large catalogs ``streaming = true`` with optional
+``engine = "ray"``, ``ray_address``, ``work_dir``, ``batch_rows``) and the
+build config's sections (``[catalog]``,
 ``[embedding]``, ``[model]``, ``[train]``, ``[collision]``, ``seed``).
 ``catalog = "movielens-100k"`` fetches MovieLens-100K from the recbole wheel.
 Relative paths are relative to the current directory (run it from the
@@ -32,11 +34,28 @@ def run(config_path: str, show_progress: bool = True) -> Path:
     job = data.pop("job", None)
     if not isinstance(job, dict) or "catalog" not in job or "out" not in job:
         raise ConfigError(f"{config_path}: needs a [job] table with 'catalog' and 'out'")
-    unknown = set(job) - {"catalog", "out", "embeddings"}
+    unknown = set(job) - {"catalog", "out", "embeddings", "streaming", "engine", "ray_address", "work_dir", "batch_rows"}
     if unknown:
         raise ConfigError(f"{config_path}: unknown key(s) in [job]: {sorted(unknown)}")
     cfg = BuildConfig.from_dict(data)
     catalog = BUILTIN[job["catalog"]]() if job["catalog"] in BUILTIN else Path(job["catalog"])
+    if job.get("streaming") or job.get("engine") == "ray":
+        from semantic_ids.stream import build_streaming
+
+        res = build_streaming(
+            job["out"],
+            catalog=None if job.get("embeddings") else catalog,
+            embeddings=job.get("embeddings"),
+            config=cfg,
+            work_dir=job.get("work_dir"),
+            batch_rows=int(job.get("batch_rows", 65536)),
+            engine=job.get("engine", "local"),
+            ray_options={"address": job["ray_address"]} if job.get("ray_address") else None,
+            show_progress=show_progress,
+        )
+        print(f"semantic IDs for {res.metrics['n_items']:,} items written to {res.out.resolve()}")
+        print_table(summary_rows(res.metrics, res.out.resolve()))
+        return res.out
     sid = SemanticIDs(cfg, show_progress=show_progress).fit(catalog, embeddings=job.get("embeddings"))
     out = sid.save(job["out"])
     print(f"semantic IDs for {len(sid.ids_):,} items written to {out.resolve()}")

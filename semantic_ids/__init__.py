@@ -3,6 +3,16 @@
 Pipeline: catalog -> embed -> train RQ-VAE -> codes -> collisions -> export.
 """
 
+import os as _os
+
+# OpenMP's default spin-waiting makes torch's many small ops (a small MLP, batch
+# 1024) up to 5x slower on machines whose cores are shared or hyperthreaded
+# (2 vCPUs: training 31.7 s -> 6.2 s, benchmarks/scale.py). Passive waiting
+# changes no result (bitwise-identical weights, tested). It must be set before
+# torch loads its OpenMP runtime, so it only takes effect when semantic_ids is
+# imported first; a value the user set is kept.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"
 
 from .api import NotFittedError, SemanticIDs  # noqa: E402

@@ -44,7 +44,7 @@ def summary_rows(metrics: dict, out: Path) -> list[tuple[str, str]]:
     k = metrics["codebook_sizes"]
     rows = [
         ("items", f"{metrics['n_items']:,}"),
-        ("items with empty text", f"{metrics['n_empty_text']:,}"),
+        *([("items with empty text", f"{metrics['n_empty_text']:,}")] if "n_empty_text" in metrics else []),
         ("levels x codes", " x ".join(map(str, k)) + f" + collision level ({metrics['collision_level_size']})"),
         ("codes used per level", " / ".join(f"{u}/{c}" for u, c in zip(metrics["codes_used"], k))),
         ("perplexity per level", " / ".join(f"{p:.1f}" for p in metrics["perplexity"])),
@@ -71,15 +71,42 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     cfg = _config_from_args(args)
     out = Path(args.out)
+    if args.streaming or args.engine == "ray":
+        return _build_streaming(args, cfg, out)
+    if not args.catalog:
+        raise ValueError("build needs --catalog (only --streaming builds from --embeddings alone)")
     sid = SemanticIDs(cfg, show_progress=not args.no_progress)
     sid.fit(args.catalog, embeddings=args.embeddings)
     sid.save(out)
+    return _report_build(args, sid.metrics_, out)
+
+
+def _report_build(args: argparse.Namespace, metrics: dict, out: Path) -> int:
     if args.json:
-        print(json.dumps({k: v for k, v in sid.metrics_.items() if k != "training"}))
+        print(json.dumps({k: v for k, v in metrics.items() if k != "training"}))
     else:
-        print(f"semantic IDs for {len(sid.ids_):,} items written to {out}")
-        print_table(summary_rows(sid.metrics_, out))
+        print(f"semantic IDs for {metrics['n_items']:,} items written to {out}")
+        print_table(summary_rows(metrics, out))
     return 0
+
+
+def _build_streaming(args: argparse.Namespace, cfg: BuildConfig, out: Path) -> int:
+    from .stream import build_streaming
+
+    if not args.catalog and not args.embeddings:
+        raise ValueError("build --streaming needs --catalog (Parquet) or --embeddings (a Parquet file or directory of shards)")
+    res = build_streaming(
+        out,
+        catalog=None if args.embeddings else args.catalog,
+        embeddings=args.embeddings,
+        config=cfg,
+        work_dir=args.work_dir,
+        batch_rows=args.batch_rows,
+        engine=args.engine,
+        ray_options={"address": args.ray_address} if args.ray_address else None,
+        show_progress=not args.no_progress,
+    )
+    return _report_build(args, res.metrics, out)
 
 
 def _neighbor_records(lk, nb, queries, kind: str) -> list[dict]:
@@ -184,12 +211,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    try:
+        index = write_report(
+            args.dir, args.out, baselines=args.baselines, baselines_catalog=args.baselines_catalog,
+            catalog=args.catalog, sequences=args.sequences, embeddings=args.embeddings,
+            category_column=args.category_column, show_progress=not args.no_progress,
+        )
+    except ImportError as exc:  # matplotlib missing: the message names the extra to install
+        print(f"semantic-ids: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"report": str(index)}) if args.json else f"report written to {index}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="semantic-ids", description="Semantic IDs for generative recommenders.")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="catalog -> embeddings -> RQ-VAE -> unique semantic IDs -> export DIR")
-    b.add_argument("--catalog", required=True, help="catalog file: .parquet, .csv or .jsonl")
+    b.add_argument("--catalog", help="catalog file: .parquet, .csv or .jsonl (Parquet only with --streaming)")
     b.add_argument("--out", required=True, help="export directory (replaced atomically)")
     b.add_argument("--config", help="TOML config file (sections: catalog, embedding, model, train, collision)")
     b.add_argument("--id-column", help="id column (default item_id)")
@@ -201,6 +244,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--epochs", type=int, help="training epochs (overrides the config)")
     b.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     b.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    b.add_argument(
+        "--streaming",
+        action="store_true",
+        help="bounded-memory build for large catalogs: Parquet batches, sharded embeddings, on-disk resolution "
+        "(with --embeddings: a Parquet file or directory of shards with the id and an 'embedding' column)",
+    )
+    b.add_argument("--engine", choices=("local", "ray"), default="local", help="run embed and assign as Ray Data jobs (implies --streaming)")
+    b.add_argument("--ray-address", help="Ray cluster address, e.g. auto or ray://head:10001 (default: start a local Ray)")
+    b.add_argument("--work-dir", help="where a streaming build keeps shards (default: the cache dir's stream/)")
+    b.add_argument("--batch-rows", type=int, default=65536, help="rows per batch in a streaming build (default 65536)")
     b.set_defaults(func=cmd_build)
 
     lk = sub.add_parser("lookup", help="look up IDs in an export: by item, semantic ID, prefix or text")
@@ -232,6 +285,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("report", help="an HTML page with plots about an export: training, code usage, collisions, quality")
+    r.add_argument("dir", help="export directory")
+    r.add_argument("--out", help="report directory, replaced atomically (default DIR/report); holds index.html and PNGs")
+    r.add_argument("--baselines", help="JSON rows to compare with, e.g. benchmarks/results/quality.json")
+    r.add_argument("--baselines-catalog", help="keep the baseline rows of this catalog (default: inferred from the export)")
+    r.add_argument("--catalog", help="the export's catalog: evaluate purity/NMI and neighbour coherence (else metrics.json)")
+    r.add_argument("--sequences", help="JSON Lines of user sequences for co-interaction metrics (needs --catalog)")
+    r.add_argument("--embeddings", help="embeddings of the catalog (default: computed with the export's model, cached)")
+    r.add_argument("--category-column", help="label column for purity/NMI (default: categories/category/genres if present)")
+    r.add_argument("--json", action="store_true", help="print the report path as a JSON object")
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(func=cmd_report)
     return p
 
 

@@ -91,7 +91,7 @@ class TrainConfig:
     dead_code_restart: bool = True
     restart_every: int = 10  # epochs between dead-code restarts
     progressive: bool = False  # train level by level (then all levels jointly)
-    max_train_items: int | None = None  # train on a sample of this size
+    max_train_items: int | None = 100_000  # train on a seeded sample of this size (None: every item)
     checkpoint_every: int = 10  # epochs between resumable checkpoints (0: none)
 
 

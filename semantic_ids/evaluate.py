@@ -94,7 +94,9 @@ def sequence_pairs(sequences: str | Path, ids: np.ndarray) -> tuple[np.ndarray, 
     A pair that touches an item not in ``ids`` is dropped (its neighbours are
     not consecutive); the number of such unknown occurrences is returned.
     """
-    index = pd.Index(ids)
+    # One dict for all lines: a pandas get_indexer call per line rebuilds its
+    # hash table each time (minutes on 22k sequences).
+    pos = {v: i for i, v in enumerate(ids.tolist())}
     a, b = [], []
     unknown = 0
     with open(sequences, encoding="utf-8") as fh:
@@ -109,7 +111,7 @@ def sequence_pairs(sequences: str | Path, ids: np.ndarray) -> tuple[np.ndarray, 
                     items = [int(i) for i in items]
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 raise ValueError(f"{sequences}:{lineno}: each line should be a JSON object with an 'items' list of item ids ({exc!r})") from None
-            rows = index.get_indexer(pd.Index(items, dtype=object if ids.dtype.kind not in "iu" else np.int64))
+            rows = np.fromiter((pos.get(i, -1) for i in items), dtype=np.int64, count=len(items))
             unknown += int((rows < 0).sum())
             ok = (rows[:-1] >= 0) & (rows[1:] >= 0)
             a.extend(rows[:-1][ok].tolist())

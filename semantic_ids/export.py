@@ -91,32 +91,58 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_export(
-    out: str | Path,
-    *,
-    config: BuildConfig,
-    ids: np.ndarray,
-    codes: np.ndarray,
-    model: RQVAE,
-    metrics: dict[str, Any] | Callable[[], dict[str, Any]],
-    extra_info: dict[str, Any] | None = None,
-) -> Path:
-    """Write all artifacts to ``out`` atomically; return ``out``."""
-    out = Path(out)
-    info = {
+def export_info(
+    config: BuildConfig, model: RQVAE, n_items: int, n_levels: int, extra_info: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The contents of ``config.json``, also stored in the Parquet schema metadata.
+    ``n_levels`` counts the model levels plus the collision level."""
+    return {
         "format_version": FORMAT_VERSION,
         "library_version": __version__,
         "config": config.to_dict(),
         "input_dim": model.input_dim,
         "codebook_sizes": list(model.quantizer.codebook_sizes),
-        "n_levels": int(codes.shape[1]),
+        "n_levels": int(n_levels),
         "embedding_model": config.embedding.model,
         "id_column": config.catalog.id_column,
-        "n_items": int(len(ids)),
+        "n_items": int(n_items),
         **(extra_info or {}),
     }
+
+
+def write_export(
+    out: str | Path,
+    *,
+    config: BuildConfig,
+    model: RQVAE,
+    metrics: dict[str, Any] | Callable[[], dict[str, Any]],
+    ids: np.ndarray | None = None,
+    codes: np.ndarray | None = None,
+    write_ids: Callable[[Path, dict[str, Any]], None] | None = None,
+    n_items: int | None = None,
+    extra_info: dict[str, Any] | None = None,
+) -> Path:
+    """Write all artifacts to ``out`` atomically; return ``out``.
+
+    Either ``ids`` and resolved ``codes`` (N, L + 1) in memory, or
+    ``write_ids(path, info)`` that writes ``semantic_ids.parquet`` itself (the
+    streaming build writes it partition by partition) with ``n_items``.
+    """
+    out = Path(out)
+    if write_ids is None:
+        if ids is None or codes is None:
+            raise ValueError("write_export needs ids and codes, or write_ids")
+        n_items = len(ids)
+
+        def write_ids(path: Path, meta: dict[str, Any]) -> None:
+            pq.write_table(ids_table(ids, codes, config.catalog.id_column, meta), path)
+
+    elif n_items is None:
+        raise ValueError("write_export with write_ids needs n_items")
+    n_levels = int(codes.shape[1]) if codes is not None else model.quantizer.n_levels + 1
+    info = export_info(config, model, n_items, n_levels, extra_info)
     with staged_dir(out) as stage:
-        pq.write_table(ids_table(ids, codes, config.catalog.id_column, info), stage / IDS_FILE)
+        write_ids(stage / IDS_FILE, info)
         state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
         save_file(state, str(stage / MODEL_FILE), metadata={"format_version": str(FORMAT_VERSION)})
         (stage / CONFIG_FILE).write_text(json.dumps(info, indent=2))
@@ -132,7 +158,7 @@ def write_export(
             },
         }
         (stage / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
-    log.info("wrote export %s (%d items)", out, len(ids))
+    log.info("wrote export %s (%d items)", out, n_items)
     return out
 
 

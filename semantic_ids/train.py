@@ -100,7 +100,11 @@ def train_rqvae(
     show_progress: bool = True,
     checkpoint_dir: str | Path | None = None,
 ) -> TrainResult:
-    """Train an RQ-VAE on ``embeddings`` (N, D) float32.
+    """Train an RQ-VAE on ``embeddings`` (N, D) float32, or on a sample of them.
+
+    ``embeddings`` may also be a dataset with ``len`` and ``take(rows)`` (an
+    :class:`~semantic_ids.shards.EmbeddingShards`): then only the sampled rows
+    are read, and the model is the one the same rows in memory would give.
 
     Steps: seed; centre inputs; k-means-initialise each level's codebook on
     that level's residuals under the untrained encoder (TIGER); AdamW on the
@@ -119,14 +123,17 @@ def train_rqvae(
     cfg = train_config
     torch.manual_seed(seed)
     gen = seeded_generator(seed)
-    x_all = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32))
-    n_total, dim = x_all.shape
+    n_total = len(embeddings)
     if cfg.max_train_items is not None and n_total > cfg.max_train_items:
-        sample = torch.randperm(n_total, generator=gen)[: cfg.max_train_items].sort().values
-        x = x_all[sample]
+        sample = torch.randperm(n_total, generator=gen)[: cfg.max_train_items].sort().values.numpy()
     else:
-        x = x_all
-    n = len(x)
+        sample = None
+    if isinstance(embeddings, np.ndarray):
+        x = embeddings if sample is None else embeddings[sample]
+    else:  # a dataset that reads only the sampled rows (EmbeddingShards)
+        x = embeddings.take(np.arange(n_total) if sample is None else sample)
+    x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    n, dim = x.shape
     model = RQVAE(dim, model_config)
     model.input_mean.copy_(x.mean(0))
     codebook_params = list(model.quantizer.parameters())

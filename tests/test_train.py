@@ -144,3 +144,27 @@ def test_single_item_gets_the_same_codes_as_in_a_batch():
     singles = torch.cat([model.latent(xt[i : i + 1]) for i in range(100)])
     assert torch.equal(full[:100], singles)  # bit-identical, not merely close
     assert torch.equal(encode_all(model, xt), torch.cat([model.encode(xt[i : i + 1]) for i in range(500)]))
+
+
+def test_omp_wait_policy_changes_no_weight(tmp_path):
+    """semantic_ids sets OMP_WAIT_POLICY=PASSIVE for speed; the weights must not depend on it."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np, torch\n"
+        "from semantic_ids.config import ModelConfig, TrainConfig\n"
+        "from semantic_ids.train import train_rqvae\n"
+        "torch.set_num_threads(2)\n"
+        "x = np.random.default_rng(0).normal(size=(3000, 48)).astype(np.float32)\n"
+        "r = train_rqvae(x, ModelConfig(codebook_sizes=(16, 16), latent_dim=4, hidden_dims=(64, 32)),\n"
+        "                TrainConfig(epochs=3, batch_size=256, checkpoint_every=0), show_progress=False)\n"
+        "torch.save(r.model.state_dict(), sys.argv[1])\n"
+    )
+    out = {}
+    for policy in ("PASSIVE", "ACTIVE"):
+        env = {**os.environ, "OMP_WAIT_POLICY": policy}
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / policy)], check=True, env=env, cwd=tmp_path)
+        out[policy] = torch.load(tmp_path / policy)
+    assert all(torch.equal(out["PASSIVE"][k], out["ACTIVE"][k]) for k in out["PASSIVE"])

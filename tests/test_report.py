@@ -1,0 +1,253 @@
+import json
+import re
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from semantic_ids import BuildConfig, SemanticIDs
+from semantic_ids.cli import main
+from semantic_ids.export import ExportError, read_export
+from semantic_ids.metrics import group_sizes
+from semantic_ids.report import ReportError, write_report
+from semantic_ids import report as report_module
+
+from .conftest import clustered_embeddings
+
+pytest.importorskip("matplotlib")
+Image = pytest.importorskip("PIL.Image")
+
+N = 300
+TEMPLATE = "Title <b>&amp; {title}"  # shown in the config section: must come out escaped
+
+
+def _config(**collision) -> BuildConfig:
+    return BuildConfig().replace(
+        catalog={"template": TEMPLATE},
+        model={"codebook_sizes": [8, 8, 8], "latent_dim": 8, "hidden_dims": [32]},
+        train={"epochs": 6, "batch_size": 64, "restart_every": 2},
+        embedding={"use_cache": False},
+        collision=collision or {"strategy": "counter"},
+    )
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    t = tmp_path_factory.mktemp("report")
+    emb = clustered_embeddings(N, clusters=6, seed=3)
+    df = pd.DataFrame({"item_id": [f"i{i}" for i in range(N)], "title": [f"t{i}" for i in range(N)],
+                       "category": [f"c{i % 6}" for i in range(N)]})
+    df.to_parquet(t / "cat.parquet")
+    np.save(t / "emb.npy", emb)
+    (t / "seq.jsonl").write_text("".join(json.dumps({"items": [f"i{j}" for j in range(i, i + 5)]}) + "\n" for i in range(0, 200, 5)))
+    SemanticIDs(_config(), show_progress=False).fit(df, embeddings=emb).save(t / "tiny-export")
+    return t
+
+
+@pytest.fixture
+def export(data, tmp_path):
+    """A fresh copy of the module's export, so each test may write its report inside."""
+    import shutil
+
+    dst = tmp_path / "tiny-export"
+    shutil.copytree(data / "tiny-export", dst)
+    return dst
+
+
+def _links(page: str) -> list[str]:
+    return re.findall(r'<img src="([^"]+)"', page)
+
+
+def _check_pngs(index):
+    page = index.read_text(encoding="utf-8")
+    links = _links(page)
+    assert {"training.png", "usage.png", "collisions.png"} <= set(links)
+    for name in links:
+        assert "/" not in name  # relative, beside the page
+        path = index.parent / name
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        with Image.open(path) as im:
+            im.verify()
+        with Image.open(path) as im:
+            assert im.size[0] >= 600 and im.size[1] >= 200
+    return page
+
+
+def test_report_writes_html_and_valid_pngs(export):
+    index = write_report(export)
+    assert index == export / "report" / "index.html"
+    page = _check_pngs(index)
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    # the export itself still verifies: the report lives beside its files
+    SemanticIDs.load(export)
+
+
+def test_quality_table_and_header_facts(export):
+    m = json.loads((export / "metrics.json").read_text())
+    page = write_report(export).read_text(encoding="utf-8")
+    for key in ["n_items", "codes_used", "perplexity", "collision_rate", "largest_group", "reconstruction_mse"]:
+        assert f"<code>{key}</code>" in page, key
+    assert f"{m['collision_rate']:.2%}" in page
+    assert f"{m['reconstruction_mse']:.4g}" in page
+    assert " / ".join(f"{u}/8" for u in m["codes_used"]) in page
+    assert "8 × 8 × 8" in page and f"{N:,}" in page
+    assert "build time" in page and f"{m['total_seconds']:.1f} s" in page
+    assert "[model]" in page and "[train]" in page  # the saved config
+
+
+def test_baselines_rows_every_column_and_catalog_filter(export, tmp_path):
+    rows = [
+        {"catalog": "alpha", "method": "RQ-VAE default", "seed": 0, "items": N, "collision_rate": 0.01234, "purity_l1": 0.5,
+         "codes_used": [8, 8, 7], "stages": {"train": {"seconds": 1.5}}},
+        {"catalog": "alpha", "method": "FAISS RQ", "seed": 1, "items": N, "collision_rate": 0.1, "brand_new_column": 42.5},
+        {"catalog": "omega", "method": "should be filtered", "seed": 0, "items": 999, "collision_rate": 0.2},
+    ]
+    path = tmp_path / "quality.json"
+    path.write_text(json.dumps({"env": {}, "rows": rows}))
+    page = write_report(export, baselines=path).read_text(encoding="utf-8")
+    assert "RQ-VAE default" in page and "FAISS RQ" in page and "should be filtered" not in page
+    for col in ["collision_<wbr>rate", "purity_<wbr>l1", "brand_<wbr>new_<wbr>column", "stages", "codes_<wbr>used"]:
+        assert f"<th>{col}</th>" in page, col
+    assert "1.23%" in page and "42.5" in page and "8/8/7" in page
+    assert "this export (tiny-export)" in page and "catalog &#x27;alpha&#x27;" in page
+    # the export's own row takes its values from its metrics
+    ours = re.search(r"<tr class=ours>(.*?)</tr>", page).group(1)
+    m = json.loads((export / "metrics.json").read_text())
+    assert f"{m['collision_rate']:.2%}" in ours and "/".join(map(str, m["codes_used"])) in ours
+
+    # a plain list, nothing to infer the catalog from (no item counts, no name in the path): every row is shown
+    for r in rows:
+        r.pop("items")
+    path.write_text(json.dumps(rows))
+    page = write_report(export, baselines=path).read_text(encoding="utf-8")
+    assert "should be filtered" in page and "all 3 baseline rows" in page
+    # ...unless the catalog is named
+    page = write_report(export, baselines=rows, baselines_catalog="omega").read_text(encoding="utf-8")
+    assert "should be filtered" in page and "FAISS RQ" not in page
+
+
+def test_bad_baselines_file(export, tmp_path):
+    (tmp_path / "b.json").write_text("{not json")
+    with pytest.raises(ReportError, match="not valid JSON"):
+        write_report(export, baselines=tmp_path / "b.json")
+    (tmp_path / "b.json").write_text(json.dumps({"rows": 3}))
+    with pytest.raises(ReportError, match="list of row objects"):
+        write_report(export, baselines=tmp_path / "b.json")
+    assert not (export / "report").exists()
+
+
+def test_text_is_escaped(export):
+    evil = "<script>alert('x')</script> & co"
+    page = write_report(export, baselines=[{"catalog": "tiny", "method": evil, "seed": 0, "<th>": "<td>"}]).read_text(encoding="utf-8")
+    assert "<script>" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; co" in page
+    assert "<th><th></th>" not in page and "&lt;th&gt;" in page and "&lt;td&gt;" in page
+    assert "<b>" not in page and html_escaped(json.dumps(TEMPLATE)) in page
+
+
+def html_escaped(s: str) -> str:
+    import html
+
+    return html.escape(s, quote=True)
+
+
+def test_catalog_evaluation_and_sequences(export, data):
+    baselines = [{"catalog": "tiny", "method": "ref", "seed": 0, "items": N, "purity_l1": 0.111, "lift_l1": 2.0}]
+    index = write_report(export, data / "rep", baselines=baselines, catalog=data / "cat.parquet",
+                         sequences=data / "seq.jsonl", embeddings=data / "emb.npy")
+    page = _check_pngs(index)
+    for key in ["purity@1", "nmi@1", "neighbour_share@1", "co_share@1", "lift@1", "sequence_pairs"]:
+        assert f"<code>{key}</code>" in page, key
+    assert "purity @ depth 1 (category)" in page and "evaluated against" in page
+    from semantic_ids.evaluate import evaluate_export
+
+    q = evaluate_export(export, data / "cat.parquet", sequences=data / "seq.jsonl", embeddings=data / "emb.npy")
+    ours = re.search(r"<tr class=ours>(.*?)</tr>", page).group(1)
+    assert f"{q['purity@1']:.4g}" in ours and f"{q['lift@1']:.4g}" in ours  # matched to purity_l1 / lift_l1
+    with pytest.raises(ReportError, match="need a catalog"):
+        write_report(export, data / "rep", sequences=data / "seq.jsonl")
+
+
+def test_balanced_export_recomputes_raw_collision_groups(data, tmp_path):
+    df = pd.read_parquet(data / "cat.parquet")
+    emb = np.load(data / "emb.npy")
+    cfg = _config(strategy="balanced").replace(model={"codebook_sizes": [4, 4, 4]})
+    sid = SemanticIDs(cfg, show_progress=False).fit(df, embeddings=emb)
+    sid.save(tmp_path / "bal")
+    assert sid.metrics_["n_collided_items"] > 0  # 64 code tuples for 300 items
+    raw, note = report_module._raw_codes(read_export(tmp_path / "bal"), emb)
+    sizes = group_sizes(raw)
+    assert int(sizes[sizes > 1].sum()) == sid.metrics_["n_collided_items"] and "recomputed" in note
+    page = write_report(tmp_path / "bal", embeddings=data / "emb.npy").read_text(encoding="utf-8")
+    assert "recomputed with the export" in page and "after rebalancing" not in page.split("Collisions")[1].split("Codes:")[0]
+    page = write_report(tmp_path / "bal").read_text(encoding="utf-8")
+    assert "raw codes are not stored" in page
+
+
+def test_atomic_no_partial_report_on_failure(export, monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("plot failed")
+
+    monkeypatch.setattr(report_module, "_plot_collisions", boom)
+    with pytest.raises(RuntimeError, match="plot failed"):
+        write_report(export)
+    assert not (export / "report").exists()
+    assert not list(export.glob(".report.staging-*"))
+    monkeypatch.undo()
+    index = write_report(export)
+    before = {p.name: p.read_bytes() for p in index.parent.iterdir()}
+    monkeypatch.setattr(report_module, "_plot_collisions", boom)
+    with pytest.raises(RuntimeError):
+        write_report(export)
+    assert {p.name: p.read_bytes() for p in index.parent.iterdir()} == before  # the earlier report is untouched
+    assert not list(export.glob(".report.staging-*"))
+
+
+def test_not_an_export(tmp_path, capsys):
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(ExportError, match="not a semantic-ids export"):
+        write_report(tmp_path / "plain")
+    with pytest.raises(ExportError, match="not found"):
+        write_report(tmp_path / "missing")
+    assert not (tmp_path / "plain" / "report").exists()
+    assert main(["report", str(tmp_path / "plain")]) == 2
+    assert "not a semantic-ids export" in capsys.readouterr().err
+
+
+def test_refuses_to_replace_other_directories(export, tmp_path):
+    other = tmp_path / "precious"
+    other.mkdir()
+    (other / "thesis.txt").write_text("keep me")
+    with pytest.raises(ReportError, match="not an earlier semantic-ids report"):
+        write_report(export, other)
+    assert (other / "thesis.txt").read_text() == "keep me"
+    with pytest.raises(ReportError, match="would replace the export"):
+        write_report(export, export)
+    with pytest.raises(ReportError, match="would replace the export"):
+        write_report(export, export.parent)
+    # an empty directory and an earlier report are fine
+    (tmp_path / "empty").mkdir()
+    assert write_report(export, tmp_path / "empty").exists()
+    assert write_report(export, tmp_path / "empty").exists()
+
+
+def test_cli_report(export, tmp_path, capsys):
+    (tmp_path / "q.json").write_text(json.dumps([{"catalog": "tiny", "method": "ref-method", "seed": 0}]))
+    rc = main(["report", str(export), "--out", str(tmp_path / "r"), "--baselines", str(tmp_path / "q.json"), "--json"])
+    assert rc == 0
+    index = json.loads(capsys.readouterr().out)["report"]
+    assert index == str(tmp_path / "r" / "index.html")
+    assert "ref-method" in _check_pngs(tmp_path / "r" / "index.html")
+    assert main(["report", str(export)]) == 0
+    assert "report written to" in capsys.readouterr().out and (export / "report" / "index.html").exists()
+    assert main(["report", str(export), "--sequences", str(tmp_path / "q.json")]) == 2
+    assert "need a catalog" in capsys.readouterr().err
+
+
+def test_missing_matplotlib_names_the_extra(export, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match=re.escape("semantic-ids[report]")):
+        write_report(export)
+    assert main(["report", str(export)]) == 2
+    assert "semantic-ids[report]" in capsys.readouterr().err
+    assert not (export / "report").exists()
