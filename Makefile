@@ -4,7 +4,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: install demo test bench-quality
+.PHONY: install demo test bench-quality bench-scale
 
 install:
 	$(PIP) install -q -r requirements.txt
@@ -17,4 +17,8 @@ test: install
 	$(PYTHON) -m pytest -q
 
 bench-quality: install
-	$(PYTHON) benchmarks/quality.py
+	$(PIP) install -q -e ".[test,bench]"
+	$(PYTHON) benchmarks/quality.py --catalogs beauty movielens --seeds 0 1 2 --peer-seeds 0 --slow-seeds 0
+
+bench-scale: install
+	$(PYTHON) benchmarks/scale.py
