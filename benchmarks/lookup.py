@@ -118,7 +118,6 @@ def bench(name: str, ids, codes, books, n_queries: int = 2000) -> list[dict]:
     add("token string -> item (batch)", timeit(lambda: lk.sid_to_item(key_strs), 3), timeit(lambda: [base_sid[s] for s in key_strs], 1), len(key_strs),
         latencies(lambda s: lk.sid_to_item(s), key_strs[:n_queries]), latencies(lambda s: base_sid[s], key_strs[:n_queries]))
     prefixes = [tuple(c[:2]) for c in full[:n_queries]]
-    sid_series = pd.Series(sids)
     add("prefix (depth 2) -> items", None, None, 0, latencies(lambda p: lk.prefix_items(p), prefixes),
         latencies(lambda p: ids[(codes[:, 0] == p[0]) & (codes[:, 1] == p[1])], prefixes[:50]),
         {"note": "baseline = boolean-mask scan"})

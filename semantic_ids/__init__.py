@@ -5,9 +5,9 @@ Pipeline: catalog -> embed -> train RQ-VAE -> codes -> collisions -> export.
 
 import os as _os
 
-# OpenMP's default spin-waiting makes torch's many small ops (a small MLP, batch
-# 1024) up to 5x slower on machines whose cores are shared or hyperthreaded
-# (2 vCPUs: training 31.7 s -> 6.2 s, benchmarks/scale.py). Passive waiting
+# OpenMP's default spin-waiting slows torch's many small ops (a small MLP, batch
+# 1024) when another process shares the cores: 1.8x beside one busy process on
+# 2 vCPUs, no change when idle (benchmarks/omp_wait.py). Passive waiting
 # changes no result (bitwise-identical weights, tested). It must be set before
 # torch loads its OpenMP runtime, so it only takes effect when semantic_ids is
 # imported first; a value the user set is kept.

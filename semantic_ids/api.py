@@ -20,7 +20,7 @@ from . import __version__
 from .catalog import Catalog, load_catalog
 from .collisions import rebalance_last_level, resolve
 from .config import BuildConfig
-from .cache import default_cache_dir
+from .cache import checkpoint_root
 from .embed import check_embeddings, embed_texts, load_embeddings
 from .export import read_export, write_export
 from .metrics import code_stats
@@ -96,10 +96,7 @@ class SemanticIDs:
             with timer.stage("embed"):
                 emb, counts = embed_texts(cat.texts, cfg.embedding, show_progress=self.show_progress)
             embed_stats.update(counts)
-        ckpt_root = None
-        if cfg.train.checkpoint_every > 0 and cfg.embedding.use_cache:
-            ckpt_root = Path(cfg.embedding.cache_dir) if cfg.embedding.cache_dir else default_cache_dir()
-            ckpt_root = ckpt_root / "checkpoints"
+        ckpt_root = checkpoint_root(cfg)
         with timer.stage("train"):
             result = train_rqvae(
                 emb, cfg.model, cfg.train, seed=cfg.seed, show_progress=self.show_progress, checkpoint_dir=ckpt_root

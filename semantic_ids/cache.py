@@ -28,6 +28,19 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "semantic-ids"
 
 
+def cache_root(config) -> Path:
+    """The cache directory of an EmbeddingConfig: ``cache_dir``, else the default."""
+    return Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+
+
+def checkpoint_root(config) -> Path | None:
+    """Where training checkpoints go for a BuildConfig, or None when they are off
+    (``train.checkpoint_every = 0`` or ``embedding.use_cache = false``)."""
+    if config.train.checkpoint_every > 0 and config.embedding.use_cache:
+        return cache_root(config.embedding) / "checkpoints"
+    return None
+
+
 def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 

@@ -253,6 +253,35 @@ def validate_ids(frame: pd.DataFrame, id_column: str, source: str = "catalog") -
     return arr
 
 
+def text_spec(names: list, config: CatalogConfig, source: str, sample) -> tuple[tuple[str, ...], str | list]:
+    """The columns that make the item text and the template to render them.
+
+    From ``config.template``, else ``config.text_columns``, else every text or
+    list-of-text column of ``sample()`` (a DataFrame of the catalog's rows, only
+    read when needed). Raises CatalogError naming missing columns.
+    """
+    if config.template is not None:
+        fields = tuple(dict.fromkeys(f for _, f, _ in parse_template(config.template) if f is not None))
+        missing = [f for f in fields if f not in names]
+        if missing:
+            raise CatalogError(f"{source}: template uses column(s) {missing} that the catalog lacks; columns are {list(names)}")
+        return fields, config.template
+    if config.text_columns is not None:
+        missing = [c for c in config.text_columns if c not in names]
+        if missing:
+            raise CatalogError(f"{source}: text column(s) {missing} not found; columns are {list(names)}")
+        if not config.text_columns:
+            raise CatalogError(f"{source}: text_columns is empty; name at least one column or leave it unset")
+        return tuple(config.text_columns), default_template(config.text_columns)
+    columns = text_like_columns(sample(), config.id_column)
+    if not columns:
+        raise CatalogError(
+            f"{source}: no text columns found besides {config.id_column!r}; "
+            f"name them with text_columns or a template (columns: {list(names)})"
+        )
+    return columns, default_template(columns)
+
+
 def load_catalog(source: str | Path | pd.DataFrame, config: CatalogConfig | None = None) -> Catalog:
     """Read and validate a catalog and build each item's text.
 
@@ -270,33 +299,7 @@ def load_catalog(source: str | Path | pd.DataFrame, config: CatalogConfig | None
         raise CatalogError(f"{name}: the catalog is empty (no rows)")
     ids = validate_ids(frame, config.id_column, name)
 
-    if config.template is not None:
-        fields = [f for _, f, _ in parse_template(config.template) if f is not None]
-        missing = [f for f in fields if f not in frame.columns]
-        if missing:
-            raise CatalogError(
-                f"{name}: template uses column(s) {missing} that the catalog lacks; columns are {list(frame.columns)}"
-            )
-        text_columns = tuple(dict.fromkeys(fields))
-        template = config.template
-    else:
-        if config.text_columns is not None:
-            missing = [c for c in config.text_columns if c not in frame.columns]
-            if missing:
-                raise CatalogError(
-                    f"{name}: text column(s) {missing} not found; columns are {list(frame.columns)}"
-                )
-            text_columns = tuple(config.text_columns)
-            if not text_columns:
-                raise CatalogError(f"{name}: text_columns is empty; name at least one column or leave it unset")
-        else:
-            text_columns = text_like_columns(frame, config.id_column)
-            if not text_columns:
-                raise CatalogError(
-                    f"{name}: no text columns found besides {config.id_column!r}; "
-                    f"name them with text_columns or a template (columns: {list(frame.columns)})"
-                )
-        template = default_template(text_columns)
+    text_columns, template = text_spec(list(frame.columns), config, name, lambda: frame)
     texts = render_texts(frame, template, config.list_separator)
     catalog = Catalog(ids=ids, texts=texts, frame=frame, text_columns=text_columns, id_column=config.id_column)
     if catalog.n_empty_text:
@@ -349,28 +352,8 @@ def parquet_text_spec(path: str | Path, config: CatalogConfig | None = None, sam
         raise CatalogError(f"{path}: the catalog is empty (no rows)")
     if config.id_column not in names:
         raise CatalogError(f"{path}: id column {config.id_column!r} not found; columns are {names}")
-    if config.template is not None:
-        columns = list(dict.fromkeys(f for _, f, _ in parse_template(config.template) if f is not None))
-        missing = [f for f in columns if f not in names]
-        if missing:
-            raise CatalogError(f"{path}: template uses column(s) {missing} that the catalog lacks; columns are {names}")
-        return columns, config.template
-    if config.text_columns is not None:
-        missing = [c for c in config.text_columns if c not in names]
-        if missing:
-            raise CatalogError(f"{path}: text column(s) {missing} not found; columns are {names}")
-        if not config.text_columns:
-            raise CatalogError(f"{path}: text_columns is empty; name at least one column or leave it unset")
-        return list(config.text_columns), default_template(config.text_columns)
-    first = next(pf.iter_batches(batch_size=sample_rows)).to_pandas()
-    columns = list(text_like_columns(first, config.id_column))
-    if not columns:
-        raise CatalogError(
-            f"{path}: no text columns found besides {config.id_column!r}; "
-            f"name them with text_columns or a template (columns: {names})"
-        )
-    log.info("catalog %s: text from %s (chosen from the first %d rows)", path, columns, len(first))
-    return columns, default_template(columns)
+    columns, template = text_spec(names, config, str(path), lambda: next(pf.iter_batches(batch_size=sample_rows)).to_pandas())
+    return list(columns), template
 
 
 def batch_texts(frame: pd.DataFrame, config: CatalogConfig, template, source: str) -> tuple[np.ndarray, list[str]]:

@@ -227,6 +227,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_quality_inputs(p: argparse.ArgumentParser) -> None:
+    """What ``evaluate`` and ``report`` read beside the catalog."""
+    p.add_argument("--sequences", help="JSON Lines of user sequences: {\"items\": [ids in time order]} (co-interaction metrics)")
+    p.add_argument("--embeddings", help="embeddings of the catalog for neighbour coherence (default: computed with the export's model)")
+    p.add_argument("--category-column", help="label column for purity/NMI (default: categories/category/genres if present)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="semantic-ids", description="Semantic IDs for generative recommenders.")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
@@ -279,9 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="quality of an export: usage, collisions, purity/NMI, neighbour and co-interaction coherence")
     ev.add_argument("dir", help="export directory")
     ev.add_argument("--catalog", required=True, help="the catalog the export was built from (for labels and texts)")
-    ev.add_argument("--sequences", help="JSON Lines of user sequences: {\"items\": [ids in time order]}")
-    ev.add_argument("--embeddings", help="embeddings to use for neighbour coherence (default: the export's model)")
-    ev.add_argument("--category-column", help="label column for purity/NMI (default: categories/category/genres if present)")
+    _add_quality_inputs(ev)
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=cmd_evaluate)
@@ -292,9 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--baselines", help="JSON rows to compare with, e.g. benchmarks/results/quality.json")
     r.add_argument("--baselines-catalog", help="keep the baseline rows of this catalog (default: inferred from the export)")
     r.add_argument("--catalog", help="the export's catalog: evaluate purity/NMI and neighbour coherence (else metrics.json)")
-    r.add_argument("--sequences", help="JSON Lines of user sequences for co-interaction metrics (needs --catalog)")
-    r.add_argument("--embeddings", help="embeddings of the catalog (default: computed with the export's model, cached)")
-    r.add_argument("--category-column", help="label column for purity/NMI (default: categories/category/genres if present)")
+    _add_quality_inputs(r)
     r.add_argument("--json", action="store_true", help="print the report path as a JSON object")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=cmd_report)

@@ -41,6 +41,16 @@ def id_order(ids: np.ndarray) -> np.ndarray:
     return rank
 
 
+def number_groups(new_group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For rows sorted so that equal code tuples are adjacent, with ``new_group``
+    (N,) bool marking each group's first row: each row's number within its
+    group (0, 1, 2, ...) and the group sizes (G,)."""
+    n = len(new_group)
+    starts = np.flatnonzero(new_group)
+    sizes = np.diff(np.append(starts, n))
+    return np.arange(n) - np.repeat(starts, sizes), sizes
+
+
 def resolve_counter(codes: np.ndarray, ids: np.ndarray) -> Resolution:
     """Append a level numbering items that share all codes, in item-id order.
 
@@ -60,11 +70,9 @@ def resolve_counter(codes: np.ndarray, ids: np.ndarray) -> Resolution:
     sorted_codes = codes[order]
     new_group = np.ones(n, dtype=bool)
     new_group[1:] = (sorted_codes[1:] != sorted_codes[:-1]).any(axis=1)
-    group_start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
-    counter_sorted = np.arange(n) - group_start
+    counter_sorted, sizes = number_groups(new_group)
     counter = np.empty(n, dtype=np.int64)
     counter[order] = counter_sorted
-    sizes = np.diff(np.append(np.flatnonzero(new_group), n))
     return Resolution(
         codes=np.column_stack([codes, counter]),
         n_collided_items=int(sizes[sizes > 1].sum()),

@@ -30,7 +30,6 @@ from .config import BuildConfig
 
 log = logging.getLogger(__name__)
 
-SUCCESS = "_SUCCESS"
 # Reads and writes are I/O: a small CPU share, so an actor pool holding every
 # CPU cannot starve them (which deadlocks the job).
 IO_ARGS = {"num_cpus": 0.1}
@@ -79,7 +78,6 @@ def _pool(concurrency: int | None, num_gpus: float | None) -> tuple[int, float, 
 
 def _finish(tmp: Path, out_dir: Path) -> None:
     """Swap a finished job's output in place (a crash leaves no half-written dataset)."""
-    (tmp / SUCCESS).write_text("")
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
@@ -89,7 +87,7 @@ class _Embedder:
     """Ray actor: one sentence-transformers model; embeds catalog batches by index
     and writes each one's shard, exactly as the local engine does."""
 
-    def __init__(self, catalog: str, config: dict, spec, batch_rows: int, out_dir: str, device: str, threads: int):
+    def __init__(self, catalog: str, config: dict, spec, batch_rows: int, n_rows: int, out_dir: str, device: str, threads: int):
         import dataclasses
 
         import torch
@@ -101,6 +99,7 @@ class _Embedder:
         self.config = BuildConfig.from_dict(config)
         self.spec = spec
         self.batch_rows = batch_rows
+        self.n_rows = n_rows
         self.out_dir = Path(out_dir)
         self.device = device
         load_model(dataclasses.replace(self.config.embedding, device=device))  # once per actor
@@ -109,7 +108,7 @@ class _Embedder:
         from .stream import embed_catalog_batch
 
         rows = [
-            embed_catalog_batch(self.catalog, self.config, self.spec, int(i), self.batch_rows, self.out_dir, self.device)
+            embed_catalog_batch(self.catalog, self.config, self.spec, int(i), self.batch_rows, self.out_dir, n_rows=self.n_rows, device=self.device)
             for i in batch["index"]
         ]
         return {"index": batch["index"], "rows": np.asarray(rows, dtype=np.int64)}
@@ -139,7 +138,8 @@ def ray_embed_catalog(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = parquet_text_spec(catalog, config.catalog)
-    n_batches = -(-catalog_rows(catalog) // batch_rows)
+    n_rows = catalog_rows(catalog)
+    n_batches = -(-n_rows // batch_rows)
     init_ray(address)
     ray = _ray()
     actors, cpus, gpus, threads = _pool(concurrency, num_gpus)
@@ -151,6 +151,7 @@ def ray_embed_catalog(
             "config": config.to_dict(),
             "spec": spec,
             "batch_rows": batch_rows,
+            "n_rows": n_rows,
             "out_dir": str(out_dir.resolve()),
             "device": "cuda" if gpus > 0 else config.embedding.device,
             "threads": threads,

@@ -28,7 +28,12 @@ def collision_rate(codes: np.ndarray) -> float:
 
 def perplexity(level_codes: np.ndarray, k: int) -> float:
     """exp(entropy) of one level's code distribution; k for a uniform one."""
-    p = np.bincount(level_codes, minlength=k) / max(len(level_codes), 1)
+    return perplexity_of_counts(np.bincount(level_codes, minlength=k))
+
+
+def perplexity_of_counts(counts: np.ndarray) -> float:
+    """exp(entropy) of a distribution given as item counts per code."""
+    p = np.asarray(counts) / max(int(np.sum(counts)), 1)
     p = p[p > 0]
     return float(np.exp(-(p * np.log(p)).sum()))
 

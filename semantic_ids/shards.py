@@ -113,12 +113,15 @@ class EmbeddingShards:
         if len(dims) > 1:
             raise EmbeddingError(f"{self.path}: shards disagree on the embedding dim: {sorted(dims)}")
         self.offsets = np.concatenate([[0], np.cumsum(self.rows_per_file)]).astype(np.int64)
+        self._dim = dims.pop() if dims else None  # known from the schema for fixed-size lists
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
     @property
     def dim(self) -> int:
+        if self._dim is not None:
+            return int(self._dim)
         for batch in self.iter_batches(1):
             return int(batch.embeddings.shape[1])
         raise EmbeddingError(f"{self.path}: the embeddings dataset is empty")
@@ -151,6 +154,8 @@ class EmbeddingShards:
                 out = np.empty((len(rows), batch.embeddings.shape[1]), dtype=np.float32)
             if hi > lo:
                 out[lo:hi] = batch.embeddings[rows[lo:hi] - batch.start]
+            if hi == len(rows):
+                break  # nothing further is wanted: stop reading
         return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 

@@ -32,8 +32,6 @@ import hashlib
 import json
 import logging
 import os
-import queue
-import threading
 import shutil
 import time
 import uuid
@@ -54,13 +52,14 @@ import torch
 
 from . import __version__
 from .atomic import atomic_write_table
-from .cache import default_cache_dir
+from .cache import cache_root, checkpoint_root
 from .catalog import CatalogError, catalog_batch, catalog_rows, parquet_text_spec
 from .config import BuildConfig, _to_plain
 from .embed import embed_texts, model_key
+from .collisions import number_groups
 from .export import export_info, ids_table, write_export
 from .keys import radix_strides
-from .metrics import perplexity
+from .metrics import perplexity_of_counts
 from .progress import progress
 from .resources import StageTimer
 from .rqvae import RQVAE
@@ -131,43 +130,6 @@ def assign_workers(workers: int | None = None) -> Iterator[ThreadPoolExecutor | 
                 yield pool
 
 
-def prefetch(items: Iterator, depth: int = 2) -> Iterator:
-    """Yield from ``items`` while a background thread reads up to ``depth`` ahead
-    (Parquet decoding overlaps the encoder); errors surface in the consumer."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put((done, None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            q.put((done, exc))
-
-    thread = threading.Thread(target=produce, daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, exc = q.get()
-            if item is done:
-                if exc is not None:
-                    raise exc
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-
-
 def codes_table(ids: pa.Array, codes: np.ndarray, id_column: str) -> pa.Table:
     """(ids, codes (B, L)) -> a table with the id and one int32 column per level."""
     cols: dict[str, Any] = {id_column: ids}
@@ -190,7 +152,7 @@ def assign_shards(
     codes_dir.mkdir(parents=True, exist_ok=True)
     n = 0
     with progress(total=len(shards), desc="assign", unit="item", disable=not show_progress) as bar, assign_workers(workers) as pool:
-        for batch in prefetch(shards.iter_batches(batch_rows)):
+        for batch in shards.iter_batches(batch_rows):
             codes = assign_codes(model, batch.embeddings, pool)
             atomic_write_table(codes_dir / f"part-{batch.start:012d}.parquet", codes_table(batch.ids, codes, shards.id_column))
             n += len(codes)
@@ -217,7 +179,7 @@ class ResolveStats:
             "n_items": self.n_items,
             "codes_used": [int((u > 0).sum()) for u in self.usage],
             "codebook_sizes": [int(k) for k in codebook_sizes],
-            "perplexity": [perplexity(np.repeat(np.arange(len(u)), u), k) for u, k in zip(self.usage, codebook_sizes)],
+            "perplexity": [perplexity_of_counts(u) for u in self.usage],
             "collision_rate": 1.0 - self.distinct_by_depth[-1] / n,
             "n_collided_items": self.n_collided_items,
             "largest_group": self.largest_group,
@@ -235,8 +197,7 @@ def iter_code_batches(codes_dir: Path, id_column: str, n_levels: int, batch_rows
 
 
 def _id_hashes(ids: pa.Array) -> np.ndarray:
-    values = ids.to_numpy(zero_copy_only=False)
-    return pd.util.hash_array(values if values.dtype != object else values.astype(object), categorize=False)
+    return pd.util.hash_array(ids.to_numpy(zero_copy_only=False), categorize=False)
 
 
 def _check_unique_ids(codes_dir: Path, id_column: str, n_levels: int, hashes: np.ndarray, batch_rows: int) -> None:
@@ -338,9 +299,7 @@ def resolve_to_parquet(
                         distinct[d] += int(1 + np.count_nonzero(pre[1:] != pre[:-1]))
                     new_group = np.ones(m, dtype=bool)
                     new_group[1:] = keys[1:] != keys[:-1]
-                    starts = np.flatnonzero(new_group)
-                    counter = np.arange(m) - np.repeat(starts, np.diff(np.append(starts, m)))
-                    gs = np.diff(np.append(starts, m))
+                    counter, gs = number_groups(new_group)
                     largest = max(largest, int(gs.max()))
                     collided += int(gs[gs > 1].sum())
                     for s, c in zip(*np.unique(gs, return_counts=True)):
@@ -406,13 +365,15 @@ def embed_catalog(
     counts = {"computed": 0, "resumed": 0}
     with progress(total=n, desc="embed", unit="item", disable=not show_progress) as bar:
         for i in range(-(-n // batch_rows)):
-            rows = embed_catalog_batch(catalog, config, spec, i, batch_rows, out_dir)
+            rows = embed_catalog_batch(catalog, config, spec, i, batch_rows, out_dir, n_rows=n)
             counts["computed" if rows > 0 else "resumed"] += abs(rows)
             bar.update(abs(rows))
     return counts
 
 
-def embed_catalog_batch(catalog: Path, config: BuildConfig, spec, index: int, batch_rows: int, out_dir: Path, device: str | None = None) -> int:
+def embed_catalog_batch(
+    catalog: Path, config: BuildConfig, spec, index: int, batch_rows: int, out_dir: Path, *, n_rows: int, device: str | None = None
+) -> int:
     """Embed catalog batch ``index`` into ``out_dir/part-{index:05d}.parquet``.
 
     Returns the rows embedded, or minus the rows of a shard already there
@@ -421,7 +382,7 @@ def embed_catalog_batch(catalog: Path, config: BuildConfig, spec, index: int, ba
     """
     shard = out_dir / f"part-{index:05d}.parquet"
     start = index * batch_rows
-    expected = max(0, min(batch_rows, catalog_rows(catalog) - start))
+    expected = max(0, min(batch_rows, n_rows - start))
     if shard.exists() and pq.ParquetFile(shard).metadata.num_rows == expected:
         return -expected
     batch = catalog_batch(catalog, config.catalog, spec, index, batch_rows)
@@ -481,8 +442,7 @@ def build_streaming(
     if catalog is None and embeddings is None:
         raise ValueError("build_streaming needs a catalog or an embeddings dataset")
     ray_options = dict(ray_options or {})
-    cache_root = Path(cfg.embedding.cache_dir) if cfg.embedding.cache_dir else default_cache_dir()
-    work = Path(work_dir) if work_dir is not None else cache_root / "stream"
+    work = Path(work_dir) if work_dir is not None else cache_root(cfg.embedding) / "stream"
     run_dir = work / f"run-{uuid.uuid4().hex[:8]}"
     timer = StageTimer()
     wall = time.perf_counter()
@@ -503,7 +463,7 @@ def build_streaming(
         shards = EmbeddingShards(embeddings, id_column)
         if len(shards) == 0:
             raise CatalogError(f"{embeddings}: no items")
-        ckpt_root = cache_root / "checkpoints" if cfg.train.checkpoint_every > 0 and cfg.embedding.use_cache else None
+        ckpt_root = checkpoint_root(cfg)
         with timer.stage("train"):
             result = train_rqvae(shards, cfg.model, cfg.train, seed=cfg.seed, show_progress=show_progress, checkpoint_dir=ckpt_root)
         model = result.model
