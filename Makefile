@@ -18,7 +18,7 @@ test: install
 
 bench-quality: install
 	$(PIP) install -q -e ".[test,bench]"
-	$(PYTHON) benchmarks/quality.py --catalogs beauty movielens --seeds 0 1 2 --peer-seeds 0 --slow-seeds 0
+	$(PYTHON) benchmarks/quality.py --catalogs beauty movielens --seeds 0 1 2 --peer-seeds 0 1 2 --slow-seeds 0
 
 bench-scale: install
 	$(PYTHON) benchmarks/scale.py

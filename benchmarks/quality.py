@@ -7,7 +7,11 @@ For each catalog: our default build (embedding included, cached under
 data/cache after the first run), and on the same embeddings, in the same process
 (``--methods`` picks rows; default all):
 
-- ``rqvae``: our default RQ-VAE;  ``rq-kmeans``: our ``model.method = "rq-kmeans"``;
+- ``rqvae``: our default RQ-VAE (level 1 from progressive-dimension k-means, levels
+  2-3 from the RQ-VAE on the residual); ``rqvae-latent``: TIGER's all-latent
+  RQ-VAE, our previous default (``first_level = "latent"``, MLP 512-256-128, latent
+  6, 200 epochs);
+  ``rq-kmeans``: our ``model.method = "rq-kmeans"``;
 - ``faiss``: FAISS's ResidualQuantizer (3 x 8 bits, greedy beam 1);
 - ``semantic-id-rqkmeans`` / ``semantic-id-rqvae``: the semantic-id PyPI package's
   RQKMeans and RQVAE, 3 x 256 codes, its defaults otherwise (benchmarks/peers.py);
@@ -132,11 +136,12 @@ def row(method: str, catalog: str, seed, stats: dict, seconds: float, extra: dic
 
 METHODS = {
     "rqvae": "semantic-ids RQ-VAE (default)",
+    "rqvae-latent": "semantic-ids RQ-VAE, all levels in the latent (TIGER; previous default)",
     "rq-kmeans": "semantic-ids RQ-KMeans (model.method=rq-kmeans)",
     "faiss": "FAISS ResidualQuantizer (greedy)",
     "semantic-id-rqkmeans": "semantic-id 0.2.5 RQKMeans (defaults)",
     "semantic-id-rqvae": "semantic-id 0.2.5 RQVAE (defaults)",
-    "vqp-rqvae": "vector-quantize-pytorch ResidualVQ RQ-VAE (MLP as ours)",
+    "vqp-rqvae": "vector-quantize-pytorch ResidualVQ RQ-VAE (MLP as our all-latent row)",
     "letter": "LETTER published IDs (3 of 4 levels)",
     "random": "random codes (floor)",
 }
@@ -176,10 +181,17 @@ def cpu_clock():
             setattr(api, name, fn)
 
 
+# config sections per row of ours (on top of the library's defaults)
+OURS = {
+    "rqvae": {},
+    "rqvae-latent": {"model": {"first_level": "latent", "latent_dim": 6, "hidden_dims": [512, 256, 128]}, "train": {"epochs": 200}},
+    "rq-kmeans": {"model": {"method": "rq-kmeans"}},
+}
+
+
 def ours(name: str, path: Path, seed: int, method: str, ctx: dict) -> dict:
     """One build with the library (embedding through the cache), scored like every row."""
-    model = {"method": method} if method != "rqvae" else {}
-    cfg = BuildConfig().replace(catalog={"template": TEMPLATES[name]}, embedding={"cache_dir": CACHE}, model=model, seed=seed)
+    cfg = BuildConfig().replace(catalog={"template": TEMPLATES[name]}, embedding={"cache_dir": CACHE}, seed=seed, **OURS[method])
     with cpu_clock() as spent:
         sid = SemanticIDs(cfg, show_progress=False).fit(path)
     sid.save(ROOT / "out" / "bench" / (f"{name}-seed{seed}" if method == "rqvae" else f"{name}-{method}-seed{seed}"))
@@ -220,7 +232,7 @@ def run(catalogs: list[str], seeds: list[int], methods: list[str], peer_seeds: l
         ids = cat.ids
         emb = None
         for seed in sorted(set(seeds) | set(peer_seeds) | set(slow_seeds)):
-            for method in ("rqvae", "rq-kmeans"):
+            for method in OURS:
                 if method in methods and seed in seeds:
                     emit(ours(name, path, seed, method, ctx))
             if emb is None:

@@ -104,11 +104,14 @@ def step_build(args) -> dict:
 
 # -- 3. assignment speed --------------------------------------------------------------
 def model_flops(model) -> float:
-    """Multiply-adds x 2 per item: encoder linears + one distance row per code per level."""
+    """Multiply-adds x 2 per item: encoder linears + one distance row per code per level
+    (the k-means first level's distances are in the input dimension)."""
     import torch.nn as nn
 
     f = sum(2 * m.in_features * m.out_features for m in model.encoder.modules() if isinstance(m, nn.Linear))
     f += sum(2 * k * model.latent_dim for k in model.quantizer.codebook_sizes)
+    if model.kmeans_first:
+        f += 2 * model.codebook_sizes[0] * model.input_dim
     return float(f)
 
 

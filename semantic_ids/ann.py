@@ -1,11 +1,21 @@
 """FAISS index over the decoded code vectors of an export's distinct code tuples.
 
 An item's code vector is the sum of its chosen codebook vectors (the RQ-VAE's
-quantized latent). Items that share every model code share that vector, so the
+quantized latent; with the k-means first level, ``RQVAE.code_books`` puts the
+level-1 centroid and the weighted latent in separate blocks). Items that share every model code share that vector, so the
 index holds each distinct tuple once and results expand to its items in
 collision-level order.
 
-Index type by size (``kind="auto"``):
+With ``split`` (the RQ-VAE's k-means first level: level 1's codebook fills the
+first ``split`` dimensions, the deeper levels the rest, see ``RQVAE.code_books``)
+and more than ``GROUPED_MIN_FLOATS`` floats of full code vectors (or
+``kind="grouped"``), the search is exact and needs no FAISS index: distinct tuples are grouped by
+level-1 code (they already are, in key order); a query visits level-1 groups in
+order of its distance to their centroid and stops once that distance alone
+exceeds its k-th best total, so only the small latent block is stored per tuple.
+
+Below that size the full vectors go into an exact ``IndexFlatL2``, faster per
+batch. Index type by size otherwise (``kind="auto"``):
 - up to ``FLAT_MAX`` distinct tuples: ``IndexFlatL2``, exact;
 - above: ``IndexIVFFlat`` (nlist = 4·√U, nprobe = ``IVF_NPROBE``), approximate;
   ``kind="hnsw"`` gives ``IndexHNSWFlat`` (M=32, efSearch=128) instead.
@@ -26,6 +36,7 @@ import numpy as np
 from .keys import radix_strides
 
 FLAT_MAX = 200_000
+GROUPED_MIN_FLOATS = 2**26  # 256 MB of float32 code vectors
 HNSW_M = 32
 HNSW_EF_SEARCH = 128
 HNSW_EF_CONSTRUCTION = 64
@@ -42,16 +53,32 @@ class CodeIndex:
         *,
         kind: str = "auto",
         within_group: np.ndarray | None = None,
+        split: int | None = None,
     ):
         codes = np.ascontiguousarray(codes, dtype=np.int64)
         self.codebooks = [np.ascontiguousarray(c, dtype=np.float32) for c in codebooks]
         self.dim = self.codebooks[0].shape[1]
         n, L = codes.shape
+        if split is not None and kind not in ("grouped", "auto", "flat"):
+            raise ValueError(f"index kind {kind!r} does not apply to split code vectors; use auto, flat or grouped")
+        if split is not None and kind == "auto" and n * self.dim <= GROUPED_MIN_FLOATS:
+            kind = "flat"  # small enough to hold every full vector: exact and faster per batch
+        self.split = split if kind in ("grouped", "auto") else None
         # Distinct tuples via a mixed-radix key; members sorted by (group, row).
         keys = codes @ radix_strides([len(c) for c in self.codebooks])
         uniq_keys, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
         self.group_codes = codes[first]  # (U, L)
-        self.vectors = self.decode(self.group_codes)  # (U, D)
+        if self.split is None:
+            self.vectors = self.decode(self.group_codes)  # (U, D)
+        else:
+            # level-1 centroids and each tuple's latent block; tuples are in key order, so
+            # the tuples of level-1 code c are rows first_start[c]:first_start[c + 1]
+            self.centroids = self.codebooks[0][:, :split]
+            self.vectors = np.zeros((len(first), self.dim - split), dtype=np.float32)
+            for d in range(1, L):
+                self.vectors += self.codebooks[d][self.group_codes[:, d], split:]
+            k1 = len(self.codebooks[0])
+            self.first_start = np.searchsorted(self.group_codes[:, 0], np.arange(k1 + 1))
         # rows grouped; within a group by ``within_group`` (the collision level), else row order
         tiebreak = np.arange(n) if within_group is None else np.asarray(within_group)
         self.member_rows = np.lexsort((tiebreak, inverse))
@@ -62,14 +89,19 @@ class CodeIndex:
         self.all_singletons = bool((counts == 1).all())
         u = len(uniq_keys)
         self.kind = ("flat" if u <= FLAT_MAX else "ivf") if kind == "auto" else kind
-        if self.kind not in ("flat", "ivf", "hnsw"):
+        if self.split is not None:
+            self.kind = "grouped"
+        elif self.kind not in ("flat", "ivf", "hnsw"):
             raise ValueError(f"unknown index kind {kind!r}; use auto, flat, ivf or hnsw")
         self._index = None
         self._lock = threading.Lock()
 
     @property
-    def index(self) -> faiss.Index:
-        """The FAISS index, built once on first use (thread-safe)."""
+    def index(self) -> faiss.Index | None:
+        """The FAISS index, built once on first use (thread-safe); None for the
+        grouped search, which needs none."""
+        if self.split is not None:
+            return None
         if self._index is None:
             with self._lock:
                 if self._index is None:
@@ -114,14 +146,49 @@ class CodeIndex:
 
     def distances(self, vec: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Squared L2 from ``vec`` (D,) to the code vectors of ``rows``."""
-        v = self.vectors[self.row_group[rows]]
-        return ((v - vec[None, :]) ** 2).sum(1).astype(np.float32)
+        g = self.row_group[rows]
+        if self.split is not None:
+            s = self.split
+            da = ((self.centroids[self.group_codes[g, 0]] - vec[None, :s]) ** 2).sum(1)
+            return (da + ((self.vectors[g] - vec[None, s:]) ** 2).sum(1)).astype(np.float32)
+        return ((self.vectors[g] - vec[None, :]) ** 2).sum(1).astype(np.float32)
+
+    def _grouped_search(self, q: np.ndarray, kg: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact k nearest tuples with the level-1 block split off (see the module doc).
+        Ties: lower tuple index first."""
+        s = self.split
+        qa, qb = q[:, :s], q[:, s:]
+        # squared distances from every query to every level-1 centroid, (Q, K1)
+        da = (qa**2).sum(1)[:, None] - 2.0 * (qa @ self.centroids.T) + (self.centroids**2).sum(1)[None, :]
+        da = np.maximum(da, 0.0)
+        dist = np.full((len(q), kg), np.inf, dtype=np.float32)
+        groups = np.full((len(q), kg), -1, dtype=np.int64)
+        for i in range(len(q)):
+            best_d = np.empty(0, dtype=np.float64)
+            best_g = np.empty(0, dtype=np.int64)
+            for c in np.argsort(da[i], kind="stable"):
+                if len(best_d) >= kg and da[i, c] > best_d[-1]:
+                    break  # every further tuple is at least this far
+                lo, hi = self.first_start[c], self.first_start[c + 1]
+                if lo == hi:
+                    continue
+                d = da[i, c] + ((self.vectors[lo:hi] - qb[i]) ** 2).sum(1)
+                cand_d = np.concatenate([best_d, d])
+                cand_g = np.concatenate([best_g, np.arange(lo, hi)])
+                keep = np.lexsort((cand_g, cand_d))[:kg]
+                best_d, best_g = cand_d[keep], cand_g[keep]
+            dist[i, : len(best_d)] = best_d
+            groups[i, : len(best_g)] = best_g
+        return dist, groups
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """k nearest rows (Q, k) and squared distances (Q, k); -1 / inf past the end."""
         q = np.ascontiguousarray(queries, dtype=np.float32)
         kg = min(k, len(self.vectors))
-        dist, groups = self.index.search(q, kg)
+        if self.split is not None:
+            dist, groups = self._grouped_search(q, kg)
+        else:
+            dist, groups = self.index.search(q, kg)
         rows = np.full((len(q), k), -1, dtype=np.int64)
         out_d = np.full((len(q), k), np.inf, dtype=np.float32)
         if self.all_singletons:

@@ -205,7 +205,7 @@ def evaluate_export(
     pairs, unknown = sequence_pairs(sequences, cat.ids) if sequences else (None, 0)
     out = evaluate_codes(
         codes,
-        sid.model_.quantizer.codebook_sizes,
+        sid.model_.codebook_sizes,
         labels=found[1] if found else None,
         embeddings=emb,
         pairs=pairs,

@@ -101,7 +101,7 @@ def export_info(
         "library_version": __version__,
         "config": config.to_dict(),
         "input_dim": model.input_dim,
-        "codebook_sizes": list(model.quantizer.codebook_sizes),
+        "codebook_sizes": list(model.codebook_sizes),
         "n_levels": int(n_levels),
         "embedding_model": config.embedding.model,
         "id_column": config.catalog.id_column,
@@ -139,7 +139,7 @@ def write_export(
 
     elif n_items is None:
         raise ValueError("write_export with write_ids needs n_items")
-    n_levels = int(codes.shape[1]) if codes is not None else model.quantizer.n_levels + 1
+    n_levels = int(codes.shape[1]) if codes is not None else model.n_levels + 1
     info = export_info(config, model, n_items, n_levels, extra_info)
     with staged_dir(out) as stage:
         write_ids(stage / IDS_FILE, info)
@@ -214,6 +214,15 @@ def verify_export(path: str | Path) -> dict[str, Any]:
     return _read_verified(Path(path))[0]
 
 
+def _upgrade_config(data: dict[str, Any]) -> dict[str, Any]:
+    """Configs saved before ``model.first_level`` existed describe TIGER's all-latent
+    model (today's default is the k-means first level): say so explicitly."""
+    model = data.get("model")
+    if isinstance(model, dict) and "first_level" not in model:
+        data = {**data, "model": {**model, "first_level": "latent"}}
+    return data
+
+
 def read_export(path: str | Path, *, verify: bool = True) -> Export:
     """Load an export directory (no pickle anywhere); every file is parsed from
     the very bytes whose checksum was verified."""
@@ -230,7 +239,7 @@ def read_export(path: str | Path, *, verify: bool = True) -> Export:
         metrics = json.loads(files[METRICS_FILE])
     except json.JSONDecodeError as exc:
         raise ExportError(f"{path}: damaged JSON ({exc})") from None
-    config = BuildConfig.from_dict(info["config"])
+    config = BuildConfig.from_dict(_upgrade_config(info["config"]))
     model = RQVAE(int(info["input_dim"]), config.model)
     model.load_state_dict(load_bytes(files[MODEL_FILE]))
     model.eval()

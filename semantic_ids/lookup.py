@@ -4,8 +4,9 @@ Exact lookups use sorted integer keys (one mixed-radix int64 per code tuple)
 and ``np.searchsorted``, so every lookup is O(log N), vectorised over a batch,
 and a prefix of any depth is one contiguous range of the sorted keys.
 Nearest-code search uses FAISS over the *distinct* code tuples' decoded
-vectors (the sum of the chosen codebook vectors, in the RQ-VAE's latent
-space); see :mod:`semantic_ids.ann` for the index type chosen by size.
+vectors (the sum of the chosen codebook vectors: the RQ-VAE's latent, or with
+the k-means first level the level-1 centroid beside the weighted latent, see
+``RQVAE.code_books``); see :mod:`semantic_ids.ann` for the index type chosen by size.
 
 The object is read-only after construction; numpy and FAISS searches on it
 are safe to run from several threads at once.
@@ -44,7 +45,7 @@ class Neighbors:
 
     ``rows``: (Q, k) int64 row numbers into the export (-1 where fewer than k
     exist); ``ids``: (Q, k) item ids (None where rows is -1); ``distances``:
-    (Q, k) float32 squared L2 distances in latent space (inf where rows is -1);
+    (Q, k) float32 squared L2 distances in code space (inf where rows is -1);
     ``codes``: (Q, L) the query codes (model levels only).
     """
 
@@ -63,6 +64,9 @@ class SemanticIDLookup:
     codes : (N, L + 1) int64 resolved codes (model levels + collision level)
     codebook_sizes : codes per model level (length L)
     codebooks : optional list of L (K_l, D) float arrays; enables nearest-code search
+    code_split : with the RQ-VAE's k-means first level, the input dimension: level 1's
+        codebook fills the first ``code_split`` dimensions of code space and the
+        search groups tuples by level-1 code (exact; see :mod:`semantic_ids.ann`)
     model : optional RQVAE; enables embedding and text queries
     embed_fn : optional callable(list[str]) -> (n, input_dim) embeddings
     """
@@ -77,6 +81,7 @@ class SemanticIDLookup:
         model=None,
         embed_fn=None,
         index_kind: str = "auto",
+        code_split: int | None = None,
     ):
         codes = np.ascontiguousarray(codes, dtype=np.int64)
         if codes.ndim != 2 or codes.shape[1] != len(codebook_sizes) + 1:
@@ -116,7 +121,7 @@ class SemanticIDLookup:
         if codebooks is not None:
             self.codebooks = [np.asarray(c, dtype=np.float32) for c in codebooks]
             self.code_index = CodeIndex(
-                self.codes[:, : self.n_levels], self.codebooks, kind=index_kind, within_group=self.codes[:, -1]
+                self.codes[:, : self.n_levels], self.codebooks, kind=index_kind, within_group=self.codes[:, -1], split=code_split
             )
 
     # -- construction ----------------------------------------------------------------
@@ -127,15 +132,16 @@ class SemanticIDLookup:
 
         sid = SemanticIDs.load(path)
         model = sid.model_
-        codebooks = [cb.detach().numpy().copy() for cb in model.quantizer.codebooks]
+        codebooks = [cb.numpy().copy() for cb in model.code_books()]
         obj = cls(
             sid.ids_,
             sid.codes_,
-            model.quantizer.codebook_sizes,
+            model.codebook_sizes,
             codebooks=codebooks,
             model=model,
             embed_fn=sid.embed,
             index_kind=index_kind,
+            code_split=model.input_dim if model.kmeans_first else None,
         )
         obj.estimator = sid
         return obj
@@ -344,7 +350,9 @@ class SemanticIDLookup:
         return self.model
 
     def encode(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(Q, D) embeddings -> ((Q, L) codes under the frozen model, (Q, d) latents)."""
+        """(Q, D) embeddings -> ((Q, L) codes under the frozen model, (Q, d) their
+        vectors in code space: the latent, or with the k-means first level the
+        embedding and the weighted latent side by side; see ``RQVAE.code_books``)."""
         model = self._need_model()
         emb = np.asarray(embeddings, dtype=np.float32)
         if emb.ndim == 1:
@@ -354,13 +362,14 @@ class SemanticIDLookup:
         if not np.isfinite(emb).all():
             raise ValueError("embeddings contain NaN or infinity")
         with torch.no_grad():
-            z = model.latent(torch.from_numpy(emb))
-            codes = model.quantizer.encode(z)
+            x = torch.from_numpy(emb)
+            codes = model.encode(x)
+            z = model.query_vectors(x)
         return codes.numpy(), z.numpy()
 
     def search_embeddings(self, embeddings: np.ndarray, k: int = 10) -> Neighbors:
         """Codes of each embedding under the frozen model and its k nearest items
-        (squared L2 between the query's latent and the items' decoded code vectors)."""
+        (squared L2 between the query's and the items' vectors in code space)."""
         codes, z = self.encode(embeddings)
         rows, dist = self._need_index().search(z, k)
         return self._neighbors(rows, dist, codes)

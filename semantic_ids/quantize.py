@@ -120,6 +120,24 @@ class ResidualQuantizer(nn.Module):
         self.initialized[level] = True
 
     @torch.no_grad()
+    def restart_unused(self, z: torch.Tensor, *, generator: torch.Generator | None = None, rounds: int = 3) -> list[int]:
+        """Restart every code that no row of ``z`` gets from :meth:`encode` (not the
+        training-time counts), so that after training every code of every level is
+        some item's code. A restarted code sits on a residual, so that row takes it;
+        a few rounds catch codes emptied by the move. Returns restarts per level."""
+        total = [0] * self.n_levels
+        for _ in range(rounds):
+            codes = self.encode(z)
+            self.usage.zero_()
+            for n, k in enumerate(self.codebook_sizes):
+                self.usage[n, :k] = torch.bincount(codes[:, n], minlength=k)
+            if all(bool((self.usage[n, :k] > 0).all()) for n, k in enumerate(self.codebook_sizes)):
+                break
+            total = [a + b for a, b in zip(total, self.restart_dead_codes(z, generator=generator))]
+        self.usage.zero_()
+        return total
+
+    @torch.no_grad()
     def restart_dead_codes(self, z: torch.Tensor, *, generator: torch.Generator | None = None) -> list[int]:
         """Move every code unused since the last call onto a residual of ``z``.
 

@@ -1,5 +1,12 @@
 """The RQ-VAE: MLP encoder -> residual quantizer -> MLP decoder (TIGER, section 3.1).
 
+With ``first_level = "kmeans"`` (the default) level 1 is not learned in the
+latent: it is the nearest of K progressive-dimension k-means centroids of the
+embeddings themselves, and the encoder -> residual quantizer -> decoder learns
+the remaining levels from what that centroid leaves (the residual, scaled to
+unit RMS norm). ``first_level = "latent"`` is TIGER's original: every level
+quantizes the encoder's latent.
+
 A checkpoint is the state dict plus ``ModelConfig`` and the input dimension, so
 ``RQVAE(input_dim, config)`` followed by ``load_state_dict`` rebuilds it exactly.
 """
@@ -11,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ModelConfig
+from .kmeans import nearest, progressive_kmeans
 from .quantize import ResidualQuantizer
 
 PAD_ROWS = 64
@@ -50,9 +58,13 @@ class RQVAE(nn.Module):
             self.encoder = mlp([input_dim, *hidden, latent])
             self.decoder = mlp([latent, *reversed(hidden), input_dim])
         self.latent_dim = latent
+        sizes = tuple(config.codebook_sizes)
+        # Level 1 from k-means on the embeddings, the rest from the RQ-VAE on the residual.
+        self.kmeans_first = config.method == "rqvae" and config.first_level == "kmeans"
+        self.fixed_levels = 1 if self.kmeans_first else 0
         self.quantizer = ResidualQuantizer(
             dim=latent,
-            codebook_sizes=config.codebook_sizes,
+            codebook_sizes=sizes[self.fixed_levels :],
             beta=config.beta,
             layer_norm=config.layer_norm_residuals,
         )
@@ -60,6 +72,39 @@ class RQVAE(nn.Module):
         # between items count in the encoder (all MiniLM vectors share a large
         # common component).
         self.register_buffer("input_mean", torch.zeros(input_dim))
+        if self.kmeans_first:
+            self.register_buffer("first_codebook", torch.zeros(sizes[0], input_dim))
+            # RMS norm of the training residuals (the encoder sees residual / scale) and
+            # the weight of the latent block in code vectors (see code_books).
+            self.register_buffer("residual_scale", torch.ones(()))
+            self.register_buffer("latent_weight", torch.ones(()))
+
+    @property
+    def codebook_sizes(self) -> tuple[int, ...]:
+        """Codes per level, all levels (the k-means first level included)."""
+        return tuple(self.config.codebook_sizes)
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.config.codebook_sizes)
+
+    @torch.no_grad()
+    def fit_first_level(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> None:
+        """Set the level-1 centroids (progressive-dimension k-means of ``x``) and the residual scale."""
+        self.first_codebook.copy_(progressive_kmeans(x, self.codebook_sizes[0], generator=generator))
+        r = x - self.first_codebook[self.first_codes(x)]
+        self.residual_scale.copy_(r.pow(2).sum(1).mean().sqrt().clamp_min(1e-12))
+
+    @torch.no_grad()
+    def fit_latent_weight(self, x: torch.Tensor) -> None:
+        """Weight of the latent block in code vectors: residual RMS / latent RMS, so a
+        latent distance counts about as much as the residual distance it stands for."""
+        z = self.encode_latent(x)
+        self.latent_weight.copy_(self.residual_scale / z.pow(2).sum(1).mean().sqrt().clamp_min(1e-12))
+
+    def first_codes(self, x: torch.Tensor) -> torch.Tensor:
+        """Level-1 codes (B,) of embeddings under the k-means first level."""
+        return nearest(x.detach(), self.first_codebook)
 
     @torch.no_grad()
     def latent(self, x: torch.Tensor) -> torch.Tensor:
@@ -72,15 +117,18 @@ class RQVAE(nn.Module):
         so an item gets the same codes alone, in a batch, before or after a
         save/load (tested).
         """
-        n = len(x)
-        pad = (-n) % PAD_ROWS
-        if pad:
-            x = torch.cat([x, x.new_zeros(pad, x.shape[1])])
-        return self.encode_latent(x)[:n]
+        xp, n = self._padded(x)
+        return self.encode_latent(xp)[:n]
 
-    def encode_latent(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, input_dim) -> (B, latent_dim)."""
-        if self.config.center_input and self.config.method != "rq-kmeans":
+    def encode_latent(self, x: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, input_dim) -> (B, latent_dim): what the residual quantizer quantizes.
+        With the k-means first level, the encoder sees the item's residual to its
+        level-1 centroid (``first``: those codes, computed when not given)."""
+        if self.kmeans_first:
+            if first is None:
+                first = self.first_codes(x)
+            x = (x - self.first_codebook[first]) / self.residual_scale
+        elif self.config.center_input and self.config.method != "rq-kmeans":
             x = x - self.input_mean
         z = self.encoder(x)
         if self.config.normalize_latent:
@@ -88,23 +136,78 @@ class RQVAE(nn.Module):
         return z
 
     def forward(self, x: torch.Tensor, levels: int | None = None) -> dict[str, torch.Tensor]:
-        """Loss terms and codes for a batch ``x`` (B, input_dim).
+        """Loss terms and codes for a batch ``x`` (B, input_dim); ``levels``: how many
+        of the model's levels are active (all by default).
 
         loss = ||x − x̂||² (summed over dims, mean over the batch)
                + Σ_n ||sg[r_{n−1}] − q_n||² + β Σ_n ||r_{n−1} − sg[q_n]||².
+        With the k-means first level, x̂ = c_1 + s·dec(q) and the first term is
+        taken on the scaled residual, ||(x − c_1)/s − dec(q)||².
         """
-        z = self.encode_latent(x)  # (B, latent)
-        q, codes, vq_loss = self.quantizer(z, levels)
-        x_hat = self.decoder(q)  # (B, input_dim)
-        recon = F.mse_loss(x_hat, x, reduction="none").sum(1).mean()
+        levels = self.n_levels if levels is None else levels
+        if self.kmeans_first:
+            first = self.first_codes(x)
+            base = self.first_codebook[first]
+            z = self.encode_latent(x, first)
+            q, codes, vq_loss = self.quantizer(z, levels - 1)
+            target = (x - base) / self.residual_scale
+            codes = torch.cat([first[:, None], codes], 1)
+        else:
+            z = self.encode_latent(x)
+            q, codes, vq_loss = self.quantizer(z, levels)
+            target = x
+        recon = F.mse_loss(self.decoder(q), target, reduction="none").sum(1).mean()
         return {"loss": recon + vq_loss, "recon": recon, "vq": vq_loss, "codes": codes, "z": z}
+
+    def _padded(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Rows padded to a multiple of ``PAD_ROWS`` (see :meth:`latent`)."""
+        n = len(x)
+        pad = (-n) % PAD_ROWS
+        if pad:
+            x = torch.cat([x, x.new_zeros(pad, x.shape[1])])
+        return x, n
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Codes (B, n_levels) for embeddings (B, input_dim)."""
-        return self.quantizer.encode(self.latent(x))
+        """Codes (B, n_levels) for embeddings (B, input_dim), independent of batching."""
+        xp, n = self._padded(x)
+        if self.kmeans_first:
+            first = self.first_codes(xp)
+            rest = self.quantizer.encode(self.encode_latent(xp, first))
+            return torch.cat([first[:, None], rest], 1)[:n]
+        return self.quantizer.encode(self.encode_latent(xp))[:n]
 
     @torch.no_grad()
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """Reconstructed embeddings (B, input_dim) from codes (B, L)."""
+        """Reconstructed embeddings (B, input_dim) from codes (B, n_levels)."""
+        if self.kmeans_first:
+            base = self.first_codebook[codes[:, 0]]
+            return base + self.residual_scale * self.decoder(self.quantizer.decode(codes[:, 1:]))
         return self.decoder(self.quantizer.decode(codes))
+
+    # -- code space: what nearest-code lookups compare ---------------------------------
+    def code_books(self) -> list[torch.Tensor]:
+        """Per level, a (K_l, D_c) matrix whose rows, summed over a tuple's codes, give
+        the tuple's code vector (a prefix: the sum over its levels).
+
+        TIGER's model: the codebooks themselves (D_c = latent dim). With the k-means
+        first level, D_c = input_dim + latent_dim: level 1 fills the first block
+        with its centroid, the other levels the second block with w·(code vector),
+        w = ``latent_weight``; so a query embedding's distance to a tuple is
+        ||x − c_1||² + w²||z − Σ_n e_n||², centroid distance plus residual detail.
+        """
+        books = [cb.detach() for cb in self.quantizer.codebooks]
+        if not self.kmeans_first:
+            return books
+        d_in, d_lat = self.input_dim, self.latent_dim
+        first = torch.cat([self.first_codebook, self.first_codebook.new_zeros(len(self.first_codebook), d_lat)], 1)
+        return [first] + [torch.cat([cb.new_zeros(len(cb), d_in), self.latent_weight * cb], 1) for cb in books]
+
+    @torch.no_grad()
+    def query_vectors(self, x: torch.Tensor) -> torch.Tensor:
+        """Embeddings (B, input_dim) -> their vectors in code space (see :meth:`code_books`)."""
+        xp, n = self._padded(x)
+        z = self.encode_latent(xp)
+        if self.kmeans_first:
+            return torch.cat([xp, self.latent_weight * z], 1)[:n]
+        return z[:n]

@@ -109,7 +109,7 @@ def assign_codes(model: RQVAE, embeddings: np.ndarray, pool: ThreadPoolExecutor 
 
     parts = list(pool.map(run, starts)) if pool is not None and len(starts) > 1 else [run(s) for s in starts]
     if not parts:
-        return np.zeros((0, model.quantizer.n_levels), dtype=np.int32)
+        return np.zeros((0, model.n_levels), dtype=np.int32)
     return torch.cat(parts).numpy().astype(np.int32)
 
 
@@ -481,9 +481,9 @@ def build_streaming(
             stats = resolve_to_parquet(
                 codes_dir,
                 ids_file,
-                codebook_sizes=model.quantizer.codebook_sizes,
+                codebook_sizes=model.codebook_sizes,
                 id_column=id_column,
-                metadata=export_info(cfg, model, len(shards), model.quantizer.n_levels + 1),
+                metadata=export_info(cfg, model, len(shards), model.n_levels + 1),
                 partitions=partitions,
                 show_progress=show_progress,
             )
@@ -491,7 +491,7 @@ def build_streaming(
             raise RuntimeError(f"assigned {stats.n_items} items of {len(shards)}; the codes dataset is incomplete")
         with timer.stage("recon"):
             recon, n_recon = _sample_recon(model, shards, cfg.seed)
-        code = stats.code_stats(model.quantizer.codebook_sizes)
+        code = stats.code_stats(model.codebook_sizes)
         metrics: dict[str, Any] = {
             "library_version": __version__,
             "build": {"mode": "streaming", "engine": engine, "batch_rows": batch_rows, "partitions": partitions, "workers": workers or os.cpu_count()},

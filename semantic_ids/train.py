@@ -37,14 +37,16 @@ def seeded_generator(seed: int) -> torch.Generator:
     return g
 
 
-def _phases(cfg: TrainConfig, n_levels: int) -> list[tuple[int, int]]:
+def _phases(cfg: TrainConfig, n_levels: int, fixed: int = 0) -> list[tuple[int, int]]:
     """(active levels, epochs) per phase: all levels at once, or progressive
-    (level 1, then 1..2, ..., then all levels), splitting the epochs evenly."""
-    if not cfg.progressive or n_levels == 1:
+    (level 1, then 1..2, ..., then all levels), splitting the epochs evenly.
+    The first ``fixed`` levels (the k-means first level) are always active."""
+    learned = n_levels - fixed
+    if not cfg.progressive or learned <= 1:
         return [(n_levels, cfg.epochs)]
-    per = cfg.epochs // n_levels
-    phases = [(lvl, per) for lvl in range(1, n_levels)]
-    phases.append((n_levels, cfg.epochs - per * (n_levels - 1)))
+    per = cfg.epochs // learned
+    phases = [(fixed + lvl, per) for lvl in range(1, learned)]
+    phases.append((n_levels, cfg.epochs - per * (learned - 1)))
     return phases
 
 
@@ -106,11 +108,14 @@ def train_rqvae(
     :class:`~semantic_ids.shards.EmbeddingShards`): then only the sampled rows
     are read, and the model is the one the same rows in memory would give.
 
-    Steps: seed; centre inputs; k-means-initialise each level's codebook on
-    that level's residuals under the untrained encoder (TIGER); AdamW on the
-    RQ-VAE loss; every ``restart_every`` epochs move codes that no item used
-    onto badly served residuals (dead-code restart), except in the last
-    tenth of training so the final codebooks settle.
+    Steps: seed; centre inputs; with the k-means first level, fit its
+    centroids (progressive-dimension k-means) and the residual scale;
+    k-means-initialise each learned level's codebook on that level's residuals
+    under the untrained encoder (TIGER); AdamW on the RQ-VAE loss; every
+    ``restart_every`` epochs move codes that no item used onto badly served
+    residuals (dead-code restart), except in the last tenth of training so the
+    final codebooks settle; after the last epoch, restart any code that the
+    trained model gives to no training item, so every code is used.
 
     With ``checkpoint_dir``, the full training state (weights, optimizer,
     random generator, history) is saved every ``checkpoint_every`` epochs
@@ -136,6 +141,8 @@ def train_rqvae(
     n, dim = x.shape
     model = RQVAE(dim, model_config)
     model.input_mean.copy_(x.mean(0))
+    if model.kmeans_first:
+        model.fit_first_level(x, generator=gen)
     codebook_params = list(model.quantizer.parameters())
     other = [p for n_, p in model.named_parameters() if not n_.startswith("quantizer.")]
     opt = torch.optim.AdamW(
@@ -144,13 +151,14 @@ def train_rqvae(
             {"params": codebook_params, "lr": cfg.lr * cfg.codebook_lr_scale, "weight_decay": 0.0},
         ]
     )
-    n_levels = model.quantizer.n_levels
+    n_levels = model.n_levels
+    fixed = model.fixed_levels  # levels not learned by gradient (the k-means first level)
     history: list[dict] = []
     eval_x = x if n <= 50_000 else x[torch.randperm(n, generator=gen)[:50_000]]
     batches_per_epoch = math.ceil(n / cfg.batch_size)
     total_epochs = cfg.epochs
     no_restart_after = total_epochs - max(1, total_epochs // 10)
-    epoch_levels = [lv for lv, count in _phases(cfg, n_levels) for _ in range(count)]
+    epoch_levels = [lv for lv, count in _phases(cfg, n_levels, fixed) for _ in range(count)]
     ckpt = Checkpoint(checkpoint_dir, fingerprint(x, model_config, cfg, seed)) if checkpoint_dir else None
     start = 0
     if ckpt is not None and ckpt.exists():
@@ -159,17 +167,18 @@ def train_rqvae(
     with progress(total=total_epochs, initial=start, desc="train", unit="epoch", disable=not show_progress) as bar:
         for epoch in range(start, total_epochs):
             levels = epoch_levels[epoch]
-            if cfg.kmeans_init and not bool(model.quantizer.initialized[: (levels if cfg.progressive else n_levels)].all()):
+            active = (levels if cfg.progressive else n_levels) - fixed  # learned levels in use
+            if cfg.kmeans_init and not bool(model.quantizer.initialized[:active].all()):
                 model.eval()
                 with torch.no_grad():
                     z = model.encode_latent(x)
-                for lvl in range(levels if cfg.progressive else n_levels):
+                for lvl in range(active):
                     if not bool(model.quantizer.initialized[lvl]):
                         model.quantizer.kmeans_init(z, lvl, iters=cfg.kmeans_iters, generator=gen)
             model.train()
             perm = torch.randperm(n, generator=gen)
             sums = {"loss": 0.0, "recon": 0.0, "vq": 0.0}
-            seen = [torch.zeros(k, dtype=torch.bool) for k in model.quantizer.codebook_sizes[:levels]]
+            seen = [torch.zeros(k, dtype=torch.bool) for k in model.codebook_sizes[:levels]]
             for b in range(batches_per_epoch):
                 xb = x[perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
                 out = model(xb, levels)
@@ -187,13 +196,15 @@ def train_rqvae(
             usage = [int(s.sum()) for s in seen]
             record = {"epoch": epoch, "levels": levels, **{k: v / n for k, v in sums.items()}, "codes_used": usage}
             restart_now = cfg.dead_code_restart and (epoch + 1) % cfg.restart_every == 0 and epoch < no_restart_after
-            if restart_now:
+            last = epoch == total_epochs - 1
+            record["restarted"] = [0] * levels
+            if restart_now or (cfg.dead_code_restart and last):
                 model.eval()
                 with torch.no_grad():
                     z = model.encode_latent(x)
-                record["restarted"] = model.quantizer.restart_dead_codes(z, generator=gen)[:levels]
-            else:
-                record["restarted"] = [0] * levels
+                q = model.quantizer
+                got = q.restart_unused(z, generator=gen) if last else q.restart_dead_codes(z, generator=gen)
+                record["restarted"] = [0] * fixed + got[: levels - fixed]
             if (epoch + 1) % max(1, cfg.restart_every) == 0 or epoch == total_epochs - 1:
                 codes = encode_all(model, eval_x)[:, :levels]
                 record["collision_rate"] = collision_rate(codes.numpy())
@@ -207,6 +218,8 @@ def train_rqvae(
             )
             bar.update(1)
     model.eval()
+    if model.kmeans_first:
+        model.fit_latent_weight(x)
     last = history[-1] if history else {}
     log.info("trained %d epochs: loss %.4f, collision rate %.4f", total_epochs, last.get("loss", float("nan")), last.get("collision_rate", float("nan")))
     return TrainResult(model=model, history=history, checkpoint=ckpt)

@@ -1,5 +1,4 @@
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -109,6 +108,25 @@ def test_incompatible_version_is_refused(fitted, tmp_path):
     (out / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ExportError, match="format version 999"):
         verify_export(out)
+
+
+def test_export_from_before_first_level_loads_as_the_latent_model(small_catalog, small_embeddings, tiny_config, tmp_path):
+    """Exports written before ``model.first_level`` existed hold TIGER's all-latent model."""
+    import hashlib
+
+    cfg = tiny_config.replace(model={"first_level": "latent"})
+    sid = SemanticIDs(cfg, show_progress=False).fit(small_catalog, embeddings=small_embeddings)
+    out = sid.save(tmp_path / "old")
+    info = json.loads((out / "config.json").read_text())
+    del info["config"]["model"]["first_level"]  # as the earlier library wrote it
+    (out / "config.json").write_text(json.dumps(info, indent=2))
+    manifest = json.loads((out / "manifest.json").read_text())
+    data = (out / "config.json").read_bytes()
+    manifest["files"]["config.json"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    back = SemanticIDs.load(out)
+    assert back.config.model.first_level == "latent"
+    assert np.array_equal(back.transform(small_embeddings), sid.transform(small_embeddings))
 
 
 def test_missing_export_dir(tmp_path):

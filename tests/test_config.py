@@ -223,6 +223,8 @@ def test_config_error_is_value_error():
         ({"embedding": {"batch_size": 0}}, r"embedding\.batch_size=0 should be >= 1"),
         ({"collision": {"strategy": "suffix"}}, r"collision\.strategy='suffix' should be one of"),
         ({"seed": -1}, r"seed=-1 should be >= 0"),
+        ({"model": {"first_level": "pca"}}, r"model\.first_level='pca' should be one of"),
+        ({"model": {"codebook_sizes": [8]}}, r'first_level="kmeans" needs at least 2 levels'),
     ],
 )
 def test_range_validation(data, pattern):
@@ -233,7 +235,7 @@ def test_range_validation(data, pattern):
 def test_range_boundaries_accepted():
     cfg = BuildConfig.from_dict(
         {
-            "model": {"codebook_sizes": [2], "latent_dim": 1, "hidden_dims": [], "beta": 0.0},
+            "model": {"codebook_sizes": [2], "first_level": "latent", "latent_dim": 1, "hidden_dims": [], "beta": 0.0},
             "train": {"epochs": 0, "batch_size": 1, "kmeans_iters": 1, "restart_every": 1, "max_train_items": 1},
             "embedding": {"batch_size": 1},
         }

@@ -184,3 +184,36 @@ def test_lookup_edge_inputs(lk):
     view = lk.item_to_codes("i00001")
     with pytest.raises(ValueError):
         view[0] = 99  # shared state is read-only
+
+
+def test_grouped_search_is_exact():
+    """With the k-means first level, the grouped search equals brute force over the full code vectors."""
+    rng = np.random.default_rng(1)
+    D, d = 24, 4
+    first = np.concatenate([rng.normal(size=(16, D)), np.zeros((16, d))], 1).astype(np.float32)
+    deeper = [np.concatenate([np.zeros((16, D)), rng.normal(size=(16, d)) * 0.5], 1).astype(np.float32) for _ in range(2)]
+    books = [first, *deeper]
+    codes = np.unique(rng.integers(0, 16, (1500, 3)), axis=0)
+    codes = codes[codes[:, 0] != 3]  # one empty level-1 group
+    grouped = CodeIndex(codes, books, split=D, kind="grouped")
+    flat = CodeIndex(codes, books, kind="flat")
+    assert grouped.kind == "grouped" and grouped.index is None
+    # small enough for full vectors: "auto" picks the exact flat index
+    assert CodeIndex(codes, books, split=D).kind == "flat"
+    with pytest.raises(ValueError, match="does not apply to split"):
+        CodeIndex(codes, books, split=D, kind="ivf")
+    assert grouped.vectors.shape == (len(codes), d)  # only the latent block is stored per tuple
+    q = np.concatenate([rng.normal(size=(100, D)), rng.normal(size=(100, d))], 1).astype(np.float32)
+    q[:20] = grouped.decode(codes[rng.integers(0, len(codes), 20)])  # exact hits too
+    rg, dg = grouped.search(q, 10)
+    rf, df = flat.search(q, 10)
+    np.testing.assert_allclose(dg, df, rtol=1e-4, atol=1e-4)
+    brute = ((flat.vectors[None, :, :] - q[:, None, :]) ** 2).sum(-1)
+    np.testing.assert_allclose(dg[:, 0], brute.min(1), rtol=1e-4, atol=1e-4)
+    assert (dg[:20, 0] < 1e-4).all()
+    for i in range(len(q)):
+        np.testing.assert_allclose(grouped.distances(q[i], rg[i]), dg[i], rtol=1e-4, atol=1e-4)
+    # fewer tuples than k: -1 / inf past the end
+    small = CodeIndex(codes[:3], books, split=D, kind="grouped")
+    r, dd = small.search(q[:2], 5)
+    assert (r[:, 3:] == -1).all() and np.isinf(dd[:, 3:]).all()

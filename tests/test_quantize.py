@@ -124,3 +124,18 @@ def test_codes_are_batch_size_independent():
     parts = torch.cat([rq.encode(z[i : i + 10]) for i in range(0, len(z), 10)])
     assert torch.equal(full, parts)
     assert np.array_equal(full.numpy(), parts.numpy())
+
+
+def test_restart_unused_leaves_every_code_used():
+    torch.manual_seed(0)
+    rq = ResidualQuantizer(dim=4, codebook_sizes=(8, 8))
+    z = torch.randn(200, 4)
+    with torch.no_grad():
+        rq.codebooks[0].data[:] = 100.0  # every level-1 code far away: one wins, the rest are unused
+        rq.codebooks[0].data[0] = 0.0
+    restarted = rq.restart_unused(z, generator=torch.Generator().manual_seed(0))
+    assert restarted[0] >= 7
+    codes = rq.encode(z)
+    for lvl in range(2):
+        assert len(torch.unique(codes[:, lvl])) == 8
+    assert int(rq.usage.sum()) == 0  # counters cleared for the next training epoch

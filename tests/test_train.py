@@ -1,4 +1,7 @@
+import dataclasses
+
 import numpy as np
+import pytest
 import torch
 
 from semantic_ids.config import ModelConfig, TrainConfig
@@ -9,13 +12,16 @@ from semantic_ids.train import encode_all, train_rqvae
 from .conftest import clustered_embeddings
 
 MODEL = ModelConfig(codebook_sizes=(16, 16, 16), latent_dim=8, hidden_dims=(64, 32))
+LATENT = dataclasses.replace(MODEL, first_level="latent")  # TIGER's all-latent model
 TRAIN = TrainConfig(epochs=12, batch_size=128, restart_every=4)
+BOTH = pytest.mark.parametrize("model_cfg", [MODEL, LATENT], ids=["kmeans-first", "latent"])
 
 
-def test_training_is_deterministic():
+@BOTH
+def test_training_is_deterministic(model_cfg):
     x = clustered_embeddings(300)
-    a = train_rqvae(x, MODEL, TRAIN, seed=3, show_progress=False)
-    b = train_rqvae(x, MODEL, TRAIN, seed=3, show_progress=False)
+    a = train_rqvae(x, model_cfg, TRAIN, seed=3, show_progress=False)
+    b = train_rqvae(x, model_cfg, TRAIN, seed=3, show_progress=False)
     for (ka, va), (kb, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
         assert ka == kb and torch.equal(va, vb), ka
     assert a.history == b.history
@@ -28,16 +34,18 @@ def test_different_seed_gives_different_model():
     assert not torch.equal(a.model.quantizer.codebooks[0], b.model.quantizer.codebooks[0])
 
 
-def test_training_uses_codes_and_records_history():
+@BOTH
+def test_training_uses_codes_and_records_history(model_cfg):
     x = clustered_embeddings(600, clusters=40)
-    res = train_rqvae(x, MODEL, TRAIN, seed=0, show_progress=False)
+    res = train_rqvae(x, model_cfg, TRAIN, seed=0, show_progress=False)
     assert len(res.history) == TRAIN.epochs
     first, last = res.history[0], res.history[-1]
     assert set(first) >= {"epoch", "loss", "recon", "vq", "codes_used", "restarted"}
     assert "collision_rate" in last
     stats = code_stats(encode_all(res.model, torch.from_numpy(x)).numpy(), MODEL.codebook_sizes)
-    # k-means init + dead-code restarts: no level collapses
-    assert min(stats["codes_used"]) >= 12
+    # k-means init + dead-code restarts + the final restart: every code of every level is used
+    assert stats["codes_used"] == [16, 16, 16]
+    assert last["codes_used"] == [16, 16, 16] or sum(last["restarted"]) > 0
     assert stats["perplexity"][0] > 8
 
 
@@ -49,8 +57,13 @@ def test_training_reduces_reconstruction_error():
 
 def test_progressive_training_phases():
     x = clustered_embeddings(300)
-    res = train_rqvae(x, MODEL, TrainConfig(epochs=9, batch_size=128, progressive=True), seed=0, show_progress=False)
+    cfg = TrainConfig(epochs=9, batch_size=128, progressive=True)
+    res = train_rqvae(x, LATENT, cfg, seed=0, show_progress=False)
     assert [h["levels"] for h in res.history] == [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert bool(res.model.quantizer.initialized.all())
+    # the k-means first level is fitted before training: phases add the learned levels
+    res = train_rqvae(x, MODEL, cfg, seed=0, show_progress=False)
+    assert [h["levels"] for h in res.history] == [2, 2, 2, 2, 3, 3, 3, 3, 3]
     assert bool(res.model.quantizer.initialized.all())
 
 
@@ -62,16 +75,18 @@ def test_train_on_sample():
     assert encode_all(res.model, torch.from_numpy(x)).shape == (500, 3)
 
 
-def test_encode_all_is_batch_size_independent():
+@BOTH
+def test_encode_all_is_batch_size_independent(model_cfg):
     x = torch.from_numpy(clustered_embeddings(333))
-    model = train_rqvae(x.numpy(), MODEL, TrainConfig(epochs=3, batch_size=64), seed=0, show_progress=False).model
+    model = train_rqvae(x.numpy(), model_cfg, TrainConfig(epochs=3, batch_size=64), seed=0, show_progress=False).model
     assert torch.equal(encode_all(model, x), encode_all(model, x, batch_size=17))
 
 
-def test_rqvae_state_dict_round_trip():
+@BOTH
+def test_rqvae_state_dict_round_trip(model_cfg):
     x = torch.from_numpy(clustered_embeddings(100))
-    m = train_rqvae(x.numpy(), MODEL, TrainConfig(epochs=2, batch_size=64), seed=0, show_progress=False).model
-    m2 = RQVAE(x.shape[1], MODEL)
+    m = train_rqvae(x.numpy(), model_cfg, TrainConfig(epochs=2, batch_size=64), seed=0, show_progress=False).model
+    m2 = RQVAE(x.shape[1], model_cfg)
     m2.load_state_dict(m.state_dict())
     m2.eval()
     assert torch.equal(m.encode(x), m2.encode(x))
@@ -136,9 +151,10 @@ def test_resume_from_checkpoint_gives_identical_weights(tmp_path, monkeypatch):
     assert not torch.equal(other.model.quantizer.codebooks[0], full.model.quantizer.codebooks[0])
 
 
-def test_single_item_gets_the_same_codes_as_in_a_batch():
+@BOTH
+def test_single_item_gets_the_same_codes_as_in_a_batch(model_cfg):
     x = clustered_embeddings(500, dim=32)
-    model = train_rqvae(x, MODEL, TrainConfig(epochs=2, batch_size=64), seed=0, show_progress=False).model
+    model = train_rqvae(x, model_cfg, TrainConfig(epochs=2, batch_size=64), seed=0, show_progress=False).model
     xt = torch.from_numpy(x)
     full = model.latent(xt)
     singles = torch.cat([model.latent(xt[i : i + 1]) for i in range(100)])

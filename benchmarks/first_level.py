@@ -1,0 +1,123 @@
+"""Where the level-1 quality comes from, and what the latent size does to collisions
+(Amazon Beauty; needs ../shared). README, "The method".
+
+    python benchmarks/first_level.py                       # level-1 clusterings, seeds 0-2 (~1 min)
+    python benchmarks/first_level.py --latents 4 5 6 8     # plus the default model per latent size (~1 min each)
+    python benchmarks/first_level.py --latents 5 --hidden 512,256,128   # TIGER's MLP instead of the default 256-128
+
+Part 1, level 1 only, on the same MiniLM embeddings (Beauty template of
+pipelines/configs/amazon_beauty.toml, cached under data/cache): category purity
+and co-interaction lift of the 256 level-1 groups from
+- FAISS ``Kmeans`` (plain Lloyd, 25 iterations, all points);
+- FAISS ``ResidualQuantizer``'s first level (its progressive-dimension k-means);
+- ours, ``semantic_ids.kmeans.progressive_kmeans`` (the default model's level 1).
+Part 2 (``--latents``): the default model with ``[model] latent_dim`` set to each
+value (and ``hidden_dims`` to ``--hidden`` if given): collision rate, codes used,
+depth-1 and depth-2 purity and lift, train + assign seconds.
+Writes benchmarks/results/first_level.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import semantic_ids  # noqa: E402,F401  - first: OMP_WAIT_POLICY before torch
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from semantic_ids import BuildConfig, SemanticIDs  # noqa: E402
+from semantic_ids.catalog import load_catalog  # noqa: E402
+from semantic_ids.evaluate import category_labels, evaluate_codes, sequence_pairs  # noqa: E402
+from semantic_ids.kmeans import nearest, progressive_kmeans  # noqa: E402
+from semantic_ids.metrics import code_stats  # noqa: E402
+
+BEAUTY = ROOT.parent / "shared" / "data" / "amazon_beauty"
+CACHE = str(ROOT / "data" / "cache")
+
+
+def level1(codes: np.ndarray, labels, pairs) -> dict:
+    c = np.zeros((len(codes), 3), dtype=np.int64)
+    c[:, 0] = codes
+    m = evaluate_codes(c, (256, 256, 256), labels=labels, pairs=pairs, depths=(1,))
+    return {"purity_l1": round(m["purity@1"], 3), "lift_l1": round(m["lift@1"], 2), "perplexity_l1": round(code_stats(c, (256,) * 3)["perplexity"][0], 1)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--latents", nargs="*", type=int, default=[])
+    p.add_argument("--hidden", default=None, help="hidden_dims for part 2, e.g. 512,256,128 (default: the library's)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = p.parse_args()
+    if not (BEAUTY / "items.jsonl").exists():
+        print(f"Amazon Beauty not found at {BEAUTY}", file=sys.stderr)
+        return 2
+    base = BuildConfig.from_toml(ROOT / "pipelines" / "configs" / "amazon_beauty.toml", ignore=("job",))
+    base = base.replace(embedding={"cache_dir": CACHE}, train={"checkpoint_every": 0})
+    cat = load_catalog(BEAUTY / "items.jsonl", base.catalog)
+    labels = category_labels(cat.frame)[1]
+    pairs, _ = sequence_pairs(BEAUTY / "sequences.jsonl", cat.ids)
+    emb = SemanticIDs(base, show_progress=False).embed(cat.texts)
+    x = np.ascontiguousarray(emb, dtype=np.float32)
+    rows = []
+
+    def emit(row: dict) -> None:
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    for seed in args.seeds:
+        start = time.perf_counter()
+        km = faiss.Kmeans(x.shape[1], 256, niter=25, seed=seed, max_points_per_centroid=1000)
+        km.train(x)
+        codes = km.index.search(x, 1)[1][:, 0]
+        emit({"part": "level 1", "method": "FAISS Kmeans (plain Lloyd)", "seed": seed, "seconds": round(time.perf_counter() - start, 1), **level1(codes, labels, pairs)})
+        start = time.perf_counter()
+        rq = faiss.ResidualQuantizer(x.shape[1], 1, 8)
+        rq.max_beam_size = 1
+        rq.cp.seed = seed
+        rq.train(x)
+        codes = rq.compute_codes(x)[:, 0].astype(np.int64)
+        emit({"part": "level 1", "method": "FAISS ResidualQuantizer level 1 (progressive dim)", "seed": seed, "seconds": round(time.perf_counter() - start, 1), **level1(codes, labels, pairs)})
+        start = time.perf_counter()
+        xt = torch.from_numpy(x)
+        cent = progressive_kmeans(xt, 256, generator=torch.Generator().manual_seed(seed))
+        codes = nearest(xt, cent).numpy()
+        emit({"part": "level 1", "method": "ours: progressive_kmeans (default level 1)", "seed": seed, "seconds": round(time.perf_counter() - start, 1), **level1(codes, labels, pairs)})
+    for latent in args.latents:
+        for seed in args.seeds:
+            model = {"latent_dim": latent}
+            if args.hidden:
+                model["hidden_dims"] = [int(h) for h in args.hidden.split(",")]
+            cfg = base.replace(model=model, seed=seed)
+            start = time.perf_counter()
+            sid = SemanticIDs(cfg, show_progress=False).fit(cat, embeddings=emb)
+            secs = time.perf_counter() - start
+            m = evaluate_codes(sid.raw_codes_, cfg.model.codebook_sizes, labels=labels, pairs=pairs, depths=(1, 2))
+            stats = code_stats(sid.raw_codes_, cfg.model.codebook_sizes)
+            emit({
+                "part": "latent size", "method": f"default model, latent_dim {latent}, hidden {list(cfg.model.hidden_dims)}", "seed": seed, "seconds": round(secs, 1),
+                "collision_rate": round(stats["collision_rate"], 5), "codes_used": stats["codes_used"],
+                "purity_l1": round(m["purity@1"], 3), "lift_l1": round(m["lift@1"], 2),
+                "purity_l2": round(m["purity@2"], 3), "lift_l2": round(m["lift@2"], 1),
+            })
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = "first_level.json" if not args.latents else f"first_level-latents{'-'.join(map(str, args.latents))}{'-h' + args.hidden.replace(',', '-') if args.hidden else ''}.json"
+    (out / name).write_text(json.dumps({"argv": sys.argv[1:], "rows": rows}, indent=2))
+    keys = ["part", "method", "seed", "collision_rate", "codes_used", "purity_l1", "lift_l1", "purity_l2", "lift_l2", "seconds"]
+    print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
+    for r in rows:
+        print("| " + " | ".join(str(r.get(k, "–")) for k in keys) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

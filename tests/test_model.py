@@ -1,0 +1,94 @@
+"""The k-means first level: progressive-dimension k-means and the hybrid RQ-VAE around it."""
+
+import numpy as np
+import pytest
+import torch
+
+from semantic_ids.config import ModelConfig, TrainConfig
+from semantic_ids.evaluate import purity
+from semantic_ids.kmeans import nearest, progressive_kmeans
+from semantic_ids.rqvae import RQVAE
+from semantic_ids.train import encode_all, train_rqvae
+
+from .conftest import clustered_embeddings
+
+MODEL = ModelConfig(codebook_sizes=(16, 16, 16), latent_dim=4, hidden_dims=(64, 32))
+
+
+def labelled_clusters(n=2000, clusters=16, dim=32, seed=0):
+    """Points around ``clusters`` well-separated centres along a few main directions,
+    plus isotropic noise in every dimension; returns (x, true cluster of each point)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, 4)) * 3.0 @ rng.normal(size=(4, dim))
+    label = rng.integers(0, clusters, n)
+    x = centres[label] + rng.normal(size=(n, dim)) * 0.5
+    return torch.from_numpy(x.astype(np.float32)), label
+
+
+def test_progressive_kmeans_finds_the_clusters_and_is_seeded():
+    x, label = labelled_clusters(clusters=6)
+    g = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
+    c = progressive_kmeans(x, 16, generator=g(0))
+    assert c.shape == (16, x.shape[1])
+    assigned = nearest(x, c).numpy()
+    assert purity(assigned, label) > 0.99  # 16 centroids never straddle two of the 6 clusters
+    assert len(np.unique(assigned)) == 16  # every centroid owns points
+    assert torch.equal(c, progressive_kmeans(x, 16, generator=g(0)))
+    assert not torch.equal(c, progressive_kmeans(x, 16, generator=g(1)))
+
+
+def test_progressive_kmeans_fewer_points_than_centroids():
+    x = torch.randn(5, 8, generator=torch.Generator().manual_seed(0))
+    c = progressive_kmeans(x, 16, generator=torch.Generator().manual_seed(0))
+    assert c.shape == (16, 8) and len(torch.unique(c, dim=0)) == 16
+    with pytest.raises(ValueError, match="at least one point"):
+        progressive_kmeans(x[:0], 4)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    x = clustered_embeddings(800, dim=32, clusters=30)
+    res = train_rqvae(x, MODEL, TrainConfig(epochs=8, batch_size=128, restart_every=3), seed=0, show_progress=False)
+    return torch.from_numpy(x), res.model
+
+
+def test_first_level_is_the_nearest_centroid(trained):
+    x, model = trained
+    assert model.kmeans_first and model.quantizer.n_levels == 2 and model.n_levels == 3
+    codes = encode_all(model, x)
+    assert codes.shape == (len(x), 3)
+    assert torch.equal(codes[:, 0], nearest(x, model.first_codebook))
+    r = x - model.first_codebook[codes[:, 0]]
+    assert float(model.residual_scale) == pytest.approx(float(r.pow(2).sum(1).mean().sqrt()), rel=1e-4)
+
+
+def test_decode_adds_the_centroid_to_the_decoded_residual(trained):
+    x, model = trained
+    codes = encode_all(model, x)
+    xh = model.decode_codes(codes)
+    # reconstruction beats the centroid alone (the learned levels add detail)
+    centroid_only = (x - model.first_codebook[codes[:, 0]]).pow(2).sum(1).mean()
+    assert float((x - xh).pow(2).sum(1).mean()) < float(centroid_only)
+
+
+def test_code_space_distance_is_centroid_plus_weighted_latent(trained):
+    x, model = trained
+    codes = encode_all(model, x)[:50]
+    books = model.code_books()
+    assert [b.shape for b in books] == [(16, 32 + 4), (16, 32 + 4), (16, 32 + 4)]
+    vec = sum(books[lvl][codes[:, lvl]] for lvl in range(3))
+    q = model.query_vectors(x[:50])
+    d = (q - vec).pow(2).sum(1)
+    z = model.latent(x[:50])
+    qz = model.quantizer.decode(codes[:, 1:])
+    w = model.latent_weight
+    expected = (x[:50] - model.first_codebook[codes[:, 0]]).pow(2).sum(1) + w**2 * (z - qz).pow(2).sum(1)
+    assert torch.allclose(d, expected, rtol=1e-4, atol=1e-5)
+    assert float(w) > 0
+
+
+def test_latent_model_has_no_first_level_buffers():
+    m = RQVAE(32, ModelConfig(codebook_sizes=(8, 8), latent_dim=4, hidden_dims=(16,), first_level="latent"))
+    assert not m.kmeans_first and m.quantizer.n_levels == 2
+    assert "first_codebook" not in m.state_dict()
+    assert [b.shape for b in m.code_books()] == [(8, 4), (8, 4)]
