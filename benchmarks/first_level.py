@@ -14,7 +14,8 @@ and co-interaction lift of the 256 level-1 groups from
 Part 2 (``--latents``): the default model with ``[model] latent_dim`` set to each
 value (and ``hidden_dims`` to ``--hidden`` if given): collision rate, codes used,
 depth-1 and depth-2 purity and lift, train + assign seconds.
-Writes benchmarks/results/first_level.json and prints a table.
+Writes benchmarks/results/first_level.json (with ``--latents``:
+first_level-latents<N-N...>[-h<hidden>].json) and prints a table.
 """
 
 from __future__ import annotations

@@ -61,12 +61,14 @@ class CodeIndex:
         n, L = codes.shape
         if split is not None and kind not in ("grouped", "auto", "flat"):
             raise ValueError(f"index kind {kind!r} does not apply to split code vectors; use auto, flat or grouped")
-        if split is not None and kind == "auto" and n * self.dim <= GROUPED_MIN_FLOATS:
-            kind = "flat"  # small enough to hold every full vector: exact and faster per batch
-        self.split = split if kind in ("grouped", "auto") else None
+        if split is None and kind == "grouped":
+            raise ValueError('index kind "grouped" needs split code vectors (the k-means first level\'s code space)')
         # Distinct tuples via a mixed-radix key; members sorted by (group, row).
         keys = codes @ radix_strides([len(c) for c in self.codebooks])
         uniq_keys, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        if split is not None and kind == "auto" and len(uniq_keys) * self.dim <= GROUPED_MIN_FLOATS:
+            kind = "flat"  # small enough to hold every full vector: exact and faster per batch
+        self.split = split if kind in ("grouped", "auto") else None
         self.group_codes = codes[first]  # (U, L)
         if self.split is None:
             self.vectors = self.decode(self.group_codes)  # (U, D)

@@ -195,6 +195,9 @@ class RQVAE(nn.Module):
         with its centroid, the other levels the second block with w·(code vector),
         w = ``latent_weight``; so a query embedding's distance to a tuple is
         ||x − c_1||² + w²||z − Σ_n e_n||², centroid distance plus residual detail.
+        Within the query's own level-1 group that is a distance between residuals;
+        across groups the latent part compares residuals taken from different
+        centroids, so there it is a proxy (the centroid term dominates).
         """
         books = [cb.detach() for cb in self.quantizer.codebooks]
         if not self.kmeans_first:

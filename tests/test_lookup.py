@@ -202,6 +202,8 @@ def test_grouped_search_is_exact():
     assert CodeIndex(codes, books, split=D).kind == "flat"
     with pytest.raises(ValueError, match="does not apply to split"):
         CodeIndex(codes, books, split=D, kind="ivf")
+    with pytest.raises(ValueError, match="needs split code vectors"):
+        CodeIndex(codes, books, kind="grouped")
     assert grouped.vectors.shape == (len(codes), d)  # only the latent block is stored per tuple
     q = np.concatenate([rng.normal(size=(100, D)), rng.normal(size=(100, d))], 1).astype(np.float32)
     q[:20] = grouped.decode(codes[rng.integers(0, len(codes), 20)])  # exact hits too
