@@ -21,6 +21,7 @@ first_level-latents<N-N...>[-h<hidden>].json) and prints a table.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -57,12 +58,14 @@ def main() -> int:
     p.add_argument("--latents", nargs="*", type=int, default=[])
     p.add_argument("--hidden", default=None, help="hidden_dims for part 2, e.g. 512,256,128 (default: the library's)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--cache", default=CACHE, help="embedding cache dir (default data/cache); an empty one re-embeds the catalog")
+    p.add_argument("--name", default=None, help="results file name (default first_level[-latents...].json)")
     args = p.parse_args()
     if not (BEAUTY / "items.jsonl").exists():
         print(f"Amazon Beauty not found at {BEAUTY}", file=sys.stderr)
         return 2
     base = BuildConfig.from_toml(ROOT / "pipelines" / "configs" / "amazon_beauty.toml", ignore=("job",))
-    base = base.replace(embedding={"cache_dir": CACHE}, train={"checkpoint_every": 0})
+    base = base.replace(embedding={"cache_dir": args.cache}, train={"checkpoint_every": 0})
     cat = load_catalog(BEAUTY / "items.jsonl", base.catalog)
     labels = category_labels(cat.frame)[1]
     pairs, _ = sequence_pairs(BEAUTY / "sequences.jsonl", cat.ids)
@@ -111,8 +114,9 @@ def main() -> int:
             })
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = "first_level.json" if not args.latents else f"first_level-latents{'-'.join(map(str, args.latents))}{'-h' + args.hidden.replace(',', '-') if args.hidden else ''}.json"
-    (out / name).write_text(json.dumps({"argv": sys.argv[1:], "rows": rows}, indent=2))
+    default = "first_level.json" if not args.latents else f"first_level-latents{'-'.join(map(str, args.latents))}{'-h' + args.hidden.replace(',', '-') if args.hidden else ''}.json"
+    name = args.name or default
+    (out / name).write_text(json.dumps({"argv": sys.argv[1:], "embeddings_sha256": hashlib.sha256(x.tobytes()).hexdigest(), "rows": rows}, indent=2))
     keys = ["part", "method", "seed", "collision_rate", "codes_used", "purity_l1", "lift_l1", "purity_l2", "lift_l2", "seconds"]
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     for r in rows:
