@@ -14,7 +14,8 @@ and co-interaction lift of the 256 level-1 groups from
 Part 2 (``--latents``): the default model with ``[model] latent_dim`` set to each
 value (and ``hidden_dims`` to ``--hidden`` if given): collision rate, codes used,
 depth-1 and depth-2 purity and lift, train + assign seconds.
-Writes benchmarks/results/first_level.json (with ``--latents``:
+Also counts the items whose embedding equals another's (exact duplicates, a
+floor for any method's collision rate). Writes benchmarks/results/first_level.json (with ``--latents``:
 first_level-latents<N-N...>[-h<hidden>].json) and prints a table.
 """
 
@@ -39,17 +40,16 @@ from semantic_ids import BuildConfig, SemanticIDs  # noqa: E402
 from semantic_ids.catalog import load_catalog  # noqa: E402
 from semantic_ids.evaluate import category_labels, evaluate_codes, sequence_pairs  # noqa: E402
 from semantic_ids.kmeans import nearest, progressive_kmeans  # noqa: E402
-from semantic_ids.metrics import code_stats  # noqa: E402
+from semantic_ids.metrics import code_stats, perplexity  # noqa: E402
 
-BEAUTY = ROOT.parent / "shared" / "data" / "amazon_beauty"
-CACHE = str(ROOT / "data" / "cache")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import BEAUTY, CACHE  # noqa: E402
 
 
 def level1(codes: np.ndarray, labels, pairs) -> dict:
-    c = np.zeros((len(codes), 3), dtype=np.int64)
-    c[:, 0] = codes
-    m = evaluate_codes(c, (256, 256, 256), labels=labels, pairs=pairs, depths=(1,))
-    return {"purity_l1": round(m["purity@1"], 3), "lift_l1": round(m["lift@1"], 2), "perplexity_l1": round(code_stats(c, (256,) * 3)["perplexity"][0], 1)}
+    """Purity, lift and perplexity of level-1 codes (N,) from 256."""
+    m = evaluate_codes(codes[:, None], (256,), labels=labels, pairs=pairs, depths=(1,))
+    return {"purity_l1": round(m["purity@1"], 3), "lift_l1": round(m["lift@1"], 2), "perplexity_l1": round(perplexity(codes, 256), 1)}
 
 
 def main() -> int:
@@ -116,7 +116,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     default = "first_level.json" if not args.latents else f"first_level-latents{'-'.join(map(str, args.latents))}{'-h' + args.hidden.replace(',', '-') if args.hidden else ''}.json"
     name = args.name or default
-    (out / name).write_text(json.dumps({"argv": sys.argv[1:], "embeddings_sha256": hashlib.sha256(x.tobytes()).hexdigest(), "rows": rows}, indent=2))
+    (out / name).write_text(json.dumps({"argv": sys.argv[1:], "embeddings_sha256": hashlib.sha256(x.tobytes()).hexdigest(),
+                                           "duplicate_items": int(len(x) - len(np.unique(x, axis=0))), "rows": rows}, indent=2))
     keys = ["part", "method", "seed", "collision_rate", "codes_used", "purity_l1", "lift_l1", "purity_l2", "lift_l2", "seconds"]
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     for r in rows:

@@ -6,11 +6,13 @@
 runs the same training (15,000 clustered 384-d items, default model, 3 epochs,
 2 torch threads) in one fresh process per policy and prints the times and
 whether the weights are identical, once on an idle machine and once beside a
-busy process (one core spinning: a machine shared with another job).
+busy process (one core spinning: a machine shared with another job); writes
+benchmarks/results/omp_wait.json.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -37,17 +39,20 @@ torch.save(r.model.state_dict(), sys.argv[1])
 def main() -> int:
     import torch
 
+    rows = []
     for busy in (False, True):
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
         try:
-            run(torch, "beside a busy process" if busy else "idle machine")
+            rows.append(run(torch, "beside a busy process" if busy else "idle machine"))
         finally:
             if hog is not None:
                 hog.kill()
+    out = ROOT / "benchmarks" / "results" / "omp_wait.json"
+    out.write_text(json.dumps({"threads": 2, "items": 15000, "epochs": 3, "rows": rows}, indent=2))
     return 0
 
 
-def run(torch, label: str) -> None:
+def run(torch, label: str) -> dict:
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for policy in ("ACTIVE", "PASSIVE"):
@@ -60,6 +65,7 @@ def run(torch, label: str) -> None:
     same = all(torch.equal(out["ACTIVE"][1][k], out["PASSIVE"][1][k]) for k in out["ACTIVE"][1])
     print(f"{label}: train 15,000 items x 3 epochs: ACTIVE {out['ACTIVE'][0]} s, PASSIVE {out['PASSIVE'][0]} s "
           f"({out['ACTIVE'][0] / out['PASSIVE'][0]:.1f}x); identical weights: {same}")
+    return {"machine": label, "active_s": out["ACTIVE"][0], "passive_s": out["PASSIVE"][0], "identical_weights": same}
 
 
 if __name__ == "__main__":

@@ -31,8 +31,8 @@ from semantic_ids.config import CatalogConfig, EmbeddingConfig  # noqa: E402
 from semantic_ids.embed import embed_texts  # noqa: E402
 from semantic_ids.evaluate import category_labels, evaluate_codes, sequence_pairs  # noqa: E402
 
-BEAUTY = ROOT.parent / "shared" / "data" / "amazon_beauty"
-CACHE = str(ROOT / "data" / "cache")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import BEAUTY, CACHE  # noqa: E402
 TEMPLATES = {
     "price-last": "Title: {title}; Brand: {brand}; Categories: {categories}; Price: {price}",
     "no-price": "Title: {title}; Brand: {brand}; Categories: {categories}",

@@ -6,8 +6,8 @@ Pipeline: catalog -> embed -> train RQ-VAE -> codes -> collisions -> export.
 import os as _os
 
 # OpenMP's default spin-waiting slows torch's many small ops (a small MLP, batch
-# 1024) when another process shares the cores: 1.8x beside one busy process on
-# 2 vCPUs, no change when idle (benchmarks/omp_wait.py). Passive waiting
+# 1024) when another process shares the cores: 1.6-1.7x beside one busy process
+# on 2 vCPUs, while idle it costs 10-30% (benchmarks/omp_wait.py). Passive waiting
 # changes no result (bitwise-identical weights, tested). It must be set before
 # torch loads its OpenMP runtime, so it only takes effect when semantic_ids is
 # imported first; a value the user set is kept.

@@ -66,9 +66,16 @@ class CodeIndex:
         # Distinct tuples via a mixed-radix key; members sorted by (group, row).
         keys = codes @ radix_strides([len(c) for c in self.codebooks])
         uniq_keys, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-        if split is not None and kind == "auto" and len(uniq_keys) * self.dim <= GROUPED_MIN_FLOATS:
-            kind = "flat"  # small enough to hold every full vector: exact and faster per batch
-        self.split = split if kind in ("grouped", "auto") else None
+        u = len(uniq_keys)
+        if kind == "auto":
+            if split is not None:  # full vectors while they fit (exact, faster per batch), else grouped
+                kind = "flat" if u * self.dim <= GROUPED_MIN_FLOATS else "grouped"
+            else:
+                kind = "flat" if u <= FLAT_MAX else "ivf"
+        if kind not in ("flat", "ivf", "hnsw", "grouped"):
+            raise ValueError(f"unknown index kind {kind!r}; use auto, flat, ivf or hnsw")
+        self.kind = kind
+        self.split = split if kind == "grouped" else None
         self.group_codes = codes[first]  # (U, L)
         if self.split is None:
             self.vectors = self.decode(self.group_codes)  # (U, D)
@@ -89,12 +96,6 @@ class CodeIndex:
         self.group_size = counts.astype(np.int64)
         self.row_group = inverse.astype(np.int64)
         self.all_singletons = bool((counts == 1).all())
-        u = len(uniq_keys)
-        self.kind = ("flat" if u <= FLAT_MAX else "ivf") if kind == "auto" else kind
-        if self.split is not None:
-            self.kind = "grouped"
-        elif self.kind not in ("flat", "ivf", "hnsw"):
-            raise ValueError(f"unknown index kind {kind!r}; use auto, flat, ivf or hnsw")
         self._index = None
         self._lock = threading.Lock()
 

@@ -190,27 +190,52 @@ def evaluate_export(
 
     sid = SemanticIDs.load(export_dir, show_progress=show_progress)
     cat = load_catalog(catalog, sid.config_.catalog)
-    rows = pd.Index(sid.ids_).get_indexer(pd.Index(cat.ids))
-    missing = np.flatnonzero(rows < 0)
-    if len(missing):
-        raise ValueError(f"{len(missing)} catalog item(s) are not in the export, e.g. {cat.ids[missing[:5]].tolist()}")
-    codes = sid.codes_[rows, :-1]
-    found = category_labels(cat.frame, category_column)
+    export_rows(sid.ids_, cat)  # fail before embedding
     if isinstance(embeddings, (str, Path)):
         emb = load_embeddings(embeddings, cat.ids, sid.config_.catalog.id_column)
     elif embeddings is not None:
         emb = np.asarray(embeddings, dtype=np.float32)
     else:
         emb = sid.embed(cat.texts)
+    return evaluate_catalog(
+        sid.ids_, sid.codes_, sid.model_.codebook_sizes, cat, embeddings=emb, sequences=sequences,
+        category_column=category_column, reconstruction_mse=sid.metrics_.get("reconstruction_mse"),
+    )
+
+
+def export_rows(ids: np.ndarray, cat) -> np.ndarray:
+    """The export row of each catalog item; a ValueError names items the export lacks."""
+    rows = pd.Index(ids).get_indexer(pd.Index(cat.ids))
+    missing = np.flatnonzero(rows < 0)
+    if len(missing):
+        raise ValueError(f"{len(missing)} catalog item(s) are not in the export, e.g. {cat.ids[missing[:5]].tolist()}")
+    return rows
+
+
+def evaluate_catalog(
+    ids: np.ndarray,
+    codes: np.ndarray,
+    codebook_sizes: Sequence[int],
+    cat,
+    *,
+    embeddings: np.ndarray | None,
+    sequences: str | Path | None = None,
+    category_column: str | None = None,
+    reconstruction_mse: float | None = None,
+) -> dict:
+    """Evaluate an export's resolved ``codes`` (N, L + 1) of items ``ids`` against a
+    loaded catalog ``cat`` (rows matched by id; ``embeddings`` in the catalog's order)."""
+    rows = export_rows(ids, cat)
+    found = category_labels(cat.frame, category_column)
     pairs, unknown = sequence_pairs(sequences, cat.ids) if sequences else (None, 0)
     out = evaluate_codes(
-        codes,
-        sid.model_.codebook_sizes,
+        codes[rows, :-1],
+        codebook_sizes,
         labels=found[1] if found else None,
-        embeddings=emb,
+        embeddings=embeddings,
         pairs=pairs,
     )
-    out["reconstruction_mse"] = sid.metrics_.get("reconstruction_mse")
+    out["reconstruction_mse"] = reconstruction_mse
     out["category_column"] = found[0] if found else None
     if sequences:
         out["sequence_pairs"] = int(len(pairs))

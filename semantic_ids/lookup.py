@@ -362,10 +362,8 @@ class SemanticIDLookup:
         if not np.isfinite(emb).all():
             raise ValueError("embeddings contain NaN or infinity")
         with torch.no_grad():
-            x = torch.from_numpy(emb)
-            codes = model.encode(x)
-            z = model.query_vectors(x)
-        return codes.numpy(), z.numpy()
+            codes, vectors = model.encode_query(torch.from_numpy(emb))
+        return codes.numpy(), vectors.numpy()
 
     def search_embeddings(self, embeddings: np.ndarray, k: int = 10) -> Neighbors:
         """Codes of each embedding under the frozen model and its k nearest items

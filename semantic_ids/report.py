@@ -110,15 +110,17 @@ def write_report(
     emb = None
     if catalog is not None:
         from .catalog import load_catalog
-        from .evaluate import evaluate_export
+        from .evaluate import evaluate_catalog, export_rows
 
         cat = load_catalog(catalog, exp.config.catalog)
+        export_rows(exp.ids, cat)  # fail before embedding
         emb = _embeddings(exp, cat.ids, embeddings, cat.texts, show_progress)
         log.info("evaluating %s against %s", export_dir, _describe(catalog))
-        # the same embeddings serve the evaluation and the raw codes below
-        quality = evaluate_export(
-            export_dir, catalog, sequences=sequences, embeddings=emb,
-            category_column=category_column, show_progress=show_progress,
+        # the export and catalog already loaded here, and the same embeddings, serve the
+        # evaluation and the raw codes below
+        quality = evaluate_catalog(
+            exp.ids, exp.codes, exp.model.codebook_sizes, cat, embeddings=emb, sequences=sequences,
+            category_column=category_column, reconstruction_mse=exp.metrics.get("reconstruction_mse"),
         )
         source = f"evaluated against {_describe(catalog)}" + (f" and sequences {sequences}" if sequences else "")
         if len(cat) != len(exp.ids):

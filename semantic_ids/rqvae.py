@@ -124,20 +124,29 @@ class RQVAE(nn.Module):
         """(B, input_dim) -> (B, latent_dim): what the residual quantizer quantizes.
         With the k-means first level, the encoder sees the item's residual to its
         level-1 centroid (``first``: those codes, computed when not given)."""
+        return self._encode(self.encoder_input(x, first))
+
+    def encoder_input(self, x: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
+        """What the encoder sees: the scaled residual (x − c_1)/s with the k-means
+        first level, else the (centred) embedding."""
         if self.kmeans_first:
             if first is None:
                 first = self.first_codes(x)
-            x = (x - self.first_codebook[first]) / self.residual_scale
-        elif self.config.center_input and self.config.method != "rq-kmeans":
-            x = x - self.input_mean
-        z = self.encoder(x)
+            return (x - self.first_codebook[first]) / self.residual_scale
+        if self.config.center_input and self.config.method != "rq-kmeans":
+            return x - self.input_mean
+        return x
+
+    def _encode(self, h: torch.Tensor) -> torch.Tensor:
+        z = self.encoder(h)
         if self.config.normalize_latent:
             z = F.layer_norm(z, (z.shape[-1],))
         return z
 
-    def forward(self, x: torch.Tensor, levels: int | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, levels: int | None = None, first: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Loss terms and codes for a batch ``x`` (B, input_dim); ``levels``: how many
-        of the model's levels are active (all by default).
+        of the model's levels are active (all by default); ``first``: the batch's
+        level-1 codes when the caller has them (they do not change during training).
 
         loss = ||x − x̂||² (summed over dims, mean over the batch)
                + Σ_n ||sg[r_{n−1}] − q_n||² + β Σ_n ||r_{n−1} − sg[q_n]||².
@@ -146,11 +155,11 @@ class RQVAE(nn.Module):
         """
         levels = self.n_levels if levels is None else levels
         if self.kmeans_first:
-            first = self.first_codes(x)
-            base = self.first_codebook[first]
-            z = self.encode_latent(x, first)
+            if first is None:
+                first = self.first_codes(x)
+            target = self.encoder_input(x, first)  # the scaled residual, also the reconstruction target
+            z = self._encode(target)
             q, codes, vq_loss = self.quantizer(z, levels - 1)
-            target = (x - base) / self.residual_scale
             codes = torch.cat([first[:, None], codes], 1)
         else:
             z = self.encode_latent(x)
@@ -167,15 +176,20 @@ class RQVAE(nn.Module):
             x = torch.cat([x, x.new_zeros(pad, x.shape[1])])
         return x, n
 
+    def _codes_and_latent(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(codes, latents, padded x) of ``x`` padded to a multiple of ``PAD_ROWS`` rows."""
+        xp, _ = self._padded(x)
+        first = self.first_codes(xp) if self.kmeans_first else None
+        z = self.encode_latent(xp, first)
+        codes = self.quantizer.encode(z)
+        if first is not None:
+            codes = torch.cat([first[:, None], codes], 1)
+        return codes, z, xp
+
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Codes (B, n_levels) for embeddings (B, input_dim), independent of batching."""
-        xp, n = self._padded(x)
-        if self.kmeans_first:
-            first = self.first_codes(xp)
-            rest = self.quantizer.encode(self.encode_latent(xp, first))
-            return torch.cat([first[:, None], rest], 1)[:n]
-        return self.quantizer.encode(self.encode_latent(xp))[:n]
+        return self._codes_and_latent(x)[0][: len(x)]
 
     @torch.no_grad()
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
@@ -207,10 +221,11 @@ class RQVAE(nn.Module):
         return [first] + [torch.cat([cb.new_zeros(len(cb), d_in), self.latent_weight * cb], 1) for cb in books]
 
     @torch.no_grad()
-    def query_vectors(self, x: torch.Tensor) -> torch.Tensor:
-        """Embeddings (B, input_dim) -> their vectors in code space (see :meth:`code_books`)."""
-        xp, n = self._padded(x)
-        z = self.encode_latent(xp)
+    def encode_query(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings (B, input_dim) -> (codes (B, n_levels), their vectors in code
+        space (see :meth:`code_books`)), from one pass of the encoder."""
+        codes, z, xp = self._codes_and_latent(x)
+        n = len(x)
         if self.kmeans_first:
-            return torch.cat([xp, self.latent_weight * z], 1)[:n]
-        return z[:n]
+            return codes[:n], torch.cat([xp, self.latent_weight * z], 1)[:n]
+        return codes[:n], z[:n]

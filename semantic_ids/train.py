@@ -141,8 +141,10 @@ def train_rqvae(
     n, dim = x.shape
     model = RQVAE(dim, model_config)
     model.input_mean.copy_(x.mean(0))
+    first = None  # level-1 codes of the training items: fixed once fitted, so computed once
     if model.kmeans_first:
         model.fit_first_level(x, generator=gen)
+        first = model.first_codes(x)
     codebook_params = list(model.quantizer.parameters())
     other = [p for n_, p in model.named_parameters() if not n_.startswith("quantizer.")]
     opt = torch.optim.AdamW(
@@ -171,7 +173,7 @@ def train_rqvae(
             if cfg.kmeans_init and not bool(model.quantizer.initialized[:active].all()):
                 model.eval()
                 with torch.no_grad():
-                    z = model.encode_latent(x)
+                    z = model.encode_latent(x, first)
                 for lvl in range(active):
                     if not bool(model.quantizer.initialized[lvl]):
                         model.quantizer.kmeans_init(z, lvl, iters=cfg.kmeans_iters, generator=gen)
@@ -180,8 +182,8 @@ def train_rqvae(
             sums = {"loss": 0.0, "recon": 0.0, "vq": 0.0}
             seen = [torch.zeros(k, dtype=torch.bool) for k in model.codebook_sizes[:levels]]
             for b in range(batches_per_epoch):
-                xb = x[perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
-                out = model(xb, levels)
+                idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                out = model(x[idx], levels, None if first is None else first[idx])
                 loss = out["loss"]
                 if cfg.uniformity_weight > 0:
                     out["unif"] = uniformity_loss(out["z"], cfg.uniformity_t)
@@ -190,7 +192,7 @@ def train_rqvae(
                 loss.backward()
                 opt.step()
                 for k in sums:
-                    sums[k] += float(out[k].detach()) * len(xb)
+                    sums[k] += float(out[k].detach()) * len(idx)
                 for lvl in range(levels):
                     seen[lvl][out["codes"][:, lvl]] = True
             usage = [int(s.sum()) for s in seen]
@@ -201,7 +203,7 @@ def train_rqvae(
             if restart_now or (cfg.dead_code_restart and last):
                 model.eval()
                 with torch.no_grad():
-                    z = model.encode_latent(x)
+                    z = model.encode_latent(x, first)
                 q = model.quantizer
                 got = q.restart_unused(z, generator=gen) if last else q.restart_dead_codes(z, generator=gen)
                 record["restarted"] = [0] * fixed + got[: levels - fixed]

@@ -77,7 +77,7 @@ def test_code_space_distance_is_centroid_plus_weighted_latent(trained):
     books = model.code_books()
     assert [b.shape for b in books] == [(16, 32 + 4), (16, 32 + 4), (16, 32 + 4)]
     vec = sum(books[lvl][codes[:, lvl]] for lvl in range(3))
-    q = model.query_vectors(x[:50])
+    _, q = model.encode_query(x[:50])
     d = (q - vec).pow(2).sum(1)
     z = model.latent(x[:50])
     qz = model.quantizer.decode(codes[:, 1:])
