@@ -10,7 +10,9 @@ pipelines/configs/amazon_beauty.toml, cached under data/cache): category purity
 and co-interaction lift of the 256 level-1 groups from
 - FAISS ``Kmeans`` (plain Lloyd, 25 iterations, all points);
 - FAISS ``ResidualQuantizer``'s first level (its progressive-dimension k-means);
-- ours, ``semantic_ids.kmeans.progressive_kmeans`` (the default model's level 1).
+- ours, ``semantic_ids.kmeans.progressive_kmeans`` (FAISS's schedule in torch; the
+  previous default, ``first_level = "progressive"``);
+- ours, ``semantic_ids.kmeans.bisecting_kmeans`` (the default model's level 1).
 Part 2 (``--latents``): the default model with ``[model] latent_dim`` set to each
 value (and ``hidden_dims`` to ``--hidden`` if given): collision rate, codes used,
 depth-1 and depth-2 purity and lift, train + assign seconds.
@@ -39,7 +41,7 @@ import torch  # noqa: E402
 from semantic_ids import BuildConfig, SemanticIDs  # noqa: E402
 from semantic_ids.catalog import load_catalog  # noqa: E402
 from semantic_ids.evaluate import category_labels, evaluate_codes, sequence_pairs  # noqa: E402
-from semantic_ids.kmeans import nearest, progressive_kmeans  # noqa: E402
+from semantic_ids.kmeans import bisecting_kmeans, nearest, progressive_kmeans  # noqa: E402
 from semantic_ids.metrics import code_stats, perplexity  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -57,6 +59,7 @@ def main() -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--latents", nargs="*", type=int, default=[])
     p.add_argument("--hidden", default=None, help="hidden_dims for part 2, e.g. 512,256,128 (default: the library's)")
+    p.add_argument("--first-level", default=None, help="model.first_level for part 2 (default: the library's)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--cache", default=CACHE, help="embedding cache dir (default data/cache); an empty one re-embeds the catalog")
     p.add_argument("--name", default=None, help="results file name (default first_level[-latents...].json)")
@@ -94,12 +97,18 @@ def main() -> int:
         xt = torch.from_numpy(x)
         cent = progressive_kmeans(xt, 256, generator=torch.Generator().manual_seed(seed))
         codes = nearest(xt, cent).numpy()
-        emit({"part": "level 1", "method": "ours: progressive_kmeans (default level 1)", "seed": seed, "seconds": round(time.perf_counter() - start, 1), **level1(codes, labels, pairs)})
+        emit({"part": "level 1", "method": "ours: progressive_kmeans (previous default)", "seed": seed, "seconds": round(time.perf_counter() - start, 1), **level1(codes, labels, pairs)})
+        start = time.perf_counter()
+        cent = bisecting_kmeans(xt, 256, generator=torch.Generator().manual_seed(seed))
+        codes = nearest(xt, cent).numpy()
+        emit({"part": "level 1", "method": "ours: bisecting_kmeans (default level 1)", "seed": seed, "seconds": round(time.perf_counter() - start, 1), **level1(codes, labels, pairs)})
     for latent in args.latents:
         for seed in args.seeds:
             model = {"latent_dim": latent}
             if args.hidden:
                 model["hidden_dims"] = [int(h) for h in args.hidden.split(",")]
+            if args.first_level:
+                model["first_level"] = args.first_level
             cfg = base.replace(model=model, seed=seed)
             start = time.perf_counter()
             sid = SemanticIDs(cfg, show_progress=False).fit(cat, embeddings=emb)
@@ -107,14 +116,17 @@ def main() -> int:
             m = evaluate_codes(sid.raw_codes_, cfg.model.codebook_sizes, labels=labels, pairs=pairs, depths=(1, 2))
             stats = code_stats(sid.raw_codes_, cfg.model.codebook_sizes)
             emit({
-                "part": "latent size", "method": f"default model, latent_dim {latent}, hidden {list(cfg.model.hidden_dims)}", "seed": seed, "seconds": round(secs, 1),
+                "part": "latent size", "method": f"default model, first_level {cfg.model.first_level}, latent_dim {latent}, hidden {list(cfg.model.hidden_dims)}", "seed": seed, "seconds": round(secs, 1),
                 "collision_rate": round(stats["collision_rate"], 5), "codes_used": stats["codes_used"],
                 "purity_l1": round(m["purity@1"], 3), "lift_l1": round(m["lift@1"], 2),
                 "purity_l2": round(m["purity@2"], 3), "lift_l2": round(m["lift@2"], 1),
             })
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    default = "first_level.json" if not args.latents else f"first_level-latents{'-'.join(map(str, args.latents))}{'-h' + args.hidden.replace(',', '-') if args.hidden else ''}.json"
+    default = "first_level.json" if not args.latents else (
+        f"first_level-latents{'-'.join(map(str, args.latents))}"
+        f"{'-h' + args.hidden.replace(',', '-') if args.hidden else ''}{'-' + args.first_level if args.first_level else ''}.json"
+    )
     name = args.name or default
     (out / name).write_text(json.dumps({"argv": sys.argv[1:], "embeddings_sha256": hashlib.sha256(x.tobytes()).hexdigest(),
                                            "duplicate_items": int(len(x) - len(np.unique(x, axis=0))), "rows": rows}, indent=2))

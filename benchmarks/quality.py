@@ -7,10 +7,11 @@ For each catalog: our default build (embedding included, cached under
 data/cache after the first run), and on the same embeddings, in the same process
 (``--methods`` picks rows; default all):
 
-- ``rqvae``: our default RQ-VAE (level 1 from progressive-dimension k-means, levels
-  2-3 from the RQ-VAE on the residual); ``rqvae-latent``: TIGER's all-latent
-  RQ-VAE, our previous default (``first_level = "latent"``, MLP 512-256-128, latent
-  6, 200 epochs);
+- ``rqvae``: our default RQ-VAE (level 1 from bisecting k-means, levels 2-3 from
+  the RQ-VAE on the residual, latent 4); ``rqvae-progressive``: the previous
+  default (``first_level = "progressive"``, latent 5); ``rqvae-latent``: TIGER's
+  all-latent RQ-VAE, the default before that (``first_level = "latent"``, MLP
+  512-256-128, latent 6, 200 epochs);
   ``rq-kmeans``: our ``model.method = "rq-kmeans"``;
 - ``faiss``: FAISS's ResidualQuantizer (3 x 8 bits, greedy beam 1);
 - ``semantic-id-rqkmeans`` / ``semantic-id-rqvae``: the semantic-id PyPI package's
@@ -136,7 +137,8 @@ def row(method: str, catalog: str, seed, stats: dict, seconds: float, extra: dic
 
 METHODS = {
     "rqvae": "semantic-ids RQ-VAE (default)",
-    "rqvae-latent": "semantic-ids RQ-VAE, all levels in the latent (TIGER; previous default)",
+    "rqvae-progressive": "semantic-ids RQ-VAE, level 1 progressive-dim k-means (previous default)",
+    "rqvae-latent": "semantic-ids RQ-VAE, all levels in the latent (TIGER; default before that)",
     "rq-kmeans": "semantic-ids RQ-KMeans (model.method=rq-kmeans)",
     "faiss": "FAISS ResidualQuantizer (greedy)",
     "semantic-id-rqkmeans": "semantic-id 0.2.5 RQKMeans (defaults)",
@@ -184,6 +186,7 @@ def cpu_clock():
 # config sections per row of ours (on top of the library's defaults)
 OURS = {
     "rqvae": {},
+    "rqvae-progressive": {"model": {"first_level": "progressive", "latent_dim": 5}},
     "rqvae-latent": {"model": {"first_level": "latent", "latent_dim": 6, "hidden_dims": [512, 256, 128]}, "train": {"epochs": 200}},
     "rq-kmeans": {"model": {"method": "rq-kmeans"}},
 }

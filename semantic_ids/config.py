@@ -60,9 +60,11 @@ class EmbeddingConfig:
 class ModelConfig:
     """RQ-VAE architecture (TIGER, Rajput et al. 2023, section 3.1).
 
-    ``first_level = "kmeans"`` (default): level 1 is progressive-dimension
-    k-means on the embeddings themselves and the RQ-VAE learns levels 2..N from
-    the residual; ``"latent"``: TIGER's original, every level in the latent.
+    ``first_level = "bisecting"`` (default): level 1 is bisecting k-means on
+    the embeddings themselves and the RQ-VAE learns levels 2..N from the
+    residual; ``"progressive"``: the same with FAISS's progressive-dimension
+    k-means for level 1 (the default before); ``"latent"``: TIGER's original,
+    every level in the latent.
     ``method = "rq-kmeans"`` skips the MLPs: greedy residual k-means on the
     embeddings themselves (FAISS's ResidualQuantizer, beam 1, so codes are
     prefixes); ``latent_dim``, ``hidden_dims`` and the training loop are unused.
@@ -70,8 +72,8 @@ class ModelConfig:
 
     method: str = "rqvae"
     codebook_sizes: tuple[int, ...] = (256, 256, 256)
-    first_level: str = "kmeans"
-    latent_dim: int = 5
+    first_level: str = "bisecting"
+    latent_dim: int = 4
     hidden_dims: tuple[int, ...] = (256, 128)  # TIGER's (512, 256, 128) for first_level = "latent"
     beta: float = 0.25  # commitment weight of the RQ-VAE loss
     layer_norm_residuals: bool = False
@@ -244,7 +246,7 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
 
 _STRATEGIES = ("counter", "balanced")
 _METHODS = ("rqvae", "rq-kmeans")
-_FIRST_LEVELS = ("kmeans", "latent")
+_FIRST_LEVELS = ("bisecting", "progressive", "latent")
 
 
 def validate(cfg: BuildConfig) -> None:
@@ -287,9 +289,9 @@ def validate(cfg: BuildConfig) -> None:
         raise ConfigError(f"model.method={m.method!r} should be one of {_METHODS}")
     if m.first_level not in _FIRST_LEVELS:
         raise ConfigError(f"model.first_level={m.first_level!r} should be one of {_FIRST_LEVELS}")
-    if m.method == "rqvae" and m.first_level == "kmeans" and len(m.codebook_sizes) < 2:
+    if m.method == "rqvae" and m.first_level != "latent" and len(m.codebook_sizes) < 2:
         raise ConfigError(
-            'model.first_level="kmeans" needs at least 2 levels in model.codebook_sizes '
+            f"model.first_level={m.first_level!r} needs at least 2 levels in model.codebook_sizes "
             '(level 1 from k-means, the rest from the RQ-VAE); use first_level="latent" for one level'
         )
     if m.method == "rq-kmeans":

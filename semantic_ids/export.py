@@ -216,10 +216,13 @@ def verify_export(path: str | Path) -> dict[str, Any]:
 
 def _upgrade_config(data: dict[str, Any]) -> dict[str, Any]:
     """Configs saved before ``model.first_level`` existed describe TIGER's all-latent
-    model (today's default is the k-means first level): say so explicitly."""
+    model, and ``first_level = "kmeans"`` (one release) meant progressive-dimension
+    k-means: say so explicitly, since today's default differs."""
     model = data.get("model")
     if isinstance(model, dict) and "first_level" not in model:
         data = {**data, "model": {**model, "first_level": "latent"}}
+    elif isinstance(model, dict) and model.get("first_level") == "kmeans":
+        data = {**data, "model": {**model, "first_level": "progressive"}}
     return data
 
 

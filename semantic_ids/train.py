@@ -109,7 +109,7 @@ def train_rqvae(
     are read, and the model is the one the same rows in memory would give.
 
     Steps: seed; centre inputs; with the k-means first level, fit its
-    centroids (progressive-dimension k-means) and the residual scale;
+    centroids (bisecting or progressive-dimension k-means) and the residual scale;
     k-means-initialise each learned level's codebook on that level's residuals
     under the untrained encoder (TIGER); AdamW on the RQ-VAE loss; every
     ``restart_every`` epochs move codes that no item used onto badly served

@@ -110,22 +110,43 @@ def test_incompatible_version_is_refused(fitted, tmp_path):
         verify_export(out)
 
 
-def test_export_from_before_first_level_loads_as_the_latent_model(small_catalog, small_embeddings, tiny_config, tmp_path):
-    """Exports written before ``model.first_level`` existed hold TIGER's all-latent model."""
+def _as_older_release(out, edit) -> None:
+    """Rewrite an export's saved config with ``edit(model_section)`` and re-sign it,
+    as an earlier library version would have written it."""
     import hashlib
 
-    cfg = tiny_config.replace(model={"first_level": "latent"})
-    sid = SemanticIDs(cfg, show_progress=False).fit(small_catalog, embeddings=small_embeddings)
-    out = sid.save(tmp_path / "old")
     info = json.loads((out / "config.json").read_text())
-    del info["config"]["model"]["first_level"]  # as the earlier library wrote it
+    edit(info["config"]["model"])
     (out / "config.json").write_text(json.dumps(info, indent=2))
     manifest = json.loads((out / "manifest.json").read_text())
     data = (out / "config.json").read_bytes()
     manifest["files"]["config.json"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     (out / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    "saved_as, written_as, loads_as",
+    [
+        ("latent", None, "latent"),  # before model.first_level existed: TIGER's all-latent model
+        ("progressive", "kmeans", "progressive"),  # one release called progressive-dimension k-means "kmeans"
+    ],
+)
+def test_exports_of_earlier_releases_load_as_the_model_they_hold(
+    small_catalog, small_embeddings, tiny_config, tmp_path, saved_as, written_as, loads_as
+):
+    cfg = tiny_config.replace(model={"first_level": saved_as})
+    sid = SemanticIDs(cfg, show_progress=False).fit(small_catalog, embeddings=small_embeddings)
+    out = sid.save(tmp_path / "old")
+
+    def edit(model: dict) -> None:
+        if written_as is None:
+            del model["first_level"]
+        else:
+            model["first_level"] = written_as
+
+    _as_older_release(out, edit)
     back = SemanticIDs.load(out)
-    assert back.config.model.first_level == "latent"
+    assert back.config.model.first_level == loads_as
     assert np.array_equal(back.transform(small_embeddings), sid.transform(small_embeddings))
 
 

@@ -104,14 +104,14 @@ def test_beauty_meets_the_bar(beauty_dir, beauty_build):
     raw = codes[:, :3]
     assert m["collision_rate"] == pytest.approx(1 - len(np.unique(raw, axis=0)) / len(raw))
     assert m["largest_group"] == int(codes[:, 3].max()) + 1
-    # co-interaction lift >= 21 (the bar) and level-1 category purity. The bar for purity is 0.56;
-    # our level 1 gives 0.558-0.572 over seeds and over recomputed embeddings (which differ from
-    # cached ones by ~1e-7 and move k-means; README "Measured"), so this run-to-run guard is 0.55
+    # level-1 category purity >= 0.56 and co-interaction lift >= 21. Bisecting k-means has no
+    # random start, so freshly computed and cached embeddings (which differ in the last bits)
+    # give the same level 1: purity 0.585, lift 23.3 (README "Measured")
     from semantic_ids.evaluate import evaluate_export
 
     # (embeddings for the neighbour share come from the build's cache)
     ev = evaluate_export(out, beauty_dir / "items.jsonl", sequences=beauty_dir / "sequences.jsonl")
-    assert ev["purity@1"] >= 0.55
+    assert ev["purity@1"] >= 0.56
     assert ev["lift@1"] >= 21
 
 

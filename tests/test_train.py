@@ -13,8 +13,9 @@ from .conftest import clustered_embeddings
 
 MODEL = ModelConfig(codebook_sizes=(16, 16, 16), latent_dim=8, hidden_dims=(64, 32))
 LATENT = dataclasses.replace(MODEL, first_level="latent")  # TIGER's all-latent model
+PROGRESSIVE = dataclasses.replace(MODEL, first_level="progressive")  # the previous default
 TRAIN = TrainConfig(epochs=12, batch_size=128, restart_every=4)
-BOTH = pytest.mark.parametrize("model_cfg", [MODEL, LATENT], ids=["kmeans-first", "latent"])
+BOTH = pytest.mark.parametrize("model_cfg", [MODEL, PROGRESSIVE, LATENT], ids=["bisecting-first", "progressive-first", "latent"])
 
 
 @BOTH
