@@ -3,7 +3,7 @@
 
     python benchmarks/first_level.py                       # level-1 clusterings, seeds 0-2 (~1 min)
     python benchmarks/first_level.py --latents 4 5 6 8     # plus the default model per latent size (~1 min each)
-    python benchmarks/first_level.py --latents 5 --hidden 512,256,128   # TIGER's MLP instead of the default 256-128
+    python benchmarks/first_level.py --latents 4 --hidden 512,256,128   # TIGER's MLP instead of the default 256-128
 
 Part 1, level 1 only, on the same MiniLM embeddings (Beauty template of
 pipelines/configs/amazon_beauty.toml, cached under data/cache): category purity

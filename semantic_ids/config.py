@@ -287,6 +287,11 @@ def validate(cfg: BuildConfig) -> None:
         raise ConfigError(f"train.max_train_items={t.max_train_items} should be >= 1")
     if m.method not in _METHODS:
         raise ConfigError(f"model.method={m.method!r} should be one of {_METHODS}")
+    if m.first_level == "kmeans":
+        raise ConfigError(
+            'model.first_level="kmeans" was renamed "progressive" (progressive-dimension k-means; '
+            'with latent_dim = 5 it is the previous default); the default is now "bisecting"'
+        )
     if m.first_level not in _FIRST_LEVELS:
         raise ConfigError(f"model.first_level={m.first_level!r} should be one of {_FIRST_LEVELS}")
     if m.method == "rqvae" and m.first_level != "latent" and len(m.codebook_sizes) < 2:

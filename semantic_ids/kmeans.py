@@ -119,9 +119,10 @@ def bisecting_kmeans(
     the hyperplane through its mean, orthogonal to its first principal axis;
     Boley's PDDP, 1998) and runs 2-means to convergence (at most
     ``split_iters``). Nothing is random but the training sample when N exceeds
-    ``max_points_per_centroid * k`` (``generator``): below that the seed does not
-    matter, and no random start amplifies last-bit changes in the embeddings
-    (on Beauty, cached and freshly computed embeddings give the same level-1 codes).
+    ``max_points_per_centroid * k``, and the seeded noise of ``kmeans`` when
+    N <= k (``generator``): in between the seed does not matter, and no random
+    start amplifies last-bit changes in the embeddings (on Beauty, cached and
+    freshly computed embeddings gave the same level-1 codes; a one-off check).
 
     Why: each split follows the direction along which *that* cluster varies
     most, so clusters nest like a topic hierarchy instead of all competing in

@@ -224,6 +224,7 @@ def test_config_error_is_value_error():
         ({"collision": {"strategy": "suffix"}}, r"collision\.strategy='suffix' should be one of"),
         ({"seed": -1}, r"seed=-1 should be >= 0"),
         ({"model": {"first_level": "pca"}}, r"model\.first_level='pca' should be one of"),
+        ({"model": {"first_level": "kmeans"}}, r'first_level="kmeans" was renamed "progressive"'),
         ({"model": {"codebook_sizes": [8]}}, r"first_level='bisecting' needs at least 2 levels"),
     ],
 )
