@@ -54,6 +54,37 @@ def level1(codes: np.ndarray, labels, pairs) -> dict:
     return {"purity_l1": round(m["purity@1"], 3), "lift_l1": round(m["lift@1"], 2), "perplexity_l1": round(perplexity(codes, 256), 1)}
 
 
+def faiss_kmeans(x: np.ndarray, seed: int) -> np.ndarray:
+    km = faiss.Kmeans(x.shape[1], 256, niter=25, seed=seed, max_points_per_centroid=1000)
+    km.train(x)
+    return km.index.search(x, 1)[1][:, 0]
+
+
+def faiss_rq_level1(x: np.ndarray, seed: int) -> np.ndarray:
+    rq = faiss.ResidualQuantizer(x.shape[1], 1, 8)
+    rq.max_beam_size = 1
+    rq.cp.seed = seed
+    rq.train(x)
+    return rq.compute_codes(x)[:, 0].astype(np.int64)
+
+
+def ours(fit):
+    """Level-1 codes from one of our k-means functions: each item's nearest centroid."""
+    def codes_of(x: np.ndarray, seed: int) -> np.ndarray:
+        xt = torch.from_numpy(x)
+        return nearest(xt, fit(xt, 256, generator=torch.Generator().manual_seed(seed))).numpy()
+    return codes_of
+
+
+# method name (as in the results files) -> (embeddings, seed) -> level-1 codes
+LEVEL1 = {
+    "FAISS Kmeans (plain Lloyd)": faiss_kmeans,
+    "FAISS ResidualQuantizer level 1 (progressive dim)": faiss_rq_level1,
+    "ours: progressive_kmeans (previous default)": ours(progressive_kmeans),
+    "ours: bisecting_kmeans (default level 1)": ours(bisecting_kmeans),
+}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -81,27 +112,10 @@ def main() -> int:
         print(json.dumps(row), flush=True)
 
     for seed in args.seeds:
-        start = time.perf_counter()
-        km = faiss.Kmeans(x.shape[1], 256, niter=25, seed=seed, max_points_per_centroid=1000)
-        km.train(x)
-        codes = km.index.search(x, 1)[1][:, 0]
-        emit({"part": "level 1", "method": "FAISS Kmeans (plain Lloyd)", "seed": seed, "seconds": round(time.perf_counter() - start, 1), **level1(codes, labels, pairs)})
-        start = time.perf_counter()
-        rq = faiss.ResidualQuantizer(x.shape[1], 1, 8)
-        rq.max_beam_size = 1
-        rq.cp.seed = seed
-        rq.train(x)
-        codes = rq.compute_codes(x)[:, 0].astype(np.int64)
-        emit({"part": "level 1", "method": "FAISS ResidualQuantizer level 1 (progressive dim)", "seed": seed, "seconds": round(time.perf_counter() - start, 1), **level1(codes, labels, pairs)})
-        start = time.perf_counter()
-        xt = torch.from_numpy(x)
-        cent = progressive_kmeans(xt, 256, generator=torch.Generator().manual_seed(seed))
-        codes = nearest(xt, cent).numpy()
-        emit({"part": "level 1", "method": "ours: progressive_kmeans (previous default)", "seed": seed, "seconds": round(time.perf_counter() - start, 1), **level1(codes, labels, pairs)})
-        start = time.perf_counter()
-        cent = bisecting_kmeans(xt, 256, generator=torch.Generator().manual_seed(seed))
-        codes = nearest(xt, cent).numpy()
-        emit({"part": "level 1", "method": "ours: bisecting_kmeans (default level 1)", "seed": seed, "seconds": round(time.perf_counter() - start, 1), **level1(codes, labels, pairs)})
+        for method, codes_of in LEVEL1.items():
+            start = time.perf_counter()
+            codes = codes_of(x, seed)
+            emit({"part": "level 1", "method": method, "seed": seed, "seconds": round(time.perf_counter() - start, 1), **level1(codes, labels, pairs)})
     for latent in args.latents:
         for seed in args.seeds:
             model = {"latent_dim": latent}

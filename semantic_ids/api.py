@@ -21,7 +21,7 @@ from .catalog import Catalog, load_catalog
 from .collisions import rebalance_last_level, resolve
 from .config import BuildConfig
 from .cache import checkpoint_root
-from .embed import check_embeddings, embed_texts, load_embeddings
+from .embed import check_embeddings, embed_texts, given_embeddings
 from .export import read_export, write_export
 from .metrics import code_stats
 from .resources import StageTimer, rss_bytes
@@ -82,15 +82,7 @@ class SemanticIDs:
         wall = time.perf_counter()
         with timer.stage("catalog"):
             cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog, cfg.catalog)
-            if isinstance(embeddings, (str, Path)):
-                emb = load_embeddings(embeddings, cat.ids, cfg.catalog.id_column)
-            elif embeddings is not None:
-                emb = np.asarray(embeddings)
-                if emb.ndim != 2 or len(emb) != len(cat):
-                    raise ValueError(f"embeddings have shape {emb.shape}, expected (n_items={len(cat)}, dim)")
-                emb = check_embeddings(emb, cat.ids)
-            else:
-                emb = None
+            emb = given_embeddings(embeddings, cat.ids, cfg.catalog.id_column)
         embed_stats: dict[str, Any] = {"source": "given" if emb is not None else cfg.embedding.model}
         if emb is None:
             with timer.stage("embed"):

@@ -192,6 +192,19 @@ def load_embeddings(path: str | Path, ids: np.ndarray, id_column: str = "item_id
     return check_embeddings(np.asarray(emb)[where], ids, str(path))
 
 
+def given_embeddings(embeddings, ids: np.ndarray, id_column: str = "item_id") -> np.ndarray | None:
+    """Embeddings the caller supplied, in the order of ``ids``: a file
+    (:func:`load_embeddings`) or an array of one row per id (checked); None if none."""
+    if embeddings is None:
+        return None
+    if isinstance(embeddings, (str, Path)):
+        return load_embeddings(embeddings, ids, id_column)
+    emb = np.asarray(embeddings)
+    if emb.ndim != 2 or len(emb) != len(ids):
+        raise ValueError(f"embeddings have shape {emb.shape}, expected (n_items={len(ids)}, dim)")
+    return check_embeddings(emb, ids)
+
+
 def check_embeddings(emb: np.ndarray, ids: np.ndarray, source: str = "embeddings") -> np.ndarray:
     """Validate finite 2-D embeddings and return them as float32 rows."""
     emb = np.asarray(emb, dtype=np.float32)

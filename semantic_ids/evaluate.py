@@ -186,19 +186,16 @@ def evaluate_export(
     """
     from .api import SemanticIDs
     from .catalog import load_catalog
-    from .embed import load_embeddings
+    from .embed import given_embeddings
 
     sid = SemanticIDs.load(export_dir, show_progress=show_progress)
     cat = load_catalog(catalog, sid.config_.catalog)
-    export_rows(sid.ids_, cat)  # fail before embedding
-    if isinstance(embeddings, (str, Path)):
-        emb = load_embeddings(embeddings, cat.ids, sid.config_.catalog.id_column)
-    elif embeddings is not None:
-        emb = np.asarray(embeddings, dtype=np.float32)
-    else:
+    rows = export_rows(sid.ids_, cat)  # fail before embedding
+    emb = given_embeddings(embeddings, cat.ids, sid.config_.catalog.id_column)
+    if emb is None:
         emb = sid.embed(cat.texts)
     return evaluate_catalog(
-        sid.ids_, sid.codes_, sid.model_.codebook_sizes, cat, embeddings=emb, sequences=sequences,
+        rows, sid.codes_, sid.model_.codebook_sizes, cat, embeddings=emb, sequences=sequences,
         category_column=category_column, reconstruction_mse=sid.metrics_.get("reconstruction_mse"),
     )
 
@@ -213,7 +210,7 @@ def export_rows(ids: np.ndarray, cat) -> np.ndarray:
 
 
 def evaluate_catalog(
-    ids: np.ndarray,
+    rows: np.ndarray,
     codes: np.ndarray,
     codebook_sizes: Sequence[int],
     cat,
@@ -223,9 +220,9 @@ def evaluate_catalog(
     category_column: str | None = None,
     reconstruction_mse: float | None = None,
 ) -> dict:
-    """Evaluate an export's resolved ``codes`` (N, L + 1) of items ``ids`` against a
-    loaded catalog ``cat`` (rows matched by id; ``embeddings`` in the catalog's order)."""
-    rows = export_rows(ids, cat)
+    """Evaluate an export's resolved ``codes`` (N, L + 1) against a loaded catalog
+    ``cat``: ``rows`` = :func:`export_rows`, the export row of each catalog item;
+    ``embeddings`` in the catalog's order."""
     found = category_labels(cat.frame, category_column)
     pairs, unknown = sequence_pairs(sequences, cat.ids) if sequences else (None, 0)
     out = evaluate_codes(

@@ -141,7 +141,7 @@ class SemanticIDLookup:
             model=model,
             embed_fn=sid.embed,
             index_kind=index_kind,
-            code_split=model.input_dim if model.kmeans_first else None,
+            code_split=model.code_split,
         )
         obj.estimator = sid
         return obj

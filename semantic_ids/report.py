@@ -113,13 +113,13 @@ def write_report(
         from .evaluate import evaluate_catalog, export_rows
 
         cat = load_catalog(catalog, exp.config.catalog)
-        export_rows(exp.ids, cat)  # fail before embedding
+        item_rows = export_rows(exp.ids, cat)  # fail before embedding
         emb = _embeddings(exp, cat.ids, embeddings, cat.texts, show_progress)
         log.info("evaluating %s against %s", export_dir, _describe(catalog))
         # the export and catalog already loaded here, and the same embeddings, serve the
         # evaluation and the raw codes below
         quality = evaluate_catalog(
-            exp.ids, exp.codes, exp.model.codebook_sizes, cat, embeddings=emb, sequences=sequences,
+            item_rows, exp.codes, exp.model.codebook_sizes, cat, embeddings=emb, sequences=sequences,
             category_column=category_column, reconstruction_mse=exp.metrics.get("reconstruction_mse"),
         )
         source = f"evaluated against {_describe(catalog)}" + (f" and sequences {sequences}" if sequences else "")
@@ -162,15 +162,11 @@ def _matplotlib():
 
 def _embeddings(exp: Export, ids: np.ndarray, embeddings: Any, texts: list[str] | None, show_progress: bool) -> np.ndarray:
     """Embeddings in the order of ``ids``: given (path or array), else computed from ``texts``."""
-    from .embed import check_embeddings, embed_texts, load_embeddings
+    from .embed import embed_texts, given_embeddings
 
-    if isinstance(embeddings, (str, Path)):
-        return load_embeddings(embeddings, ids, exp.config.catalog.id_column)
-    if embeddings is not None:
-        emb = np.asarray(embeddings, dtype=np.float32)
-        if emb.ndim != 2 or len(emb) != len(ids):
-            raise ValueError(f"embeddings have shape {emb.shape}, expected (n_items={len(ids)}, dim)")
-        return check_embeddings(emb, ids)
+    emb = given_embeddings(embeddings, ids, exp.config.catalog.id_column)
+    if emb is not None:
+        return emb
     assert texts is not None
     return embed_texts(texts, exp.config.embedding, show_progress=show_progress)[0]
 

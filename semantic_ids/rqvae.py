@@ -235,6 +235,12 @@ class RQVAE(nn.Module):
         first = torch.cat([self.first_codebook, self.first_codebook.new_zeros(len(self.first_codebook), d_lat)], 1)
         return [first] + [torch.cat([cb.new_zeros(len(cb), d_in), self.latent_weight * cb], 1) for cb in books]
 
+    @property
+    def code_split(self) -> int | None:
+        """Where :meth:`code_books`' level-1 block ends (the input dimension) with the
+        k-means first level; None when code space is the latent alone."""
+        return self.input_dim if self.kmeans_first else None
+
     @torch.no_grad()
     def encode_query(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeddings (B, input_dim) -> (codes (B, n_levels), their vectors in code

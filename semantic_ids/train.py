@@ -169,7 +169,7 @@ def train_rqvae(
     with progress(total=total_epochs, initial=start, desc="train", unit="epoch", disable=not show_progress) as bar:
         for epoch in range(start, total_epochs):
             levels = epoch_levels[epoch]
-            active = (levels if cfg.progressive else n_levels) - fixed  # learned levels in use
+            active = levels - fixed  # learned levels in use (levels == n_levels unless progressive)
             if cfg.kmeans_init and not bool(model.quantizer.initialized[:active].all()):
                 model.eval()
                 with torch.no_grad():

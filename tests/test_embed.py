@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from semantic_ids.config import EmbeddingConfig
-from semantic_ids.embed import EmbeddingError, embed_texts, load_embeddings, normalize, resolve_model_path
+from semantic_ids.embed import EmbeddingError, embed_texts, given_embeddings, load_embeddings, normalize, resolve_model_path
 
 
 def test_default_model_resolves_to_packaged_weights():
@@ -41,6 +41,20 @@ def test_embedding_is_batch_size_independent(tmp_path):
 def test_normalize_keeps_zero_rows():
     x = normalize(np.array([[3.0, 4.0], [0.0, 0.0]]))
     assert np.allclose(x, [[0.6, 0.8], [0.0, 0.0]])
+
+
+def test_given_embeddings_file_array_or_none(tmp_path):
+    """One resolution for every caller (fit, evaluate, report): a file by id, a checked array, or None."""
+    ids = np.array(["a", "b", "c"], dtype=object)
+    assert given_embeddings(None, ids) is None
+    got = given_embeddings(np.eye(3), ids)
+    assert got.dtype == np.float32 and np.array_equal(got, np.eye(3))
+    np.save(tmp_path / "e.npy", 2 * np.eye(3, dtype=np.float32))
+    assert np.array_equal(given_embeddings(tmp_path / "e.npy", ids), 2 * np.eye(3))
+    with pytest.raises(ValueError, match=r"expected \(n_items=3, dim\)"):
+        given_embeddings(np.eye(2), ids)
+    with pytest.raises(EmbeddingError, match=r"NaN or infinity, e.g. items \['c'\]"):
+        given_embeddings(np.array([[1.0], [2.0], [np.nan]]), ids)
 
 
 def test_load_embeddings_npy_and_errors(tmp_path):
