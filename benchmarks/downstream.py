@@ -1,0 +1,245 @@
+"""Downstream quality of ID schemes: the same generative retriever trained on each, same budget.
+
+    python benchmarks/downstream.py --catalogs beauty movielens --seeds 0 1 2
+    python benchmarks/downstream.py --catalogs movielens --arms ours random --seeds 0 --out /tmp/d
+
+Arms (IDs are built on the same cached embeddings; each seed builds its own IDs
+where the scheme has a seed, and trains its own retriever):
+
+- ``ours``: our default build (the catalog's pipeline template, defaults otherwise);
+- ``rq-kmeans``: ``model.method = "rq-kmeans"`` (greedy residual k-means);
+- ``rqvae-latent``: TIGER's all-latent RQ-VAE (``first_level = "latent"``, MLP 512-256-128, latent 6, 200 epochs);
+- ``random``: uniform random codes with the same level sizes, collision level appended;
+- ``letter``: LETTER's published Beauty IDs (4 levels), collision level appended where they collide;
+- ``sasrec``: one token per item (item-ID embeddings, cross-entropy over all items), the same network;
+- ``popularity``: items ranked by training count.
+
+Every generative arm: the same :class:`RetrieverConfig` (``--config`` fields override
+it), leave-one-out split, early stopping on validation Recall@10, trie-constrained
+beam search. Per-user ranks are kept under ``out/downstream/`` so an interrupted run
+resumes (``--resume``) and intervals are computed over all seeds at the end: each
+arm's per-user metric is averaged over its seeds, then a paired bootstrap over users
+gives the 95% interval of its difference to ``ours``.
+
+Prints a table and writes benchmarks/results/downstream.json and downstream.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import semantic_ids  # noqa: E402,F401  - sets OMP_WAIT_POLICY before torch loads
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from semantic_ids import BuildConfig, SemanticIDs  # noqa: E402
+from semantic_ids.catalog import load_catalog  # noqa: E402
+from semantic_ids.collisions import resolve_counter  # noqa: E402
+from semantic_ids.datasets import fetch_movielens  # noqa: E402
+from semantic_ids.downstream import leave_one_out, paired_bootstrap, read_sequences, recall_ndcg, target_ranks  # noqa: E402
+from semantic_ids.downstream.retriever import GenerativeRetriever, RetrieverConfig, popularity_ranking  # noqa: E402
+
+BEAUTY = ROOT.parent / "shared" / "data" / "amazon_beauty"
+RESULTS = ROOT / "benchmarks" / "results"
+WORK = ROOT / "out" / "downstream"
+TEMPLATES = {
+    "beauty": "Categories: {categories}; Title: {title}; Brand: {brand}",
+    "movielens": "Title: {title}; Year: {year}; Genres: {genres}",
+}
+BUILDS = {
+    "ours": {},
+    "rq-kmeans": {"model": {"method": "rq-kmeans"}},
+    "rqvae-latent": {"model": {"first_level": "latent", "latent_dim": 6, "hidden_dims": [512, 256, 128]}, "train": {"epochs": 200}},
+}
+ARMS = ["ours", "rq-kmeans", "rqvae-latent", "random", "letter", "sasrec", "popularity"]
+METRICS = ["recall@5", "ndcg@5", "recall@10", "ndcg@10"]
+TIGER_BEAUTY = {"recall@5": 0.0454, "ndcg@5": 0.0321, "recall@10": 0.0648, "ndcg@10": 0.0384}
+
+
+def catalog(name: str):
+    if name == "beauty":
+        if not (BEAUTY / "items.jsonl").exists():
+            return None
+        return BEAUTY / "items.jsonl", BEAUTY / "sequences.jsonl"
+    path = fetch_movielens(ROOT / "data" / "ml-100k")
+    return path, path.parent / "sequences.jsonl"
+
+
+def with_counter(codes: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    return resolve_counter(codes, ids).codes
+
+
+def arm_codes(arm: str, name: str, path: Path, ids: np.ndarray, seed: int) -> tuple[np.ndarray, dict]:
+    """(N, L) unique codes for an arm, in catalog order, and what building them cost."""
+    if arm in BUILDS:
+        cfg = BuildConfig().replace(catalog={"template": TEMPLATES[name]}, seed=seed, **BUILDS[arm])
+        start = time.perf_counter()
+        sid = SemanticIDs(cfg, show_progress=False).fit(path)
+        assert np.array_equal(sid.ids_, ids), "the build's item order should be the catalog's"
+        return sid.codes_, {"build_seconds": round(time.perf_counter() - start, 1),
+                            "collision_rate": round(float(sid.metrics_.get("collision_rate", float("nan"))), 4)}
+    if arm == "random":
+        rng = np.random.default_rng(seed)
+        return with_counter(rng.integers(0, 256, (len(ids), 3)), ids), {}
+    if arm == "letter":
+        rows = {}
+        for line in (BEAUTY / "peer_letter_semantic_ids.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            rows[r["item_id"]] = r["codes"]
+        codes = np.array([rows[i] for i in ids], dtype=np.int64)
+        if len(np.unique(codes, axis=0)) < len(codes):
+            codes = with_counter(codes, ids)
+        return codes, {}
+    if arm == "sasrec":
+        return np.arange(len(ids), dtype=np.int64)[:, None], {}
+    raise ValueError(arm)
+
+
+def run_arm(arm, name, path, ids, split, seed, cfg) -> tuple[np.ndarray, dict]:
+    """Per-user test ranks (-1 = not in the top 20) and a row of facts."""
+    if arm == "popularity":
+        top = popularity_ranking(split, len(ids), cfg.beam)
+        return target_ranks(np.broadcast_to(top, (len(split.test_target), len(top))), split.test_target), {"invalid_id_rate": 0.0}
+    codes, info = arm_codes(arm, name, path, ids, seed)
+    model = GenerativeRetriever(codes, None, RetrieverConfig(**{**cfg.to_dict(), "seed": seed}), show_progress=False).fit(split)
+    start = time.perf_counter()
+    ranked = model.rank(split.test_history)
+    info.update({
+        "levels": int(codes.shape[1]),
+        "parameters": model.model_.num_parameters(),
+        "best_epoch": model.best_epoch_,
+        "epochs_run": len(model.history_),
+        "train_seconds": round(model.train_seconds_, 1),
+        "test_seconds": round(time.perf_counter() - start, 1),
+        "invalid_id_rate": float((ranked < 0).mean()),
+        "history": model.history_,
+    })
+    return target_ranks(ranked, split.test_target), info
+
+
+def summarize(name: str, arms: list[str], seeds: list[int], n_users: int, n_boot: int) -> list[dict]:
+    """One row per arm: mean over seeds, per-seed means, and the paired interval of arm - ours."""
+    per_arm = {}
+    for arm in arms:
+        files = [WORK / f"{name}-{arm}-seed{s}.npy" for s in seeds]
+        files = [f for f in files if f.exists()]
+        if files:
+            per_arm[arm] = [recall_ndcg(np.load(f, allow_pickle=False)) for f in files]
+    rows = []
+    base = per_arm.get("ours")
+    for arm, runs in per_arm.items():
+        mean_user = {m: np.mean([r[m] for r in runs], axis=0) for m in METRICS}
+        row = {"catalog": name, "arm": arm, "seeds": len(runs), "users": n_users}
+        for m in METRICS:
+            row[m] = round(float(mean_user[m].mean()), 5)
+            row[f"{m}_per_seed"] = [round(float(r[m].mean()), 5) for r in runs]
+            if base is not None and arm != "ours":
+                # paired over users, on the seeds both arms have
+                k = min(len(runs), len(base))
+                ours_user = np.mean([r[m] for r in base[:k]], axis=0)
+                arm_user = np.mean([r[m] for r in runs[:k]], axis=0)
+                d, lo, hi = paired_bootstrap(arm_user, ours_user, n_boot=n_boot, seed=0)
+                row[f"{m}_minus_ours"] = [round(d, 5), round(lo, 5), round(hi, 5)]
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict], facts: list[dict], env: dict) -> str:
+    lines = [f"Protocol: {env['protocol']}", "", f"Retriever: {env['retriever']}", ""]
+    lines.append("| catalog | arm | seeds | R@5 | N@5 | R@10 | N@10 | R@10 − ours [95% CI] | N@10 − ours [95% CI] |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        def ci(m):
+            v = r.get(f"{m}_minus_ours")
+            return "" if v is None else f"{v[0]:+.4f} [{v[1]:+.4f}, {v[2]:+.4f}]"
+        lines.append(f"| {r['catalog']} | {r['arm']} | {r['seeds']} | {r['recall@5']:.4f} | {r['ndcg@5']:.4f} | "
+                     f"{r['recall@10']:.4f} | {r['ndcg@10']:.4f} | {ci('recall@10')} | {ci('ndcg@10')} |")
+    if any(r["catalog"] == "beauty" for r in rows):
+        t = TIGER_BEAUTY
+        lines.append(f"| beauty | TIGER (published; larger model, not run here) | | {t['recall@5']:.4f} | {t['ndcg@5']:.4f} | "
+                     f"{t['recall@10']:.4f} | {t['ndcg@10']:.4f} | | |")
+    lines += ["", "| catalog | arm | seed | levels | params | best epoch / run | train s | test s | invalid-ID rate | ID build s | collisions |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for f in facts:
+        lines.append(f"| {f['catalog']} | {f['arm']} | {f['seed']} | {f.get('levels', '')} | {f.get('parameters', '')} | "
+                     f"{f.get('best_epoch', '')} / {f.get('epochs_run', '')} | {f.get('train_seconds', '')} | {f.get('test_seconds', '')} | "
+                     f"{f.get('invalid_id_rate', '')} | {f.get('build_seconds', '')} | {f.get('collision_rate', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--catalogs", nargs="+", default=["beauty", "movielens"])
+    ap.add_argument("--arms", nargs="+", default=ARMS, choices=ARMS)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--config", default="{}", help="JSON of RetrieverConfig fields, e.g. '{\"epochs\": 10}'")
+    ap.add_argument("--resume", action="store_true", help="skip (catalog, arm, seed) runs whose ranks are already in out/downstream")
+    ap.add_argument("--summarize-only", action="store_true", help="train nothing: tabulate the runs in out/downstream")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); two 1-thread processes "
+                    "over different seeds use 2 cores better than one 2-thread process for a model this small")
+    ap.add_argument("--n-boot", type=int, default=2000)
+    ap.add_argument("--out", default=str(RESULTS / "downstream"), help="results path without extension")
+    args = ap.parse_args()
+    logging.basicConfig(format="%(asctime)s %(name)s %(message)s", level=logging.WARNING)
+    logging.getLogger("semantic_ids.downstream").setLevel(logging.INFO)  # one line per epoch
+    cfg = RetrieverConfig(**json.loads(args.config))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    WORK.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in args.catalogs:
+        found = catalog(name)
+        if found is None:
+            print(f"skipping {name}: ../shared/data/amazon_beauty not found", file=sys.stderr)
+            continue
+        path, seq_path = found
+        cat = load_catalog(path, BuildConfig().replace(catalog={"template": TEMPLATES[name]}).catalog)
+        ids = cat.ids
+        split = leave_one_out(read_sequences(seq_path, ids), cfg.max_history)
+        arms = [a for a in args.arms if not (a == "letter" and name != "beauty")]
+        for seed in args.seeds:  # seed-major, so arms share the machine's load alike
+            for arm in arms:
+                out = WORK / f"{name}-{arm}-seed{seed}.npy"
+                if args.summarize_only or (args.resume and out.exists()):
+                    continue
+                start = time.perf_counter()
+                ranks, info = run_arm(arm, name, path, ids, split, seed, cfg)
+                fact = {"catalog": name, "arm": arm, "seed": seed, **info, "wall_seconds": round(time.perf_counter() - start, 1),
+                        "threads": torch.get_num_threads(), "load_1m": round(os.getloadavg()[0], 2)}
+                out.with_suffix(".json").write_text(json.dumps(fact) + "\n")
+                np.save(out, ranks)  # last: its presence marks the run done
+                m = recall_ndcg(ranks)
+                print(json.dumps({"catalog": name, "arm": arm, "seed": seed, **{k: round(float(m[k].mean()), 4) for k in METRICS},
+                                  **{k: v for k, v in info.items() if k != "history"}}), flush=True)
+        rows += summarize(name, arms, args.seeds, len(split.test_target), args.n_boot)
+    env = {
+        "protocol": "leave-one-out (last item test, second-to-last validation, rest training); histories of at most "
+                    f"{cfg.max_history} items; all test users; early stopping on validation Recall@10 "
+                    f"({cfg.valid_users or 'all'} seeded users, patience {cfg.patience}); trie-constrained beam {cfg.beam}; "
+                    "per-user metrics averaged over seeds, paired bootstrap over users (2,000 resamples) for arm − ours",
+        "retriever": cfg.to_dict(),
+        "seeds": args.seeds,
+        "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "machine": f"{os.cpu_count()} CPUs",
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    facts_out = [json.loads(f.with_suffix(".json").read_text()) for f in sorted(WORK.glob("*-seed*.npy"))
+                 if f.name.split("-")[0] in args.catalogs]
+    out.with_suffix(".json").write_text(json.dumps({"env": env, "rows": rows, "runs": facts_out}, indent=1) + "\n")
+    md = markdown(rows, facts_out, env)
+    out.with_suffix(".md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
