@@ -25,6 +25,7 @@ from semantic_ids.api import SemanticIDs  # noqa: E402
 from semantic_ids.cli import EXPECTED_ERRORS, print_table, summary_rows  # noqa: E402
 from semantic_ids.config import BuildConfig, ConfigError, load_toml  # noqa: E402
 from semantic_ids.datasets import fetch_movielens  # noqa: E402
+from semantic_ids.outdir import check_out_dir  # noqa: E402
 
 BUILTIN = {"movielens-100k": lambda: fetch_movielens("data/ml-100k")}
 
@@ -38,6 +39,9 @@ def run(config_path: str, show_progress: bool = True) -> Path:
     if unknown:
         raise ConfigError(f"{config_path}: unknown key(s) in [job]: {sorted(unknown)}")
     cfg = BuildConfig.from_dict(data)
+    # before any work (even fetching a built-in catalog): replace only an earlier export or an empty directory
+    given = None if job["catalog"] in BUILTIN else job["catalog"]
+    check_out_dir(job["out"], inputs=[given, job.get("embeddings"), config_path, job.get("work_dir")])
     catalog = BUILTIN[job["catalog"]]() if job["catalog"] in BUILTIN else Path(job["catalog"])
     if job.get("streaming") or job.get("engine") == "ray":
         from semantic_ids.stream import build_streaming

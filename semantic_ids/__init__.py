@@ -15,20 +15,48 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 
-from .api import NotFittedError, SemanticIDs  # noqa: E402
-from .catalog import Catalog, CatalogError, load_catalog  # noqa: E402
-from .config import (  # noqa: E402
-    BuildConfig,
-    CatalogConfig,
-    CollisionConfig,
-    ConfigError,
-    EmbeddingConfig,
-    ModelConfig,
-    TrainConfig,
-)
-from .embed import EmbeddingError, embed_texts, load_embeddings  # noqa: E402
-from .export import ExportError, read_export  # noqa: E402
-from .tokens import TokenError, format_sid, parse_sid  # noqa: E402
+# Names resolve on first use (PEP 562) so that ``import semantic_ids`` and the
+# command line's start-up load neither torch nor sentence-transformers; every
+# name below imports exactly as before, e.g. ``from semantic_ids import SemanticIDs``.
+_LAZY = {
+    "NotFittedError": "api",
+    "SemanticIDs": "api",
+    "Catalog": "catalog",
+    "CatalogError": "catalog",
+    "load_catalog": "catalog",
+    "BuildConfig": "config",
+    "CatalogConfig": "config",
+    "CollisionConfig": "config",
+    "ConfigError": "config",
+    "EmbeddingConfig": "config",
+    "ModelConfig": "config",
+    "TrainConfig": "config",
+    "EmbeddingError": "embed",
+    "embed_texts": "embed",
+    "load_embeddings": "embed",
+    "ExportError": "manifest",
+    "read_export": "export",
+    "TokenError": "tokens",
+    "format_sid": "tokens",
+    "parse_sid": "tokens",
+    "UnknownIDError": "lookup",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'semantic_ids' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "__version__",
@@ -46,6 +74,7 @@ __all__ = [
     "SemanticIDs",
     "TokenError",
     "TrainConfig",
+    "UnknownIDError",
     "embed_texts",
     "format_sid",
     "load_catalog",

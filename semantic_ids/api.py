@@ -26,6 +26,7 @@ from .export import read_export, write_export
 from .metrics import code_stats
 from .resources import StageTimer, rss_bytes
 from .rqvae import RQVAE
+from .sizing import sized_config
 from .train import encode_all, train_rqvae
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,9 @@ class SemanticIDs:
     Parameters
     ----------
     config : BuildConfig, optional
-        Defaults reproduce the TIGER recipe (3 x 256 codes + a collision level).
+        Defaults: 3 levels + a collision level; with ``model.codebook_sizes``
+        unset, level sizes follow the catalog size (TIGER's 3 x 256 from 5,120
+        items on; see :mod:`semantic_ids.sizing`).
     show_progress : bool
         Show tqdm progress bars for embedding and training.
 
@@ -61,7 +64,8 @@ class SemanticIDs:
     # -- fitting ---------------------------------------------------------------
     @property
     def config_(self) -> BuildConfig:
-        return self.config or BuildConfig()
+        """The config in effect: after ``fit`` or ``load``, with the codebook sizes used."""
+        return getattr(self, "_fitted_config", None) or self.config or BuildConfig()
 
     def fit(
         self,
@@ -81,8 +85,11 @@ class SemanticIDs:
         timer = StageTimer()
         wall = time.perf_counter()
         with timer.stage("catalog"):
-            cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog, cfg.catalog)
+            # with embeddings given, a catalog of ids alone is enough (as in the streaming build)
+            cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog, cfg.catalog, require_text=embeddings is None)
             emb = given_embeddings(embeddings, cat.ids, cfg.catalog.id_column)
+        cfg = sized_config(cfg, len(cat))  # unset codebook sizes follow the catalog size (semantic_ids.sizing)
+        self._fitted_config = cfg
         embed_stats: dict[str, Any] = {"source": "given" if emb is not None else cfg.embedding.model}
         if emb is None:
             with timer.stage("embed"):
@@ -176,6 +183,7 @@ class SemanticIDs:
         """Load an export directory; checksums are verified, nothing is unpickled."""
         exp = read_export(path)
         obj = cls(exp.config, show_progress=show_progress)
+        obj._fitted_config = exp.config
         obj.model_ = exp.model
         obj.ids_ = exp.ids
         obj.codes_ = exp.codes

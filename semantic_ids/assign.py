@@ -10,6 +10,7 @@ items keep their numbers (first come, first numbered).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -21,10 +22,11 @@ import torch
 
 from .api import SemanticIDs
 from .atomic import dir_lock
-from .catalog import Catalog, load_catalog
+from .catalog import Catalog, CatalogError, load_catalog
 from .collisions import id_order
 from .embed import check_embeddings, load_embeddings
-from .export import write_export
+from .export import ExportError, write_export
+from .outdir import check_out_dir
 from .train import encode_all
 
 log = logging.getLogger(__name__)
@@ -68,17 +70,59 @@ def assign_new_items(
 ) -> AssignResult:
     """Add the catalog's new items to the export at ``export_dir`` (atomically).
 
-    Items already in the export are left as they are and counted.
+    Items already in the export are left as they are and counted. The export
+    directory must hold nothing this tool did not write (checked before any
+    embedding; see :func:`semantic_ids.outdir.check_out_dir`).
     """
+    if not Path(export_dir).is_dir():
+        raise ExportError(f"{export_dir}: export directory not found")
+    export_dir = check_out_dir(export_dir, inputs=[catalog, embeddings])
     with dir_lock(export_dir):  # read-modify-write: no other writer in between
         return _assign(export_dir, catalog, embeddings, batch_size, show_progress)
+
+
+def _new_catalog(sid: SemanticIDs, catalog, embeddings) -> Catalog:
+    """The new catalog, its item text built exactly as the export's was.
+
+    The export's template or text columns are used; when the export detected its
+    columns automatically, the columns it used (``metrics.json``) are used again,
+    so a catalog with extra text columns gets the same text. A catalog that lacks
+    one of them, or a ready Catalog whose text columns differ, is refused: new
+    items embedded from other text would get codes that do not compare with the
+    existing ones.
+    """
+    cfg = sid.config_.catalog
+    if embeddings is not None:  # the text is not used
+        return catalog if isinstance(catalog, Catalog) else load_catalog(catalog, cfg, require_text=False)
+    used = sid.metrics_.get("text_columns")
+    if cfg.template is None and cfg.text_columns is None and used is not None:
+        if not used:
+            raise ValueError(
+                "the export was built from given embeddings (no text columns); pass embeddings for the new items"
+            )
+        cfg = dataclasses.replace(cfg, text_columns=tuple(used))
+    elif cfg.template is None and cfg.text_columns is None:
+        log.warning("the export does not record its text columns (an older or streaming export); detecting them again")
+    where = f"template {cfg.template!r}" if cfg.template is not None else f"columns {list(cfg.text_columns or [])}"
+    if isinstance(catalog, Catalog):
+        if used is not None and list(catalog.text_columns) != list(used):
+            raise CatalogError(
+                f"the catalog's item text comes from columns {list(catalog.text_columns)}, the export's from "
+                f"{list(used)}; new items must be embedded from the same text (or pass embeddings)"
+            )
+        return catalog
+    try:
+        return load_catalog(catalog, cfg)
+    except CatalogError as exc:
+        raise CatalogError(f"{exc}; the export's item text comes from {where}, and new items must be embedded from "
+                           "the same text (or pass embeddings)") from None
 
 
 def _assign(export_dir, catalog, embeddings, batch_size: int, show_progress: bool) -> AssignResult:
     start = time.perf_counter()
     sid = SemanticIDs.load(export_dir, show_progress=show_progress)
     cfg = sid.config_
-    cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog, cfg.catalog)
+    cat = _new_catalog(sid, catalog, embeddings)
     if len(cat.ids) and len(sid.ids_) and (cat.ids.dtype.kind in "iu") != (sid.ids_.dtype.kind in "iu"):
         raise ValueError(
             f"new catalog ids are {'integers' if cat.ids.dtype.kind in 'iu' else 'strings'} but the export's are "

@@ -74,7 +74,10 @@ def dir_lock(target: str | Path) -> Iterator[None]:
     """Exclusive lock for writers of ``target`` (a ``.NAME.lock`` file beside it).
 
     Re-entrant within a process, so ``assign`` can hold it across its
-    read-modify-write while the export writer takes it again.
+    read-modify-write while the export writer takes it again. The lock file
+    exists only while a writer holds it: the holder unlinks it before
+    unlocking, and a waiter that then wins the lock on the unlinked file sees
+    that the path no longer names its file and tries again.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -92,9 +95,9 @@ def dir_lock(target: str | Path) -> Iterator[None]:
             with _held_lock:
                 _held[key] -= 1
         return
-    fd = os.open(target.with_name(f".{target.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    lock_path = target.with_name(f".{target.name}.lock")
+    fd = _acquire(lock_path)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         with _held_lock:
             _held[key] = 1
         try:
@@ -102,9 +105,28 @@ def dir_lock(target: str | Path) -> Iterator[None]:
         finally:
             with _held_lock:
                 del _held[key]
+            lock_path.unlink(missing_ok=True)  # still locked: no one else can be using this file
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _acquire(lock_path: Path) -> int:
+    """An fd holding an exclusive flock on the file that ``lock_path`` names now."""
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            return fd
+        os.close(fd)  # the previous holder removed it: lock the new file instead
 
 
 def restore_if_missing(target: str | Path) -> None:

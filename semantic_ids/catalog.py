@@ -190,7 +190,7 @@ def render_texts(frame: pd.DataFrame, template: str | list, list_sep: str = ", "
                 value = _format_value(columns[fname][i], spec, list_sep)
             except (ValueError, TypeError) as exc:
                 raise CatalogError(
-                    f"row {i}, column {fname!r}: cannot format {columns[fname][i]!r} with {{{fname}:{spec}}}: {exc}"
+                    f"0-based row {i}, column {fname!r}: cannot format {columns[fname][i]!r} with {{{fname}:{spec}}}: {exc}"
                 ) from None
             if value:
                 buf.append(literal + value)
@@ -215,7 +215,7 @@ def validate_ids(frame: pd.DataFrame, id_column: str, source: str = "catalog") -
     null_rows = np.flatnonzero(ids.isna().to_numpy())
     if len(null_rows):
         raise CatalogError(
-            f"{source}: {len(null_rows)} row(s) have a null {id_column!r}, e.g. rows {null_rows[:10].tolist()}"
+            f"{source}: {len(null_rows)} row(s) have a null {id_column!r}, e.g. 0-based rows {null_rows[:10].tolist()}"
         )
     values = ids.tolist()
     kinds = {type(v) for v in values}
@@ -223,7 +223,7 @@ def validate_ids(frame: pd.DataFrame, id_column: str, source: str = "catalog") -
         too_big = [(r, v) for r, v in enumerate(values) if not (-(2**63) <= int(v) < 2**63)]
         if too_big:
             raise CatalogError(
-                f"{source}: {id_column!r} value {too_big[0][1]} (row {too_big[0][0]}) does not fit in a signed 64-bit "
+                f"{source}: {id_column!r} value {too_big[0][1]} (0-based row {too_big[0][0]}) does not fit in a signed 64-bit "
                 "integer; store such ids as strings"
             )
         arr = np.asarray([int(v) for v in values], dtype=np.int64)
@@ -233,7 +233,7 @@ def validate_ids(frame: pd.DataFrame, id_column: str, source: str = "catalog") -
         bad = [(r, v) for r, v in enumerate(values) if not float(v).is_integer()]
         if bad:
             raise CatalogError(
-                f"{source}: {id_column!r} has non-integer float ids, e.g. row {bad[0][0]}: {bad[0][1]!r}; "
+                f"{source}: {id_column!r} has non-integer float ids, e.g. 0-based row {bad[0][0]}: {bad[0][1]!r}; "
                 "use strings or integers"
             )
         arr = np.asarray(values, dtype=np.int64)
@@ -241,24 +241,28 @@ def validate_ids(frame: pd.DataFrame, id_column: str, source: str = "catalog") -
         by_kind = {}
         for row, v in enumerate(values):
             by_kind.setdefault(type(v).__name__, (row, v))
-        examples = ", ".join(f"{k} (row {r}: {v!r})" for k, (r, v) in by_kind.items())
+        examples = ", ".join(f"{k} (0-based row {r}: {v!r})" for k, (r, v) in by_kind.items())
         raise CatalogError(f"{source}: {id_column!r} mixes id types: {examples}; use all strings or all integers")
     dup = ids.duplicated(keep=False).to_numpy()
     if dup.any():
         dup_vals = pd.unique(ids[dup])[:10].tolist()
         rows = np.flatnonzero(dup)[:10].tolist()
         raise CatalogError(
-            f"{source}: {int(ids[dup].nunique())} duplicate {id_column!r} value(s), e.g. {dup_vals} (rows {rows})"
+            f"{source}: {int(ids[dup].nunique())} duplicate {id_column!r} value(s), e.g. {dup_vals} (0-based rows {rows})"
         )
     return arr
 
 
-def text_spec(names: list, config: CatalogConfig, source: str, sample) -> tuple[tuple[str, ...], str | list]:
+def text_spec(
+    names: list, config: CatalogConfig, source: str, sample, *, require_text: bool = True
+) -> tuple[tuple[str, ...], str | list]:
     """The columns that make the item text and the template to render them.
 
     From ``config.template``, else ``config.text_columns``, else every text or
     list-of-text column of ``sample()`` (a DataFrame of the catalog's rows, only
-    read when needed). Raises CatalogError naming missing columns.
+    read when needed). Raises CatalogError naming missing columns; with
+    ``require_text=False`` (embeddings are given) a catalog of ids alone gives
+    no columns and an empty template.
     """
     if config.template is not None:
         fields = tuple(dict.fromkeys(f for _, f, _ in parse_template(config.template) if f is not None))
@@ -274,6 +278,8 @@ def text_spec(names: list, config: CatalogConfig, source: str, sample) -> tuple[
             raise CatalogError(f"{source}: text_columns is empty; name at least one column or leave it unset")
         return tuple(config.text_columns), default_template(config.text_columns)
     columns = text_like_columns(sample(), config.id_column)
+    if not columns and not require_text:
+        return (), []
     if not columns:
         raise CatalogError(
             f"{source}: no text columns found besides {config.id_column!r}; "
@@ -282,7 +288,9 @@ def text_spec(names: list, config: CatalogConfig, source: str, sample) -> tuple[
     return columns, default_template(columns)
 
 
-def load_catalog(source: str | Path | pd.DataFrame, config: CatalogConfig | None = None) -> Catalog:
+def load_catalog(
+    source: str | Path | pd.DataFrame, config: CatalogConfig | None = None, *, require_text: bool = True
+) -> Catalog:
     """Read and validate a catalog and build each item's text.
 
     Parameters
@@ -291,6 +299,12 @@ def load_catalog(source: str | Path | pd.DataFrame, config: CatalogConfig | None
         A ``.parquet``, ``.csv`` or ``.jsonl`` file, or a DataFrame.
     config : CatalogConfig
         Id column, text columns and template.
+    require_text : bool
+        False when embeddings are given: a catalog of ids alone is then
+        accepted (its texts are empty and unused).
+
+    Row numbers in error messages are 0-based positions among the data rows
+    (for JSON Lines, errors in the file itself name the line).
     """
     config = config or CatalogConfig()
     name = str(source) if not isinstance(source, pd.DataFrame) else "catalog"
@@ -299,10 +313,10 @@ def load_catalog(source: str | Path | pd.DataFrame, config: CatalogConfig | None
         raise CatalogError(f"{name}: the catalog is empty (no rows)")
     ids = validate_ids(frame, config.id_column, name)
 
-    text_columns, template = text_spec(list(frame.columns), config, name, lambda: frame)
-    texts = render_texts(frame, template, config.list_separator)
+    text_columns, template = text_spec(list(frame.columns), config, name, lambda: frame, require_text=require_text)
+    texts = render_texts(frame, template, config.list_separator) if text_columns else [""] * len(frame)
     catalog = Catalog(ids=ids, texts=texts, frame=frame, text_columns=text_columns, id_column=config.id_column)
-    if catalog.n_empty_text:
+    if catalog.n_empty_text and text_columns:
         log.warning("%d item(s) have empty text; they are embedded as empty strings", catalog.n_empty_text)
     log.info("catalog %s: %d items, text from %s", name, len(catalog), list(text_columns))
     return catalog

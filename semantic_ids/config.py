@@ -71,7 +71,9 @@ class ModelConfig:
     """
 
     method: str = "rqvae"
-    codebook_sizes: tuple[int, ...] = (256, 256, 256)
+    # None: chosen from the catalog size when a build knows it (semantic_ids.sizing:
+    # 3 levels, level 1 about N / 20; TIGER's 3 x 256 from 5,120 items on)
+    codebook_sizes: tuple[int, ...] | None = None
     first_level: str = "bisecting"
     latent_dim: int = 4
     hidden_dims: tuple[int, ...] = (256, 128)  # TIGER's (512, 256, 128) for first_level = "latent"
@@ -254,9 +256,9 @@ def validate(cfg: BuildConfig) -> None:
     m, t, e = cfg.model, cfg.train, cfg.embedding
     if cfg.catalog.text_columns is not None and not cfg.catalog.text_columns:
         raise ConfigError("catalog.text_columns is empty; list at least one column or leave it unset")
-    if not m.codebook_sizes:
-        raise ConfigError("model.codebook_sizes should list at least one level")
-    for i, k in enumerate(m.codebook_sizes):
+    if m.codebook_sizes is not None and not m.codebook_sizes:
+        raise ConfigError("model.codebook_sizes should list at least one level (or leave it unset to size it from the catalog)")
+    for i, k in enumerate(m.codebook_sizes or ()):
         if k < 2:
             raise ConfigError(f"model.codebook_sizes[{i}]={k} should be >= 2")
     checks = [
@@ -294,13 +296,13 @@ def validate(cfg: BuildConfig) -> None:
         )
     if m.first_level not in _FIRST_LEVELS:
         raise ConfigError(f"model.first_level={m.first_level!r} should be one of {_FIRST_LEVELS}")
-    if m.method == "rqvae" and m.first_level != "latent" and len(m.codebook_sizes) < 2:
+    if m.method == "rqvae" and m.first_level != "latent" and m.codebook_sizes is not None and len(m.codebook_sizes) < 2:
         raise ConfigError(
             f"model.first_level={m.first_level!r} needs at least 2 levels in model.codebook_sizes "
             '(level 1 from k-means, the rest from the RQ-VAE); use first_level="latent" for one level'
         )
     if m.method == "rq-kmeans":
-        for i, k in enumerate(m.codebook_sizes):
+        for i, k in enumerate(m.codebook_sizes or ()):
             if k & (k - 1) or k > 2**16:
                 raise ConfigError(f"model.codebook_sizes[{i}]={k}: rq-kmeans needs a power of two <= 65536")
         if m.layer_norm_residuals or m.normalize_latent:

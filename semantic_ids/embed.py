@@ -46,15 +46,27 @@ _MODELS: dict[tuple[str, str, int | None], object] = {}
 _ENCODE_LOCK = threading.Lock()
 
 
-def load_model(config: EmbeddingConfig):
-    """Load (once per process and settings) the sentence-transformers model of ``config``."""
+def load_model(config: EmbeddingConfig, *, show_progress: bool = True):
+    """Load (once per process and settings) the sentence-transformers model of ``config``.
+
+    With ``show_progress=False`` transformers' own "Loading weights" bar is
+    hidden too (for the duration of the load only).
+    """
     key = (config.model, config.device, config.max_seq_length)
     if key not in _MODELS:
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
         path = resolve_model_path(config.model)
         log.info("loading embedding model %s from %s", config.model, path)
-        model = SentenceTransformer(path, device=config.device)
+        bars_on = hf_logging.is_progress_bar_enabled()
+        if bars_on and not show_progress:
+            hf_logging.disable_progress_bar()
+        try:
+            model = SentenceTransformer(path, device=config.device)
+        finally:
+            if bars_on and not show_progress:
+                hf_logging.enable_progress_bar()
         if config.max_seq_length is not None:
             model.max_seq_length = config.max_seq_length
         _MODELS[key] = model
@@ -90,7 +102,7 @@ def embed_texts(
     todo = [t for t in unique_texts if t not in found]
     log.info("embedding %d texts (%d unique, %d cached)", len(texts), len(unique_texts), len(unique_texts) - len(todo))
     if todo:
-        model = load_model(config)
+        model = load_model(config, show_progress=show_progress)
         # Flush to the cache as we go, so an interrupted run keeps what it embedded.
         flush = (lambda t, e: cache.put(t, e)) if cache else None
         new = _encode(model, todo, config.batch_size, show_progress, flush, config.flush_every)

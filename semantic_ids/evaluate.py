@@ -2,7 +2,10 @@
 
 - collision rate over the first n levels = 1 − distinct n-code tuples / items;
 - purity at depth d = Σ over prefix groups of the count of the group's most
-  common label / items; NMI between prefix groups and labels (arithmetic mean);
+  common label / items; chance purity = the mean purity of the same groups
+  (same sizes) over 20 seeded random shuffles of the labels, so a purity near it
+  means nothing (a group of one item is always pure); NMI between prefix groups
+  and labels (arithmetic mean);
 - neighbour share at depth d = mean over items of the share of their 10 nearest
   embedding neighbours (cosine) whose prefix of depth d equals theirs;
 - co-interaction share at depth d = share of consecutive pairs (a, b) in user
@@ -13,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +24,8 @@ import numpy as np
 import pandas as pd
 
 from .metrics import code_stats
+
+log = logging.getLogger(__name__)
 
 
 def prefix_groups(codes: np.ndarray, depth: int) -> np.ndarray:
@@ -32,6 +38,28 @@ def purity(groups: np.ndarray, labels: np.ndarray) -> float:
     frame = pd.DataFrame({"g": groups, "y": labels})
     top = frame.groupby(["g", "y"], sort=False).size().groupby(level=0).max()
     return float(top.sum() / len(frame))
+
+
+def chance_purity(groups: np.ndarray, labels: np.ndarray, *, rounds: int = 20, seed: int = 0) -> float:
+    """Expected purity of a random assignment with the same group sizes.
+
+    Estimated as the mean purity over ``rounds`` seeded shuffles of ``labels``
+    (N,) against ``groups`` (N,); deterministic for a given seed.
+    """
+    if len(groups) == 0:
+        return float("nan")
+    _, g = np.unique(groups, return_inverse=True)
+    _, y = np.unique(labels.astype(str) if labels.dtype == object else labels, return_inverse=True)
+    g, y = g.ravel().astype(np.int64), y.ravel().astype(np.int64)
+    n_labels = int(y.max()) + 1
+    rng = np.random.default_rng(seed)
+    total = 0.0
+    for _ in range(rounds):
+        key, counts = np.unique(g * n_labels + rng.permutation(y), return_counts=True)
+        top = np.zeros(int(g.max()) + 1, dtype=np.int64)
+        np.maximum.at(top, key // n_labels, counts)
+        total += top.sum() / len(g)
+    return float(total / rounds)
 
 
 def nmi(groups: np.ndarray, labels: np.ndarray) -> float:
@@ -159,6 +187,7 @@ def evaluate_codes(
         for d in depths:
             g = prefix_groups(codes, d)[labelled]
             out[f"purity@{d}"] = purity(g, labels[labelled]) if labelled.any() else float("nan")
+            out[f"chance_purity@{d}"] = chance_purity(g, labels[labelled]) if labelled.any() else float("nan")
             out[f"nmi@{d}"] = nmi(g, labels[labelled]) if labelled.any() else float("nan")
     if embeddings is not None:
         for d, v in neighbour_share(codes, embeddings, depths).items():
@@ -234,6 +263,11 @@ def evaluate_catalog(
     )
     out["reconstruction_mse"] = reconstruction_mse
     out["category_column"] = found[0] if found else None
+    # every metric above covers only the catalog's items: say how many of the export's
+    out["n_scored"] = int(len(rows))
+    out["n_export_items"] = int(len(codes))
+    if len(rows) < len(codes):
+        log.warning("evaluated %d of the export's %d items (the catalog covers only those)", len(rows), len(codes))
     if sequences:
         out["sequence_pairs"] = int(len(pairs))
         out["sequence_items_not_in_catalog"] = unknown

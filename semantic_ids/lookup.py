@@ -20,23 +20,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import torch
 
-from .ann import CodeIndex
 from .keys import radix_strides
+from .manifest import ExportError
 from .tokens import TokenError, format_sids, parse_sid
+
+if TYPE_CHECKING:
+    from .ann import CodeIndex
 
 log = logging.getLogger(__name__)
 
 
-class LookupError_(KeyError):
-    """An id, code or token is unknown or invalid (a KeyError, so ``except KeyError`` works)."""
+class UnknownIDError(KeyError):
+    """An item id or semantic ID is unknown (a KeyError, so ``except KeyError`` works)."""
 
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly
         return str(self.args[0]) if self.args else ""
+
+
+LookupError_ = UnknownIDError  # deprecated name (kept so existing ``except LookupError_`` still works)
 
 
 @dataclass(frozen=True)
@@ -103,13 +108,15 @@ class SemanticIDLookup:
         # String keys: a dict is the fastest exact map CPython has (str caches its
         # hash); integer keys: pandas' int64 hash table, vectorised.
         self._id_map: dict | None = None
-        self._id_index: pd.Index | None = None
+        self._id_order: np.ndarray | None = None  # integer ids: argsort, for searchsorted (no pandas)
         if self.ids.dtype == object:
             self._id_map = dict(zip(self.ids.tolist(), range(len(self.ids))))
             unique = len(self._id_map) == len(self.ids)
         else:
-            self._id_index = pd.Index(self.ids)
-            unique = self._id_index.is_unique
+            self.ids = self.ids.astype(np.int64)
+            self._id_order = np.argsort(self.ids, kind="stable")
+            self._id_sorted = self.ids[self._id_order]
+            unique = not (np.diff(self._id_sorted) == 0).any()
         if not unique:
             raise ValueError("item ids are not unique")
         self.model = model
@@ -117,33 +124,64 @@ class SemanticIDLookup:
         self._lazy_lock = threading.Lock()
         self._sids: np.ndarray | None = None  # token strings, built on first use
         self._sid_map: dict[str, int] | None = None
-        self.code_index: CodeIndex | None = None
-        if codebooks is not None:
-            self.codebooks = [np.asarray(c, dtype=np.float32) for c in codebooks]
-            self.code_index = CodeIndex(
-                self.codes[:, : self.n_levels], self.codebooks, kind=index_kind, within_group=self.codes[:, -1], split=code_split
-            )
+        self._code_index: CodeIndex | None = None
+        self._index_args = (index_kind, code_split)
+        self._model_loader = None  # set by load(): reads the model on first nearest-code or text query
+        self.codebooks = None if codebooks is None else [np.asarray(c, dtype=np.float32) for c in codebooks]
+        if self.codebooks is not None:
+            self._build_index()
+
+    def _build_index(self) -> None:
+        from .ann import CodeIndex  # FAISS: only for nearest-code search
+
+        kind, split = self._index_args
+        self._code_index = CodeIndex(
+            self.codes[:, : self.n_levels], self.codebooks, kind=kind, within_group=self.codes[:, -1], split=split
+        )
+
+    @property
+    def code_index(self) -> CodeIndex | None:
+        """The nearest-code index (built from the export's model on first use)."""
+        self._load_model()
+        return self._code_index
+
+    def _load_model(self) -> None:
+        """Read the export's model if :meth:`load` deferred it (torch is imported here, once)."""
+        if self._model_loader is None:
+            return
+        with self._lazy_lock:
+            if self._model_loader is None:
+                return
+            sid = self._model_loader()
+            model = sid.model_
+            self.codebooks = [cb.numpy().copy() for cb in model.code_books()]
+            self._index_args = (self._index_args[0], model.code_split)
+            self._build_index()
+            self.model, self.embed_fn, self.estimator = model, sid.embed, sid
+            self._model_loader = None
 
     # -- construction ----------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path, *, index_kind: str = "auto") -> "SemanticIDLookup":
-        """Load from an export directory (checksums verified, no pickle, no network)."""
-        from .api import SemanticIDs
+        """Load from an export directory (checksums verified, no pickle, no network).
 
-        sid = SemanticIDs.load(path)
-        model = sid.model_
-        codebooks = [cb.numpy().copy() for cb in model.code_books()]
-        obj = cls(
-            sid.ids_,
-            sid.codes_,
-            model.codebook_sizes,
-            codebooks=codebooks,
-            model=model,
-            embed_fn=sid.embed,
-            index_kind=index_kind,
-            code_split=model.code_split,
-        )
-        obj.estimator = sid
+        Exact lookups need only the ids table and ``config.json``; the model
+        (and torch) is read on the first nearest-code, embedding or text query.
+        """
+        from .manifest import read_ids
+
+        ids, codes, info = read_ids(path)
+        obj = cls(ids, codes, info["codebook_sizes"], index_kind=index_kind)
+
+        def load_model():
+            from .api import SemanticIDs
+
+            sid = SemanticIDs.load(path)
+            if not np.array_equal(sid.codes_, obj.codes):  # replaced by a writer in between
+                raise ExportError(f"{path}: the export changed while it was being read; load it again")
+            return sid
+
+        obj._model_loader = load_model
         return obj
 
     def __len__(self) -> int:
@@ -190,11 +228,11 @@ class SemanticIDLookup:
             keys = item_ids if isinstance(item_ids, (list, np.ndarray)) else list(item_ids)
             rows = np.fromiter(map(self._id_map.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
         else:
-            keys = pd.Index(self._coerce_ids(item_ids))
-            rows = self._id_index.get_indexer(keys)
+            keys = self._coerce_ids(item_ids)
+            rows = self._int_rows(keys)
         if missing == "raise" and (rows < 0).any():
             unknown = [keys[i] for i in np.flatnonzero(rows < 0)[:10]]
-            raise LookupError_(f"{int((rows < 0).sum())} unknown item id(s), e.g. {unknown}")
+            raise UnknownIDError(f"{int((rows < 0).sum())} unknown item id(s), e.g. {unknown}")
         return rows
 
     def _coerce_ids(self, item_ids) -> np.ndarray:
@@ -225,16 +263,27 @@ class SemanticIDLookup:
         if self._id_map is not None:
             row = self._id_map.get(item_id, -1) if isinstance(item_id, str) else -1
             return row
-        try:
-            row = self._id_index.get_loc(item_id)
-        except (KeyError, TypeError):
-            row = -1
-            if isinstance(item_id, str):
-                try:
-                    return self._row_of_id(int(item_id))
-                except ValueError:
-                    pass
-        return row if isinstance(row, (int, np.integer)) else -1
+        return int(self._int_rows(self._coerce_ids([item_id]))[0])
+
+    def _int_rows(self, keys: np.ndarray) -> np.ndarray:
+        """Rows of integer ids (-1 where unknown, or not an integer at all), by binary search."""
+        keys = np.asarray(keys)
+        rows = np.full(len(keys), -1, dtype=np.int64)
+        if keys.dtype.kind in "iu":
+            ok = np.ones(len(keys), dtype=bool)
+            query = keys.astype(np.int64)
+        else:
+            ok = np.fromiter(
+                (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and -(2**63) <= v < 2**63 for v in keys.tolist()),
+                dtype=bool, count=len(keys),
+            )
+            query = np.array([int(v) for v in keys[ok].tolist()], dtype=np.int64)
+        if len(query) and len(self._id_sorted):
+            pos = np.searchsorted(self._id_sorted, query)
+            pos_c = np.minimum(pos, len(self._id_sorted) - 1)
+            hit = (pos < len(self._id_sorted)) & (self._id_sorted[pos_c] == query)
+            rows[ok] = np.where(hit, self._id_order[pos_c], -1)
+        return rows
 
     # -- exact lookups ---------------------------------------------------------------------
     def item_to_codes(self, item_ids, *, missing: str = "raise") -> np.ndarray:
@@ -245,7 +294,7 @@ class SemanticIDLookup:
             row = self._row_of_id(item_ids)
             if row < 0:
                 if missing == "raise":
-                    raise LookupError_(f"unknown item id {item_ids!r}")
+                    raise UnknownIDError(f"unknown item id {item_ids!r}")
                 return np.full(self.codes.shape[1], -1, dtype=np.int64)
             return self.codes[row]
         rows = self._rows_of_ids(item_ids, missing)
@@ -260,7 +309,7 @@ class SemanticIDLookup:
         if np.isscalar(item_ids) or isinstance(item_ids, str):
             row = self._row_of_id(item_ids)
             if row < 0 and missing == "raise":
-                raise LookupError_(f"unknown item id {item_ids!r}")
+                raise UnknownIDError(f"unknown item id {item_ids!r}")
             return sids[row] if row >= 0 else None
         rows = self._rows_of_ids(item_ids, missing)
         out = sids[np.maximum(rows, 0)]
@@ -308,7 +357,7 @@ class SemanticIDLookup:
             rows[miss] = self.codes_to_rows(np.stack(parsed))
         if missing == "raise" and (rows < 0).any():
             bad = [items[i] for i in np.flatnonzero(rows < 0)[:10]]
-            raise LookupError_(f"{int((rows < 0).sum())} semantic ID(s) belong to no item, e.g. {bad}")
+            raise UnknownIDError(f"{int((rows < 0).sum())} semantic ID(s) belong to no item, e.g. {bad}")
         out = self.ids[np.maximum(rows, 0)].astype(object)
         if (rows < 0).any():
             out[rows < 0] = None
@@ -345,6 +394,7 @@ class SemanticIDLookup:
         return self.code_index
 
     def _need_model(self):
+        self._load_model()
         if self.model is None:
             raise RuntimeError("embedding queries need the model; load the lookup from an export directory")
         return self.model
@@ -361,6 +411,8 @@ class SemanticIDLookup:
             raise ValueError(f"embeddings should have shape (n, {model.input_dim}), got {emb.shape}")
         if not np.isfinite(emb).all():
             raise ValueError("embeddings contain NaN or infinity")
+        import torch
+
         with torch.no_grad():
             codes, vectors = model.encode_query(torch.from_numpy(emb))
         return codes.numpy(), vectors.numpy()

@@ -35,6 +35,7 @@ import numpy as np
 from .atomic import staged_dir
 from .export import Export, read_export
 from .metrics import group_sizes, perplexity
+from .outdir import REPORT_MARKER, check_out_dir
 from .tokens import LETTERS
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 REPORT_DIR = "report"
 INDEX = "index.html"
 GENERATOR = "semantic-ids report"
-_MARKER = f'<meta name="generator" content="{GENERATOR}">'
+_MARKER = REPORT_MARKER  # names GENERATOR; outdir recognises earlier reports by it
 _INSTALL_HINT = "pip install 'semantic-ids[report]'"
 
 
@@ -87,7 +88,7 @@ def write_report(
     mpl = _matplotlib()  # fail before any heavy work
     exp = read_export(export_dir)
     out = Path(out) if out is not None else export_dir / REPORT_DIR
-    _check_out(out, export_dir)
+    out = _check_out(out, export_dir)
     if sequences is not None and catalog is None:
         raise ReportError("sequences need a catalog (the co-interaction metrics are computed by evaluate_export)")
 
@@ -198,18 +199,10 @@ def _describe(catalog: Any) -> str:
     return str(catalog) if isinstance(catalog, (str, Path)) else f"a {type(catalog).__name__} of the catalog"
 
 
-def _check_out(out: Path, export_dir: Path) -> None:
-    """Refuse to replace anything but an empty directory or an earlier report."""
-    o, e = out.resolve(), export_dir.resolve()
-    if o == e or o in e.parents:
-        raise ReportError(f"{out}: the report directory would replace the export {export_dir}; choose another --out")
-    if out.exists():
-        if not out.is_dir():
-            raise ReportError(f"{out}: exists and is not a directory")
-        index = out / INDEX
-        looks_like_report = index.is_file() and _MARKER in index.read_text(encoding="utf-8", errors="replace")[:4000]
-        if any(out.iterdir()) and not looks_like_report:
-            raise ReportError(f"{out}: exists and is not an earlier semantic-ids report; refusing to replace it")
+def _check_out(out: Path, export_dir: Path) -> Path:
+    """Refuse to replace anything but an empty directory or an earlier report
+    (the check every writer shares, :func:`semantic_ids.outdir.check_out_dir`)."""
+    return check_out_dir(out, kind="report", inputs=[export_dir], error=ReportError)
 
 
 def _load_baselines(baselines: str | Path | Sequence[dict]) -> list[dict]:
@@ -312,7 +305,8 @@ def _label(key: str, quality: dict, when: str = "before resolution") -> str:
     if m:
         base, d = m.groups()
         names = {
-            "purity": "purity", "nmi": "NMI", "neighbour_share": "10-NN share",
+            "purity": "purity", "chance_purity": "chance purity (random groups, same sizes)", "nmi": "NMI",
+            "neighbour_share": "10-NN share",
             "co_share": "co-interaction share", "lift": "co-interaction lift",
         }
         extra = f" ({quality['category_column']})" if base in ("purity", "nmi") and quality.get("category_column") else ""
@@ -329,6 +323,8 @@ def _label(key: str, quality: dict, when: str = "before resolution") -> str:
         "items_moved_by_rebalancing": "items moved by rebalancing",
         "reconstruction_mse": "reconstruction MSE",
         "n_labelled": "items with a label",
+        "n_scored": "items evaluated (in the catalog)",
+        "n_export_items": "items in the export",
         "sequence_pairs": "consecutive sequence pairs",
         "sequence_items_not_in_catalog": "sequence items not in the catalog",
     }.get(key, key)

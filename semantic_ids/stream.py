@@ -58,6 +58,8 @@ from .config import BuildConfig, _to_plain
 from .embed import embed_texts, model_key
 from .collisions import number_groups
 from .export import export_info, ids_table, write_export
+from .outdir import check_out_dir
+from .sizing import sized_config
 from .keys import radix_strides
 from .metrics import perplexity_of_counts
 from .progress import progress
@@ -386,7 +388,9 @@ def embed_catalog_batch(
     if shard.exists() and pq.ParquetFile(shard).metadata.num_rows == expected:
         return -expected
     batch = catalog_batch(catalog, config.catalog, spec, index, batch_rows)
-    emb_cfg = dataclasses.replace(config.embedding, use_cache=False, device=device or config.embedding.device)  # the shards are the cache
+    # the embedding cache the in-memory build uses (when embedding.use_cache): texts either build
+    # embedded are not embedded again; the shards then let an interrupted run resume
+    emb_cfg = dataclasses.replace(config.embedding, device=device or config.embedding.device)
     emb, _ = embed_texts(batch.texts, emb_cfg, show_progress=False)
     atomic_write_table(shard, embeddings_table(batch.ids, emb, config.catalog.id_column))
     return len(batch.ids)
@@ -441,6 +445,7 @@ def build_streaming(
         )
     if catalog is None and embeddings is None:
         raise ValueError("build_streaming needs a catalog or an embeddings dataset")
+    out = check_out_dir(out, inputs=[catalog, embeddings, work_dir])  # before any heavy work
     ray_options = dict(ray_options or {})
     work = Path(work_dir) if work_dir is not None else cache_root(cfg.embedding) / "stream"
     run_dir = work / f"run-{uuid.uuid4().hex[:8]}"
@@ -448,9 +453,11 @@ def build_streaming(
     wall = time.perf_counter()
     id_column = cfg.catalog.id_column
     embed_stats: dict[str, Any] = {"source": "given"}
+    text_columns: list[str] | None = None
     try:
         if embeddings is None:
             catalog = Path(catalog)
+            text_columns = list(parquet_text_spec(catalog, cfg.catalog)[0])  # recorded for assign
             emb_dir = work / "embeddings" / embeddings_fingerprint(catalog, cfg, batch_rows)
             with timer.stage("embed"):
                 if engine == "ray":
@@ -463,6 +470,7 @@ def build_streaming(
         shards = EmbeddingShards(embeddings, id_column)
         if len(shards) == 0:
             raise CatalogError(f"{embeddings}: no items")
+        cfg = sized_config(cfg, len(shards))  # unset codebook sizes follow the catalog size
         ckpt_root = checkpoint_root(cfg)
         with timer.stage("train"):
             result = train_rqvae(shards, cfg.model, cfg.train, seed=cfg.seed, show_progress=show_progress, checkpoint_dir=ckpt_root)
@@ -496,6 +504,7 @@ def build_streaming(
             "library_version": __version__,
             "build": {"mode": "streaming", "engine": engine, "batch_rows": batch_rows, "partitions": partitions, "workers": workers or os.cpu_count()},
             "n_items": stats.n_items,
+            **({"text_columns": text_columns} if text_columns is not None else {}),
             "embedding": {**embed_stats, "dim": model.input_dim},
             "reconstruction_mse": recon,
             "reconstruction_sample": n_recon,

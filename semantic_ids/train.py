@@ -20,6 +20,7 @@ from .config import ModelConfig, TrainConfig
 from .metrics import collision_rate
 from .progress import progress
 from .rqvae import RQVAE
+from .sizing import sized_model
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,18 @@ def encode_all(model: RQVAE, x: torch.Tensor, batch_size: int = 65536) -> torch.
     return torch.cat([model.encode(x[s : s + batch_size]) for s in range(0, len(x), batch_size)])
 
 
+def postfix_fields(record: dict, history: list[dict]) -> dict[str, str]:
+    """The progress bar's fields: the collision rate is measured every few epochs,
+    so show the last measured value (and its epoch), never ``nan``."""
+    fields = {"loss": f"{record['loss']:.4f}", "used": "/".join(map(str, record["codes_used"]))}
+    measured = [r for r in history if "collision_rate" in r]
+    if measured:
+        col = measured[-1]
+        age = "" if col is record else f" (ep {col['epoch'] + 1})"
+        fields["col"] = f"{col['collision_rate']:.4f}{age}"
+    return fields
+
+
 def train_rqvae(
     embeddings: np.ndarray,
     model_config: ModelConfig,
@@ -123,6 +136,7 @@ def train_rqvae(
     training resumes from the last checkpoint and ends with exactly the
     weights an uninterrupted run gives.
     """
+    model_config = sized_model(model_config, len(embeddings))  # unset sizes: from the item count
     if model_config.method == "rq-kmeans":
         return train_rq_kmeans(embeddings, model_config, seed=seed)
     cfg = train_config
@@ -213,11 +227,7 @@ def train_rqvae(
             history.append(record)
             if ckpt is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch == total_epochs - 1):
                 ckpt.save(epoch + 1, model, opt, gen, history)
-            bar.set_postfix(
-                loss=f"{record['loss']:.4f}",
-                used="/".join(map(str, usage)),
-                col=f"{record.get('collision_rate', float('nan')):.4f}",
-            )
+            bar.set_postfix(postfix_fields(record, history))
             bar.update(1)
     model.eval()
     if model.kmeans_first:

@@ -82,7 +82,7 @@ def test_failed_run_leaves_previous_export_untouched(fitted, small_catalog, smal
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(export_mod, "save_file", boom)
+    monkeypatch.setattr(export_mod, "save_bytes", boom)
     other = SemanticIDs(tiny_config.replace(seed=5), show_progress=False).fit(small_catalog, small_embeddings)
     with pytest.raises(OSError, match="disk full"):
         other.save(out)

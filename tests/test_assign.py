@@ -84,7 +84,7 @@ def test_interrupted_assign_leaves_export_intact(base, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(export_mod, "save_file", boom)
+    monkeypatch.setattr(export_mod, "save_bytes", boom)
     with pytest.raises(KeyboardInterrupt):
         assign_new_items(d, df, embeddings=emb, show_progress=False)
     assert {p.name: p.read_bytes() for p in d.iterdir()} == before
@@ -114,7 +114,7 @@ def test_lookup_cli(base, capsys):
     lk = SemanticIDLookup.load(out)
     sid = lk.item_to_sid("i00003")
     assert main(["lookup", str(out), "--item", "i00003", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"item_id": "i00003", "semantic_id": sid}
+    assert json.loads(capsys.readouterr().out) == {"item_id": "i00003", "semantic_id": sid, "found": True}
     assert main(["lookup", str(out), "--sid", sid, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["item_id"] == "i00003"
     prefix = sid[: sid.index(">") + 1]
@@ -123,7 +123,85 @@ def test_lookup_cli(base, capsys):
     assert main(["lookup", str(out), "--sid", sid, "--k", "3", "--json"]) == 0
     rec = json.loads(capsys.readouterr().out)
     assert rec["neighbors"][0]["distance"] == 0.0 and len(rec["neighbors"]) == 3
-    assert main(["lookup", str(out), "--item", "missing"]) == 2
-    assert "unknown item id" in capsys.readouterr().err
+    # every id is reported, misses marked, and any miss exits 1 (bad input stays 2)
+    assert main(["lookup", str(out), "--item", "i00003", "missing", "i00004", "--json"]) == 1
+    captured = capsys.readouterr()
+    recs = [json.loads(line) for line in captured.out.splitlines()]
+    assert [r["item_id"] for r in recs] == ["i00003", "missing", "i00004"]
+    assert [r["found"] for r in recs] == [True, False, True] and recs[1]["semantic_id"] is None
+    assert "1 of 3 id(s) not found" in captured.err
+    assert main(["lookup", str(out), "--item", "missing"]) == 1
+    assert "item_id=missing  semantic_id=-  NOT FOUND" in capsys.readouterr().out
+    assert main(["lookup", str(out), "--item", "i00003", "missing", "--k", "2", "--json"]) == 1
+    recs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(recs[0]["neighbors"]) == 2 and recs[1] == {"item_id": "missing", "neighbors": [], "semantic_id": None, "found": False}
+    unused = sid[: sid.rindex("<")] + "<d_999>"  # well-formed, no item has it
+    assert main(["lookup", str(out), "--sid", sid, unused, "--json"]) == 1
+    recs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["found"] for r in recs] == [True, False] and recs[1]["item_id"] is None
     assert main(["lookup", str(out), "--sid", "<a_1><b_x>"]) == 2
     assert "malformed" in capsys.readouterr().err
+
+
+def test_deprecated_error_name_still_works():
+    from semantic_ids import UnknownIDError
+    from semantic_ids.lookup import LookupError_
+
+    assert LookupError_ is UnknownIDError and issubclass(UnknownIDError, KeyError)
+
+
+def _no_embedding(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("embedded before the catalog's text was checked")
+
+    monkeypatch.setattr(SemanticIDs, "embed", boom)
+
+
+def test_assign_refuses_catalog_without_the_exports_text_columns(base, tmp_path, monkeypatch):
+    from semantic_ids.catalog import CatalogError
+
+    out, df, emb = base
+    d = copy(out, tmp_path, "t")
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    _no_embedding(monkeypatch)
+    renamed = df.rename(columns={"title": "name"})
+    with pytest.raises(CatalogError, match=r"\['title'\] not found.*export's item text comes from columns \['title'\]"):
+        assign_new_items(d, renamed, show_progress=False)
+    from semantic_ids.catalog import load_catalog
+
+    other = load_catalog(renamed)  # a ready Catalog whose text comes from other columns
+    with pytest.raises(CatalogError, match=r"from columns \['name'\], the export's from \['title'\]"):
+        assign_new_items(d, other, show_progress=False)
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+
+
+def test_assign_builds_new_text_from_the_exports_columns(base, tmp_path, monkeypatch):
+    out, df, emb = base
+    d = copy(out, tmp_path, "x")
+    seen = []
+
+    def fake_embed(self, texts):
+        seen.extend(texts)
+        return emb[N_OLD : N_OLD + len(texts)]
+
+    monkeypatch.setattr(SemanticIDs, "embed", fake_embed)
+    extra = df.assign(description="a long description")  # auto-detection alone would add this column
+    res = assign_new_items(d, extra, show_progress=False)
+    assert res.n_new == N_NEW and seen and all("description" not in t for t in seen)
+    assert seen[0] == "title: t"
+
+
+def test_ids_only_catalog_with_embeddings_in_memory(tmp_path):
+    """With embeddings given, a catalog of ids alone is enough, in memory as in streaming."""
+    n = 120
+    (tmp_path / "ids.csv").write_text("item_id\n" + "".join(f"i{i}\n" for i in range(n)))
+    np.save(tmp_path / "e.npy", clustered_embeddings(n, dim=16))
+    (tmp_path / "c.toml").write_text("[model]\ncodebook_sizes = [4, 4]\nhidden_dims = [16]\n[train]\nepochs = 2\n")
+    args = ["build", "--catalog", str(tmp_path / "ids.csv"), "--out", str(tmp_path / "out"), "--config", str(tmp_path / "c.toml"), "--no-progress"]
+    assert main([*args, "--embeddings", str(tmp_path / "e.npy")]) == 0
+    assert len(pd.read_parquet(tmp_path / "out" / "semantic_ids.parquet")) == n
+    from semantic_ids.catalog import CatalogError, load_catalog
+
+    with pytest.raises(CatalogError, match="no text columns"):  # without embeddings the text is needed
+        load_catalog(tmp_path / "ids.csv")
+    assert main(args) == 2

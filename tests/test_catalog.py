@@ -193,26 +193,26 @@ def test_missing_id_column_names_it_and_lists_columns(tmp_path):
 def test_null_ids_name_rows(tmp_path):
     path = tmp_path / "c.csv"
     path.write_text("item_id,title\n1,a\n,b\n3,c\n,d\n", encoding="utf-8")
-    with pytest.raises(CatalogError, match=r"2 row\(s\) have a null 'item_id', e\.g\. rows \[1, 3\]"):
+    with pytest.raises(CatalogError, match=r"2 row\(s\) have a null 'item_id', e\.g\. 0-based rows \[1, 3\]"):
         load_catalog(path)
 
 
 def test_null_string_ids_in_jsonl(tmp_path):
     path = _write_jsonl(tmp_path / "c.jsonl", [{"item_id": "a", "t": "x"}, {"item_id": None, "t": "y"}])
-    with pytest.raises(CatalogError, match=r"1 row\(s\) have a null 'item_id', e\.g\. rows \[1\]"):
+    with pytest.raises(CatalogError, match=r"1 row\(s\) have a null 'item_id', e\.g\. 0-based rows \[1\]"):
         load_catalog(path)
 
 
 def test_duplicate_ids_name_values_and_rows(tmp_path):
     path = tmp_path / "c.csv"
     path.write_text("item_id,title\na,x\nb,y\na,z\nc,w\n", encoding="utf-8")
-    with pytest.raises(CatalogError, match=r"1 duplicate 'item_id' value\(s\), e\.g\. \['a'\] \(rows \[0, 2\]\)"):
+    with pytest.raises(CatalogError, match=r"1 duplicate 'item_id' value\(s\), e\.g\. \['a'\] \(0-based rows \[0, 2\]\)"):
         load_catalog(path)
 
 
 def test_duplicate_int_ids():
     df = pd.DataFrame({"item_id": [5, 6, 5, 6, 7], "t": list("abcde")})
-    with pytest.raises(CatalogError, match=r"2 duplicate 'item_id' value\(s\), e\.g\. \[5, 6\] \(rows \[0, 1, 2, 3\]\)"):
+    with pytest.raises(CatalogError, match=r"2 duplicate 'item_id' value\(s\), e\.g\. \[5, 6\] \(0-based rows \[0, 1, 2, 3\]\)"):
         load_catalog(df)
 
 
@@ -221,7 +221,7 @@ def test_mixed_id_types_name_examples(tmp_path):
         tmp_path / "c.jsonl",
         [{"item_id": 1, "t": "x"}, {"item_id": 2, "t": "y"}, {"item_id": "abc", "t": "z"}],
     )
-    with pytest.raises(CatalogError, match=r"mixes id types: int \(row 0: 1\), str \(row 2: 'abc'\)"):
+    with pytest.raises(CatalogError, match=r"mixes id types: int \(0-based row 0: 1\), str \(0-based row 2: 'abc'\)"):
         load_catalog(path)
 
 
@@ -232,7 +232,7 @@ def test_integer_valued_float_ids_become_int64():
 
 
 def test_non_integer_float_ids_rejected():
-    with pytest.raises(CatalogError, match=r"'item_id' has non-integer float ids, e.g. row 1: 2.5"):
+    with pytest.raises(CatalogError, match=r"'item_id' has non-integer float ids, e.g. 0-based row 1: 2.5"):
         validate_ids(pd.DataFrame({"item_id": [1.0, 2.5]}), "item_id")
 
 
@@ -242,7 +242,7 @@ def test_non_integer_float_id_named_in_error():
 
 
 def test_bool_ids_rejected():
-    with pytest.raises(CatalogError, match=r"bool \(row 0: True\)"):
+    with pytest.raises(CatalogError, match=r"bool \(0-based row 0: True\)"):
         validate_ids(pd.DataFrame({"item_id": [True, False]}), "item_id")
 
 

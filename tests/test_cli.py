@@ -85,3 +85,54 @@ def test_python_dash_m_entry_point(catalog_files):
 
     proc = subprocess.run([sys.executable, "-m", "semantic_ids", "build", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "--catalog" in proc.stdout
+
+
+def _run(args, **kw):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120, **kw)
+
+
+def test_start_up_imports_neither_torch_nor_sentence_transformers(tmp_path):
+    """--help, a bad-input failure and an exact lookup stay light (issue 16: start-up)."""
+    probe = (
+        "import sys, runpy\n"
+        "sys.argv = ['semantic-ids', *sys.argv[1:]]\n"
+        "try:\n    runpy.run_module('semantic_ids', run_name='__main__')\n"
+        "except SystemExit as e:\n    code = e.code\n"
+        "heavy = sorted(m for m in ('torch', 'sentence_transformers', 'transformers', 'faiss') if m in sys.modules)\n"
+        "print('HEAVY', heavy, 'CODE', code, file=sys.stderr)\n"
+    )
+    (tmp_path / "bad.csv").write_text("item_id,title\n1,a\n1,b\n")
+    for args, code in [(["--help"], 0), (["build", "--catalog", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "o")], 2),
+                       (["build", "--catalog", str(tmp_path / "none.csv"), "--out", str(tmp_path / "o")], 2)]:
+        proc = _run(["-c", probe, *args])
+        assert f"HEAVY [] CODE {code}" in proc.stderr, proc.stderr
+    assert "duplicate" in _run(["-m", "semantic_ids", "build", "--catalog", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "o")]).stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_exact_lookup_without_torch(tmp_path):
+    from semantic_ids import BuildConfig, SemanticIDs
+
+    n = 200
+    df = pd.DataFrame({"item_id": list(range(100, 100 + n)), "title": ["t"] * n})
+    cfg = BuildConfig().replace(model={"codebook_sizes": [8, 8], "hidden_dims": [16]}, train={"epochs": 2}, embedding={"use_cache": False})
+    sid = SemanticIDs(cfg, show_progress=False).fit(df, clustered_embeddings(n, dim=16))
+    out = sid.save(tmp_path / "e")
+    script = (
+        "import sys\n"
+        "from semantic_ids.lookup import SemanticIDLookup\n"
+        f"lk = SemanticIDLookup.load({str(out)!r})\n"
+        "print(lk.item_to_sid(['100', 101, 'x', 99999], missing='null'), lk.prefix_count((0,)), lk.sid_to_item(lk.item_to_sid(150)))\n"
+        "assert not {'torch', 'sentence_transformers', 'faiss'} & set(sys.modules), sorted(sys.modules)\n"
+        "lk.similar_items([100], k=2)  # the model loads on first need\n"
+        "print('torch' in sys.modules)\n"
+    )
+    proc = _run(["-c", script])
+    assert proc.returncode == 0, proc.stderr
+    first, second = proc.stdout.splitlines()
+    sids = sid.semantic_ids_
+    assert first == f"{[sids[0], sids[1], None, None]} {int((sid.codes_[:, 0] == 0).sum())} 150"
+    assert second == "True"

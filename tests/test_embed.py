@@ -82,3 +82,19 @@ def test_ragged_parquet_embeddings_name_the_items(tmp_path):
     pd.DataFrame({"item_id": ["a", "b"], "embedding": [[1.0, 0.0], [1.0]]}).to_parquet(tmp_path / "r.parquet")
     with pytest.raises(EmbeddingError, match=r"should have 2 values; item\(s\) \['b'\] have \[1\]"):
         load_embeddings(tmp_path / "r.parquet", ids)
+
+
+@pytest.mark.parametrize("show", [False, True])
+def test_no_progress_hides_the_loading_weights_bar(capfd, show):
+    """transformers' own "Loading weights" bar follows show_progress (issue 16)."""
+    from semantic_ids import embed
+
+    cfg = EmbeddingConfig(use_cache=False, max_seq_length=61 if show else 62)  # a fresh load each time
+    embed._MODELS.pop((cfg.model, cfg.device, cfg.max_seq_length), None)
+    capfd.readouterr()
+    embed_texts(["one text"], cfg, show_progress=show)
+    err = capfd.readouterr().err
+    assert ("Loading weights" in err) == show
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()  # restored for the rest of the process

@@ -125,3 +125,45 @@ def test_missing_labels_are_left_out():
     assert labels.tolist() == ["A", None, None, "B"]
     m = evaluate_codes(np.array([[0], [0], [0], [1]]), (2,), labels=labels)
     assert m["n_labelled"] == 2 and m["purity@1"] == 1.0
+
+
+def test_chance_purity_agrees_with_exhaustive_enumeration():
+    """Reference: the exact mean purity over every distinct arrangement of the labels."""
+    from itertools import permutations
+
+    from semantic_ids.evaluate import chance_purity, purity
+
+    groups = np.array([0, 0, 0, 1, 1, 2])
+    labels = np.array(["a", "a", "b", "b", "c", "c"], dtype=object)
+    arrangements = set(permutations(labels.tolist()))
+    exact = np.mean([purity(groups, np.array(p, dtype=object)) for p in arrangements])
+    assert chance_purity(groups, labels, rounds=4000) == pytest.approx(exact, abs=0.01)
+    # groups of one item are pure by construction, and so is chance
+    singles = np.arange(6)
+    assert chance_purity(singles, labels) == purity(singles, labels) == 1.0
+    # one group: purity is the majority share, whatever the arrangement
+    assert chance_purity(np.zeros(6, int), labels) == pytest.approx(2 / 6)
+    # deterministic for a seed
+    assert chance_purity(groups, labels, seed=3) == chance_purity(groups, labels, seed=3)
+
+
+def test_evaluate_reports_chance_purity_and_partial_catalogs(tmp_path, capsys):
+    from semantic_ids import BuildConfig, SemanticIDs
+
+    from .conftest import clustered_embeddings
+
+    n = 200
+    emb = clustered_embeddings(n, clusters=4)
+    df = pd.DataFrame({"item_id": [f"i{i}" for i in range(n)], "title": ["t"] * n, "category": [f"c{i % 4}" for i in range(n)]})
+    cfg = BuildConfig().replace(model={"codebook_sizes": [8, 8], "hidden_dims": [32]}, train={"epochs": 3, "batch_size": 64})
+    SemanticIDs(cfg, show_progress=False).fit(df, embeddings=emb).save(tmp_path / "e")
+    df.iloc[:150].to_parquet(tmp_path / "part.parquet")
+    np.save(tmp_path / "part.npy", emb[:150])
+    args = ["evaluate", str(tmp_path / "e"), "--catalog", str(tmp_path / "part.parquet"), "--embeddings", str(tmp_path / "part.npy"), "--no-progress"]
+    assert main([*args, "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert (m["n_scored"], m["n_export_items"]) == (150, 200)
+    assert 0 < m["chance_purity@1"] <= m["purity@1"] <= 1
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "150 of 200 in the export" in out and "purity (chance)" in out

@@ -221,9 +221,9 @@ def test_refuses_to_replace_other_directories(export, tmp_path):
     with pytest.raises(ReportError, match="not an earlier semantic-ids report"):
         write_report(export, other)
     assert (other / "thesis.txt").read_text() == "keep me"
-    with pytest.raises(ReportError, match="would replace the export"):
+    with pytest.raises(ReportError, match="would replace the input"):
         write_report(export, export)
-    with pytest.raises(ReportError, match="would replace the export"):
+    with pytest.raises(ReportError, match="would replace the input"):
         write_report(export, export.parent)
     # an empty directory and an earlier report are fine
     (tmp_path / "empty").mkdir()
@@ -251,3 +251,19 @@ def test_missing_matplotlib_names_the_extra(export, monkeypatch, capsys):
     assert main(["report", str(export)]) == 2
     assert "semantic-ids[report]" in capsys.readouterr().err
     assert not (export / "report").exists()
+
+
+def test_report_leaves_no_lock_files_and_keeps_user_files(export, tmp_path):
+    import shutil
+
+    exp = tmp_path / "exp"
+    shutil.copytree(export, exp)
+    index = write_report(exp)
+    assert index.parent == (exp / "report").resolve()
+    hidden = [p.name for p in exp.rglob(".*")] + [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert hidden == []
+    # a user's file dropped into an earlier report is not deleted by the next one
+    (exp / "report" / "my-notes.md").write_text("keep")
+    with pytest.raises(ReportError, match="my-notes.md"):
+        write_report(exp)
+    assert (exp / "report" / "my-notes.md").read_text() == "keep"

@@ -248,3 +248,27 @@ def test_cli_streaming_build(tmp_path, sampled_config, emb_500, ids_500, capsys)
     # without a catalog or embeddings: a clear error, exit code 2
     assert main(["build", "--streaming", "--out", str(tmp_path / "o2")]) == 2
     assert "needs --catalog" in capsys.readouterr().err
+
+
+def test_streaming_embeds_through_the_in_memory_builds_cache(tmp_path, monkeypatch):
+    """Texts the in-memory build cached are not embedded again by the streaming build."""
+    from semantic_ids import embed
+    from semantic_ids.cache import EmbeddingCache
+    from semantic_ids.config import BuildConfig
+    from semantic_ids.stream import embed_catalog
+
+    n = 50
+    df = pd.DataFrame({"item_id": [f"i{i}" for i in range(n)], "title": [f"thing {i}" for i in range(n)]})
+    df.to_parquet(tmp_path / "c.parquet")
+    cfg = BuildConfig().replace(embedding={"cache_dir": str(tmp_path / "cache")})
+    vecs = clustered_embeddings(n, dim=8)
+    EmbeddingCache(tmp_path / "cache", embed.model_key(cfg.embedding)).put(load_catalog(df, cfg.catalog).texts, vecs)
+
+    def no_model(*a, **k):
+        raise AssertionError("the streaming build embedded a text that was in the cache")
+
+    monkeypatch.setattr(embed, "load_model", no_model)
+    counts = embed_catalog(tmp_path / "c.parquet", cfg, tmp_path / "shards", batch_rows=16, show_progress=False)
+    assert counts["computed"] == n
+    got = EmbeddingShards(tmp_path / "shards", "item_id")
+    assert np.allclose(got.take(np.arange(n)), vecs, atol=1e-6)

@@ -185,3 +185,17 @@ def test_omp_wait_policy_changes_no_weight(tmp_path):
         subprocess.run([sys.executable, "-c", script, str(tmp_path / policy)], check=True, env=env, cwd=tmp_path)
         out[policy] = torch.load(tmp_path / policy)
     assert all(torch.equal(out["PASSIVE"][k], out["ACTIVE"][k]) for k in out["PASSIVE"])
+
+
+def test_progress_bar_shows_last_measured_collision_rate():
+    """The collision rate is measured every few epochs; the bar never shows nan."""
+    from semantic_ids.train import postfix_fields
+
+    history = [{"epoch": 0, "loss": 1.0, "codes_used": [4, 4]}]
+    assert "col" not in postfix_fields(history[0], history)  # nothing measured yet: no field
+    history.append({"epoch": 1, "loss": 0.5, "codes_used": [4, 4], "collision_rate": 0.125})
+    assert postfix_fields(history[1], history)["col"] == "0.1250"
+    history.append({"epoch": 2, "loss": 0.4, "codes_used": [4, 3]})
+    fields = postfix_fields(history[2], history)
+    assert fields == {"loss": "0.4000", "used": "4/3", "col": "0.1250 (ep 2)"}
+    assert "nan" not in str(fields)

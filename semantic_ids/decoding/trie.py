@@ -195,9 +195,11 @@ class PrefixTrie:
     def _mask_table(self, d: int) -> torch.Tensor | None:
         """(n_nodes[d] + 1, V_d) bool, True where a code is a child; the last row is
         empty. On a range level (V_d + 1, V_d): row k allows codes 0..k-1. None
-        above ``mask_cap`` bytes."""
+        above ``mask_cap`` bytes (a range level then compares ``arange(V_d) < k``)."""
         size, rows, k = self.level_sizes[d], self.n_nodes[d] + 1, self._keys[d]
         if self._ranges[d]:
+            if (size + 1) * size > self.mask_cap:  # e.g. one level of N item ids: computed per call instead
+                return None
             return torch.arange(size + 1, device=k.device)[:, None] > torch.arange(size, device=k.device)
         if rows * size > self.mask_cap:
             return None
@@ -279,6 +281,8 @@ class PrefixTrie:
         start = indptr[safe]
         count = torch.where(valid, indptr[safe + 1] - start, 0)
         if self._ranges[d]:  # row k of a (V + 1, V) table is arange(V) < k
+            if self._masks[d] is None:
+                return torch.arange(size, device=self.device)[None, :] < count[:, None]
             return torch.index_select(self._masks[d], 0, count)
         width = torch.arange(self._max_children[d], device=self.device)
         pos = (start[:, None] + width).clamp(max=max(keys.numel() - 1, 0))  # (B, m)

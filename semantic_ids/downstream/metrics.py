@@ -14,7 +14,7 @@ def target_ranks(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:
     targets : (U,) int64 item rows.
     """
     ranked = np.asarray(ranked)
-    hit = ranked == np.asarray(targets)[:, None]
+    hit = (ranked == np.asarray(targets)[:, None]) & (ranked >= 0)  # -1 pads never match
     return np.where(hit.any(1), hit.argmax(1), -1)
 
 

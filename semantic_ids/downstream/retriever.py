@@ -86,6 +86,22 @@ def _pad(seqs: list[np.ndarray], value: int = PAD) -> np.ndarray:
     return out
 
 
+def training_batch(windows: list[np.ndarray], n_levels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inputs, next-token targets and loss mask for windows of tokens (BOS + items' tokens).
+
+    Position p predicts token p + 1; the loss covers the tokens of every item but the
+    window's first (its tokens sit at 1..L, so targets start at position L).
+
+    Returns
+    -------
+    x, y : (B, T) int64 right-padded; keep : (B, T) bool.
+    """
+    x = torch.from_numpy(_pad([w[:-1] for w in windows]))
+    y = torch.from_numpy(_pad([w[1:] for w in windows]))
+    keep = torch.from_numpy(_pad([np.arange(len(w) - 1) >= n_levels for w in windows], value=0).astype(bool))
+    return x, y, keep
+
+
 class GenerativeRetriever:
     """A decoder-only model over item tokens, ranked by trie-constrained beam search.
 
@@ -139,9 +155,10 @@ class GenerativeRetriever:
         lengths = np.array([len(w) for w in windows])
         n_valid = len(split.valid_target)
         pick = np.sort(rng.choice(n_valid, c.valid_users, replace=False)) if 0 < c.valid_users < n_valid else np.arange(n_valid)
+        self.history_ = []
         self.model_ = model = self._model()
         opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay, betas=(0.9, 0.98))
-        steps_per_epoch = math.ceil(len(windows) / c.batch_size) + 1  # at most one short batch per chunk more
+        steps_per_epoch = math.ceil(len(windows) / c.batch_size) + 1  # the schedule's length: one step more than the batches
         total = steps_per_epoch * c.epochs
 
         def lr_at(step):
@@ -160,11 +177,7 @@ class GenerativeRetriever:
             bar = tqdm(self._batches(lengths, rng), desc=f"epoch {epoch}", leave=False, disable=not self.show_progress)
             for idx in bar:
                 batch = [windows[j] for j in idx]
-                x = torch.from_numpy(_pad([w[:-1] for w in batch])).to(c.device)  # (B, T)
-                y = torch.from_numpy(_pad([w[1:] for w in batch])).to(c.device)
-                # loss on the tokens of every item but the window's first: position p predicts token p + 1,
-                # and the first item's tokens sit at 1..L, so targets start at position L
-                keep = torch.from_numpy(_pad([np.arange(len(w) - 1) >= L for w in batch], value=0).astype(bool)).to(c.device)
+                x, y, keep = (t.to(c.device) for t in training_batch(batch, L))
                 hidden, _, _ = model(x)
                 loss = F.cross_entropy(model.logits(hidden[keep]), y[keep])
                 opt.zero_grad(set_to_none=True)
