@@ -2,6 +2,7 @@
 
     python benchmarks/downstream.py --catalogs beauty movielens --seeds 0 1 2
     python benchmarks/downstream.py --catalogs movielens --arms ours random --seeds 0 --out /tmp/d
+    python benchmarks/downstream.py --preset tiger --device cuda          # TIGER-sized, on a GPU
 
 Arms (IDs are built on the same cached embeddings; each seed builds its own IDs
 where the scheme has a seed, and trains its own retriever):
@@ -9,10 +10,12 @@ where the scheme has a seed, and trains its own retriever):
 - ``ours``: our default build (the catalog's pipeline template, defaults otherwise);
 - ``rq-kmeans``: ``model.method = "rq-kmeans"`` (greedy residual k-means);
 - ``rqvae-latent``: TIGER's all-latent RQ-VAE (``first_level = "latent"``, MLP 512-256-128, latent 6, 200 epochs);
-- ``random``: uniform random codes with the same level sizes, collision level appended;
+- ``random``: uniform random codes with the level sizes of our default build, collision level appended;
 - ``letter``: LETTER's published Beauty IDs (4 levels), collision level appended where they collide;
 - ``sasrec``: one token per item (item-ID embeddings, cross-entropy over all items), the same network;
-- ``popularity``: items ranked by training count.
+- ``popularity``: items ranked by training count;
+- ``bisecting-rq`` (an experiment): our level 1 (bisecting k-means), then greedy residual k-means of
+  the residual for levels 2-3, i.e. RQ-KMeans' finer levels under our first level.
 
 Every generative arm: the same :class:`RetrieverConfig` (``--config`` fields override
 it), leave-one-out split, early stopping on validation Recall@10, trie-constrained
@@ -45,6 +48,7 @@ from semantic_ids import BuildConfig, SemanticIDs  # noqa: E402
 from semantic_ids.catalog import load_catalog  # noqa: E402
 from semantic_ids.collisions import resolve_counter  # noqa: E402
 from semantic_ids.datasets import fetch_movielens  # noqa: E402
+from semantic_ids.sizing import auto_codebook_sizes  # noqa: E402
 from semantic_ids.downstream import leave_one_out, paired_bootstrap, read_sequences, recall_ndcg, target_ranks  # noqa: E402
 from semantic_ids.downstream.retriever import GenerativeRetriever, RetrieverConfig, popularity_ranking  # noqa: E402
 
@@ -60,7 +64,7 @@ BUILDS = {
     "rq-kmeans": {"model": {"method": "rq-kmeans"}},
     "rqvae-latent": {"model": {"first_level": "latent", "latent_dim": 6, "hidden_dims": [512, 256, 128]}, "train": {"epochs": 200}},
 }
-ARMS = ["ours", "rq-kmeans", "rqvae-latent", "random", "letter", "sasrec", "popularity"]
+ARMS = ["ours", "rq-kmeans", "rqvae-latent", "random", "letter", "sasrec", "popularity", "bisecting-rq"]
 METRICS = ["recall@5", "ndcg@5", "recall@10", "ndcg@10"]
 TIGER_BEAUTY = {"recall@5": 0.0454, "ndcg@5": 0.0321, "recall@10": 0.0648, "ndcg@10": 0.0384}
 
@@ -78,6 +82,42 @@ def with_counter(codes: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return resolve_counter(codes, ids).codes
 
 
+def embeddings(name: str, path: Path) -> np.ndarray:
+    """The catalog's embeddings under its template, from the cache our builds fill."""
+    cfg = BuildConfig().replace(catalog={"template": TEMPLATES[name]})
+    return SemanticIDs(cfg, show_progress=False).embed(load_catalog(path, cfg.catalog).texts)
+
+
+def bisecting_rq(emb: np.ndarray, seed: int, sizes: tuple[int, ...]) -> np.ndarray:
+    """(N, L) codes: level 1 = our bisecting k-means; the deeper levels = greedy residual k-means
+    of the residual x - c1 (FAISS), i.e. the default's level 1 with RQ-KMeans' finer levels."""
+    import faiss
+
+    from semantic_ids.kmeans import bisecting_kmeans, nearest
+
+    x = torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32))
+    c = bisecting_kmeans(x, sizes[0], generator=torch.Generator().manual_seed(seed))
+    first = nearest(x, c)
+    r = np.ascontiguousarray((x - c[first]).numpy())
+    bits = faiss.Uint64Vector()
+    for k in sizes[1:]:
+        bits.push_back(int(k).bit_length() - 1)  # powers of two (auto_codebook_sizes)
+    rq = faiss.ResidualQuantizer(r.shape[1], bits)
+    rq.max_beam_size = 1
+    rq.cp.seed = seed
+    rq.train(r)
+    # greedy encoding with its codebooks (compute_codes packs bits, so do the nearest-code steps here)
+    books = torch.from_numpy(faiss.vector_to_array(rq.codebooks).reshape(-1, r.shape[1]))
+    codes, res, start = [first], torch.from_numpy(r), 0
+    for k in sizes[1:]:
+        book = books[start:start + k]
+        idx = nearest(res, book)
+        codes.append(idx)
+        res = res - book[idx]
+        start += k
+    return torch.stack(codes, 1).numpy().astype(np.int64)
+
+
 def arm_codes(arm: str, name: str, path: Path, ids: np.ndarray, seed: int) -> tuple[np.ndarray, dict]:
     """(N, L) unique codes for an arm, in catalog order, and what building them cost."""
     if arm in BUILDS:
@@ -87,9 +127,11 @@ def arm_codes(arm: str, name: str, path: Path, ids: np.ndarray, seed: int) -> tu
         assert np.array_equal(sid.ids_, ids), "the build's item order should be the catalog's"
         return sid.codes_, {"build_seconds": round(time.perf_counter() - start, 1),
                             "collision_rate": round(float(sid.metrics_.get("collision_rate", float("nan"))), 4)}
-    if arm == "random":
+    if arm == "bisecting-rq":  # experiment: our level 1, then FAISS's residual k-means on x - c1 for levels 2-3
+        return with_counter(bisecting_rq(embeddings(name, path), seed, auto_codebook_sizes(len(ids))), ids), {}
+    if arm == "random":  # the level sizes our default build uses for this catalog
         rng = np.random.default_rng(seed)
-        return with_counter(rng.integers(0, 256, (len(ids), 3)), ids), {}
+        return with_counter(np.column_stack([rng.integers(0, k, len(ids)) for k in auto_codebook_sizes(len(ids))]), ids), {}
     if arm == "letter":
         rows = {}
         for line in (BEAUTY / "peer_letter_semantic_ids.jsonl").read_text().splitlines():
@@ -127,28 +169,28 @@ def run_arm(arm, name, path, ids, split, seed, cfg) -> tuple[np.ndarray, dict]:
 
 
 def summarize(name: str, arms: list[str], seeds: list[int], n_users: int, n_boot: int) -> list[dict]:
-    """One row per arm: mean over seeds, per-seed means, and the paired interval of arm - ours."""
+    """One row per arm: mean over its seeds, per-seed means, and the paired interval of arm - ours
+    on the seeds both have (each side's per-user metric averaged over those seeds first)."""
     per_arm = {}
     for arm in arms:
-        files = [WORK / f"{name}-{arm}-seed{s}.npy" for s in seeds]
-        files = [f for f in files if f.exists()]
-        if files:
-            per_arm[arm] = [recall_ndcg(np.load(f, allow_pickle=False)) for f in files]
+        runs = {s: WORK / f"{name}-{arm}-seed{s}.npy" for s in seeds}
+        runs = {s: recall_ndcg(np.load(f, allow_pickle=False)) for s, f in runs.items() if f.exists()}
+        if runs:
+            per_arm[arm] = runs
     rows = []
-    base = per_arm.get("ours")
+    base = per_arm.get("ours", {})
     for arm, runs in per_arm.items():
-        mean_user = {m: np.mean([r[m] for r in runs], axis=0) for m in METRICS}
-        row = {"catalog": name, "arm": arm, "seeds": len(runs), "users": n_users}
+        row = {"catalog": name, "arm": arm, "seeds": sorted(runs), "users": n_users}
+        common = sorted(set(runs) & set(base))
         for m in METRICS:
-            row[m] = round(float(mean_user[m].mean()), 5)
-            row[f"{m}_per_seed"] = [round(float(r[m].mean()), 5) for r in runs]
-            if base is not None and arm != "ours":
-                # paired over users, on the seeds both arms have
-                k = min(len(runs), len(base))
-                ours_user = np.mean([r[m] for r in base[:k]], axis=0)
-                arm_user = np.mean([r[m] for r in runs[:k]], axis=0)
+            row[m] = round(float(np.mean([r[m].mean() for r in runs.values()])), 5)
+            row[f"{m}_per_seed"] = [round(float(runs[s][m].mean()), 5) for s in sorted(runs)]
+            if arm != "ours" and common:
+                arm_user = np.mean([runs[s][m] for s in common], axis=0)
+                ours_user = np.mean([base[s][m] for s in common], axis=0)
                 d, lo, hi = paired_bootstrap(arm_user, ours_user, n_boot=n_boot, seed=0)
                 row[f"{m}_minus_ours"] = [round(d, 5), round(lo, 5), round(hi, 5)]
+                row["paired_seeds"] = common
         rows.append(row)
     return rows
 
@@ -161,7 +203,7 @@ def markdown(rows: list[dict], facts: list[dict], env: dict) -> str:
         def ci(m):
             v = r.get(f"{m}_minus_ours")
             return "" if v is None else f"{v[0]:+.4f} [{v[1]:+.4f}, {v[2]:+.4f}]"
-        lines.append(f"| {r['catalog']} | {r['arm']} | {r['seeds']} | {r['recall@5']:.4f} | {r['ndcg@5']:.4f} | "
+        lines.append(f"| {r['catalog']} | {r['arm']} | {','.join(map(str, r['seeds']))} | {r['recall@5']:.4f} | {r['ndcg@5']:.4f} | "
                      f"{r['recall@10']:.4f} | {r['ndcg@10']:.4f} | {ci('recall@10')} | {ci('ndcg@10')} |")
     if any(r["catalog"] == "beauty" for r in rows):
         t = TIGER_BEAUTY
@@ -181,7 +223,10 @@ def main() -> None:
     ap.add_argument("--catalogs", nargs="+", default=["beauty", "movielens"])
     ap.add_argument("--arms", nargs="+", default=ARMS, choices=ARMS)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--config", default="{}", help="JSON of RetrieverConfig fields, e.g. '{\"epochs\": 10}'")
+    ap.add_argument("--preset", choices=["small", "tiger"], default="small",
+                    help="small: the CPU configuration (RetrieverConfig()); tiger: TIGER-sized (RetrieverConfig.tiger(), for a GPU)")
+    ap.add_argument("--device", default="cpu", help="torch device for the retriever, e.g. cuda")
+    ap.add_argument("--config", default="{}", help="JSON of RetrieverConfig fields over the preset, e.g. '{\"epochs\": 10}'")
     ap.add_argument("--resume", action="store_true", help="skip (catalog, arm, seed) runs whose ranks are already in out/downstream")
     ap.add_argument("--summarize-only", action="store_true", help="train nothing: tabulate the runs in out/downstream")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); two 1-thread processes "
@@ -191,7 +236,8 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(format="%(asctime)s %(name)s %(message)s", level=logging.WARNING)
     logging.getLogger("semantic_ids.downstream").setLevel(logging.INFO)  # one line per epoch
-    cfg = RetrieverConfig(**json.loads(args.config))
+    fields = {"device": args.device, **json.loads(args.config)}
+    cfg = RetrieverConfig.tiger(**fields) if args.preset == "tiger" else RetrieverConfig(**fields)
     if args.threads:
         torch.set_num_threads(args.threads)
     WORK.mkdir(parents=True, exist_ok=True)
@@ -210,10 +256,16 @@ def main() -> None:
             for arm in arms:
                 out = WORK / f"{name}-{arm}-seed{seed}.npy"
                 if args.summarize_only or (args.resume and out.exists()):
+                    if out.exists():
+                        ran = json.loads(out.with_suffix(".json").read_text()).get("retriever")
+                        if ran != {**cfg.to_dict(), "seed": seed}:
+                            sys.exit(f"{out} was trained with another retriever config ({ran}); "
+                                     "move out/downstream aside or pass the same --config")
                     continue
                 start = time.perf_counter()
                 ranks, info = run_arm(arm, name, path, ids, split, seed, cfg)
-                fact = {"catalog": name, "arm": arm, "seed": seed, **info, "wall_seconds": round(time.perf_counter() - start, 1),
+                fact = {"catalog": name, "arm": arm, "seed": seed, **info, "retriever": {**cfg.to_dict(), "seed": seed},
+                        "wall_seconds": round(time.perf_counter() - start, 1),
                         "threads": torch.get_num_threads(), "load_1m": round(os.getloadavg()[0], 2)}
                 out.with_suffix(".json").write_text(json.dumps(fact) + "\n")
                 np.save(out, ranks)  # last: its presence marks the run done
@@ -225,7 +277,8 @@ def main() -> None:
         "protocol": "leave-one-out (last item test, second-to-last validation, rest training); histories of at most "
                     f"{cfg.max_history} items; all test users; early stopping on validation Recall@10 "
                     f"({cfg.valid_users or 'all'} seeded users, patience {cfg.patience}); trie-constrained beam {cfg.beam}; "
-                    "per-user metrics averaged over seeds, paired bootstrap over users (2,000 resamples) for arm − ours",
+                    f"per-user metrics averaged over seeds, paired bootstrap over users ({args.n_boot} resamples) for arm − ours; "
+                    "the interval covers the sampling of users, not training-seed variance (see the per-seed values)",
         "retriever": cfg.to_dict(),
         "seeds": args.seeds,
         "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -233,8 +286,9 @@ def main() -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    facts_out = [json.loads(f.with_suffix(".json").read_text()) for f in sorted(WORK.glob("*-seed*.npy"))
-                 if f.name.split("-")[0] in args.catalogs]
+    facts_out = [json.loads(f.with_suffix(".json").read_text()) for f in sorted(WORK.glob("*-seed*.npy"))]
+    facts_out = [{k: v for k, v in f.items() if k != "retriever"} for f in facts_out
+                 if f["catalog"] in args.catalogs and f["arm"] in args.arms and f["seed"] in args.seeds]
     out.with_suffix(".json").write_text(json.dumps({"env": env, "rows": rows, "runs": facts_out}, indent=1) + "\n")
     md = markdown(rows, facts_out, env)
     out.with_suffix(".md").write_text(md)

@@ -208,6 +208,10 @@ def cmd_assign(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.downstream:
+        return _evaluate_downstream(args)
+    if not args.catalog:
+        raise ValueError("evaluate needs --catalog (the catalog the export was built from), or --downstream with --sequences")
     from .evaluate import evaluate_export
 
     m = evaluate_export(
@@ -240,6 +244,49 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_downstream(args: argparse.Namespace) -> int:
+    """Train the generative retriever on the export's IDs and print Recall/NDCG (docs/downstream.md)."""
+    if not args.sequences:
+        raise ValueError("--downstream needs --sequences (JSON Lines of {\"user_id\", \"items\"} in time order)")
+    from .downstream import evaluate_export_downstream
+    from .downstream.retriever import RetrieverConfig
+
+    fields = {"device": args.device, "seed": args.seed, **({"epochs": args.epochs} if args.epochs else {})}
+    cfg = RetrieverConfig.tiger(**fields) if args.preset == "tiger" else RetrieverConfig(**fields)
+    res = evaluate_export_downstream(args.dir, args.sequences, cfg, show_progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+
+    def ci(v: dict) -> str:
+        return f"{v['mean']:.4f} [{v['low']:.4f}, {v['high']:.4f}]"
+
+    ids, pop, diff = res["ids"], res["popularity"], res["ids_minus_popularity"]
+    rows = [("users / items", f"{res['protocol']['users']:,} / {res['protocol']['items']:,}"),
+            ("protocol", res["protocol"]["split"])]
+    for m in ("recall@5", "ndcg@5", "recall@10", "ndcg@10"):
+        rows.append((f"{m}: these IDs [95% CI]", ci(ids[m])))
+        rows.append((f"{m}: popularity / IDs - popularity", f"{pop[m]['mean']:.4f} / {diff[m]['mean']:+.4f} "
+                     f"[{diff[m]['low']:+.4f}, {diff[m]['high']:+.4f}]"))
+    rows += [("invalid-ID rate", f"{ids['invalid_id_rate']:.4f}"),
+             ("best epoch / epochs run", f"{ids['best_epoch']} / {len(ids['history'])}"),
+             ("model parameters / training time", f"{ids['parameters']:,} / {ids['train_seconds']} s")]
+    print_table(rows)
+    return 0
+
+
+def cmd_decoding_files(args: argparse.Namespace) -> int:
+    from .decoding.formats import FORMATS, write_decoding_files
+
+    paths = write_decoding_files(args.export, args.out, formats=args.formats or FORMATS)
+    if args.json:
+        print(json.dumps({name: str(p) for name, p in paths.items()}))
+    else:
+        for p in paths.values():
+            print(p)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -258,7 +305,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _add_quality_inputs(p: argparse.ArgumentParser) -> None:
     """What ``evaluate`` and ``report`` read beside the catalog."""
-    p.add_argument("--sequences", help="JSON Lines of user sequences: {\"items\": [ids in time order]} (co-interaction metrics)")
+    p.add_argument("--sequences", help="JSON Lines of user sequences: {\"user_id\": ..., \"items\": [ids in time order]}")
     p.add_argument("--embeddings", help="embeddings of the catalog for neighbour coherence (default: computed with the export's model)")
     p.add_argument("--category-column", help="label column for purity/NMI (default: categories/category/genres if present)")
 
@@ -322,11 +369,30 @@ def _parser_assign(sub) -> None:
 def _parser_evaluate(sub) -> None:
     ev = sub.add_parser("evaluate", help="quality of an export: usage, collisions, purity/NMI, neighbour and co-interaction coherence")
     ev.add_argument("dir", help="export directory")
-    ev.add_argument("--catalog", required=True, help="the catalog the export was built from (for labels and texts)")
+    ev.add_argument("--catalog", help="the catalog the export was built from (for labels and texts); required without --downstream")
     _add_quality_inputs(ev)
+    ev.add_argument("--downstream", action="store_true",
+                    help="instead: train a generative retriever on the IDs and --sequences (leave-one-out) and report "
+                         "Recall@5/10 and NDCG@5/10 with 95%% intervals beside a popularity ranking (docs/downstream.md)")
+    ev.add_argument("--preset", choices=["small", "tiger"], default="small",
+                    help="with --downstream: the retriever's size; small fits a CPU, tiger is TIGER-sized (use --device cuda)")
+    ev.add_argument("--epochs", type=int, help="with --downstream: at most this many epochs (default: the preset's)")
+    ev.add_argument("--device", default="cpu", help="with --downstream: torch device, e.g. cuda")
+    ev.add_argument("--seed", type=int, default=0, help="with --downstream: the retriever's seed")
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=cmd_evaluate)
+
+
+def _parser_decoding_files(sub) -> None:
+    p = sub.add_parser("decoding-files", help="write what generative trainers and serving engines read: sid2pid.json, "
+                                              "codes.npy + item_ids.json, vocab.json, trie.safetensors")
+    p.add_argument("export", help="export directory")
+    p.add_argument("--out", required=True, help="output directory: new, empty, or an earlier decoding-files directory")
+    p.add_argument("--formats", nargs="+", metavar="FORMAT", help="any of sid2pid, codes, vocab, trie (default: all; "
+                   "an unknown name is refused)")
+    p.add_argument("--json", action="store_true", help="print the written paths as a JSON object")
+    p.set_defaults(func=cmd_decoding_files)
 
 
 def _parser_report(sub) -> None:
@@ -343,7 +409,7 @@ def _parser_report(sub) -> None:
 
 
 # A subcommand: add its parser function here; its handler (cmd_NAME) imports what it needs.
-SUBCOMMANDS = [_parser_build, _parser_lookup, _parser_assign, _parser_evaluate, _parser_report]
+SUBCOMMANDS = [_parser_build, _parser_lookup, _parser_assign, _parser_evaluate, _parser_report, _parser_decoding_files]
 
 
 def build_parser() -> argparse.ArgumentParser:

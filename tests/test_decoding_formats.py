@@ -14,7 +14,8 @@ from semantic_ids.decoding.formats import (
     write_decoding_files,
 )
 from semantic_ids.decoding.trie import PrefixTrie
-from semantic_ids.decoding.vocab import SIDVocab, VocabError
+from semantic_ids.decoding.vocab import SIDVocab
+from semantic_ids.manifest import ExportError
 from semantic_ids.export import read_export
 from semantic_ids.tokens import format_sid
 from tests.test_decoding_vocab import make_tiny_export
@@ -71,7 +72,7 @@ def test_refuses_foreign_files_and_touches_nothing(export, tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
-    with pytest.raises(DecodingFilesError, match=r"mine.*not an earlier decoding-files directory.*notes.txt"):
+    with pytest.raises(DecodingFilesError, match=r"mine.*not an earlier semantic-ids decoding-files directory.*notes.txt"):
         write_decoding_files(path, mine)
     assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep me"
     # an earlier output with a file added by someone else
@@ -99,7 +100,7 @@ def test_bad_requests_fail_before_any_write(export, tmp_path):
     path, _ = export
     with pytest.raises(DecodingFilesError, match="unknown formats \\['pt'\\]"):
         write_decoding_files(path, tmp_path / "a", formats=["codes", "pt"])
-    with pytest.raises(VocabError, match="not found"):
+    with pytest.raises(ExportError, match="not found"):
         write_decoding_files(tmp_path / "nope", tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
@@ -113,7 +114,7 @@ def test_damaged_export_or_edited_output_is_reported(export, tmp_path):
     with open(bad / "semantic_ids.parquet", "r+b") as fh:
         fh.seek(100)
         fh.write(b"\x00\x01\x02")
-    with pytest.raises(VocabError, match="checksum"):
+    with pytest.raises(ExportError, match="checksum"):
         write_decoding_files(bad, tmp_path / "dec")
     assert not (tmp_path / "dec").exists()
     out = write_decoding_files(path, tmp_path / "dec2")["codes.npy"]

@@ -290,3 +290,54 @@ def test_evaluate_downstream_end_to_end(tmp_path):
     r = res["ids"]["recall@10"]
     assert r["low"] <= r["mean"] <= r["high"]
     assert set(res["ids_minus_popularity"]) == {"recall@5", "ndcg@5", "recall@10", "ndcg@10"}
+
+
+# -- the CLI -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_export(tmp_path, small_catalog, small_embeddings, tiny_config):
+    from semantic_ids import SemanticIDs
+
+    out = tmp_path / "ids"
+    SemanticIDs(tiny_config, show_progress=False).fit(small_catalog, embeddings=small_embeddings).save(out)
+    return out, small_catalog["item_id"].tolist()
+
+
+def test_cli_evaluate_downstream(tmp_path, small_export, capsys):
+    from semantic_ids.cli import main
+
+    out, ids = small_export
+    rng = np.random.default_rng(0)
+    rows = [{"user_id": u, "items": [ids[(s + j) % len(ids)] for j in range(6)]} for u, s in enumerate(rng.integers(0, len(ids), 80))]
+    seq = write_jsonl(tmp_path / "seq.jsonl", rows)
+    assert main(["evaluate", str(out), "--sequences", str(seq), "--downstream", "--epochs", "1", "--json", "--no-progress"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["protocol"]["users"] == 80 and res["ids"]["invalid_id_rate"] == 0.0 and len(res["ids"]["history"]) == 1
+    # a sequences file naming an unknown item fails with exit 2 and names it, before any training
+    bad = write_jsonl(tmp_path / "bad.jsonl", rows + [{"user_id": "x", "items": [ids[0], "nope", ids[1]]}])
+    assert main(["evaluate", str(out), "--sequences", str(bad), "--downstream"]) == 2
+    assert "'nope'" in capsys.readouterr().err
+    assert main(["evaluate", str(out), "--downstream"]) == 2  # no --sequences
+    assert "--sequences" in capsys.readouterr().err
+
+
+def test_cli_decoding_files(tmp_path, small_export, capsys):
+    from semantic_ids.cli import main
+    from semantic_ids.decoding.formats import verify_decoding_files
+
+    out, ids = small_export
+    dec = tmp_path / "dec"
+    assert main(["decoding-files", str(out), "--out", str(dec), "--json"]) == 0
+    written = json.loads(capsys.readouterr().out)
+    assert {"sid2pid.json", "codes.npy", "vocab.json", "trie.safetensors"} <= set(written)
+    verify_decoding_files(dec)
+    sid2pid = json.loads((dec / "sid2pid.json").read_text())
+    assert sorted(v for vs in sid2pid.values() for v in vs) == sorted(ids)
+    assert main(["decoding-files", str(out), "--out", str(dec), "--formats", "sid2pid"]) == 0  # its own output: replaced
+    assert sorted(p.name for p in dec.iterdir() if not p.name.startswith(".")) == ["decoding_files.json", "sid2pid.json"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    assert main(["decoding-files", str(out), "--out", str(mine)]) == 2
+    assert "mine" in capsys.readouterr().err and (mine / "notes.txt").read_text() == "keep me"
+    assert main(["decoding-files", str(out), "--out", str(tmp_path / "x"), "--formats", "pt"]) == 2

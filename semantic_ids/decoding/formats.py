@@ -27,7 +27,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from .. import outdir
 from ..atomic import staged_dir
 from .trie import PrefixTrie
 from .vocab import SIDVocab, read_export_codes
@@ -72,32 +72,16 @@ def _foreign(path: Path) -> list[str] | None:
 
 
 def check_out_dir(out_dir: str | Path, export_dir: str | Path) -> Path:
-    """Resolve ``out_dir`` and check that it may be replaced; raise naming the path if not."""
-    given = Path(out_dir)
-    path = given.resolve()
-    export = Path(export_dir).resolve()
-    if path == Path(path.anchor) or path == Path.cwd().resolve() or path in Path.cwd().resolve().parents:
-        raise DecodingFilesError(f"{given}: is a filesystem root or holds the current directory; choose a new sub-directory")
-    if path == export or export in path.parents or path in export.parents:
-        raise DecodingFilesError(f"{given}: is, holds or lies inside the export {export_dir}; choose another directory")
-    if not os.path.lexists(path):
-        return path
-    if not path.is_dir():
-        raise DecodingFilesError(f"{given}: exists and is not a directory; refusing to replace it")
-    entries = sorted(p.name for p in path.iterdir())
-    if not entries:
-        return path
-    foreign = _foreign(path)
-    if foreign is None:
-        raise DecodingFilesError(
-            f"{given}: exists and is not an earlier decoding-files directory (no valid {MANIFEST}; it holds "
-            f"{', '.join(entries[:3])}{' ...' if len(entries) > 3 else ''}); refusing to replace it"
-        )
-    if foreign:
-        raise DecodingFilesError(
-            f"{given}: holds files this tool did not write ({', '.join(foreign[:3])}); move them out or choose another directory"
-        )
-    return path
+    """Resolve ``out_dir`` and check that it may be replaced; raise naming the path if not.
+
+    The rules of every writer of this tool (:func:`semantic_ids.outdir.check_out_dir`),
+    with this output's own manifest, and one more: the files may not go inside the
+    export, whose manifest would then no longer list everything in it.
+    """
+    if Path(export_dir).resolve() in Path(out_dir).resolve().parents:
+        raise DecodingFilesError(f"{out_dir}: lies inside the export {export_dir}; choose another directory")
+    return outdir.check_out_dir(out_dir, kind="decoding-files directory", inputs=(export_dir,),
+                                error=DecodingFilesError, foreign=_foreign)
 
 
 def _formats(formats: Iterable[str]) -> tuple[str, ...]:

@@ -25,15 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from ..atomic import restore_if_missing
+from ..manifest import parse_ids, read_verified
 from ..tokens import LETTERS
-
-IDS_FILE = "semantic_ids.parquet"  # names as in semantic_ids.export (not imported: it pulls in torch)
-CONFIG_FILE = "config.json"
-MANIFEST_FILE = "manifest.json"
 
 
 class VocabError(ValueError):
@@ -55,63 +49,24 @@ class ExportCodes:
     codebook_sizes: tuple[int, ...]
     id_column: str
     info: dict[str, Any] = field(repr=False)
-    manifest_sha256: str = ""  # of the export's manifest.json, to record which export was read
-
-
-def _read_checked(path: Path, names: Sequence[str]) -> tuple[bytes, dict[str, bytes]]:
-    """Read ``names`` from an export, checking each against the manifest's sha256
-    (the same bytes are parsed, so a concurrent rewrite cannot mix two versions)."""
-    restore_if_missing(path)
-    if not path.is_dir():
-        raise VocabError(f"{path}: export directory not found")
-    try:
-        raw = (path / MANIFEST_FILE).read_bytes()
-        manifest = json.loads(raw)
-        listed = manifest["files"]
-    except FileNotFoundError:
-        raise VocabError(f"{path}: no {MANIFEST_FILE}; not a semantic-ids export, or an incomplete one") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise VocabError(f"{path / MANIFEST_FILE}: damaged manifest ({exc})") from None
-    out = {}
-    for name in names:
-        f = path / name
-        try:
-            data = f.read_bytes()
-        except FileNotFoundError:
-            raise VocabError(f"{f}: missing from the export") from None
-        meta = listed.get(name)
-        if meta is None or hashlib.sha256(data).hexdigest() != meta.get("sha256"):
-            raise VocabError(f"{f}: checksum mismatch with {MANIFEST_FILE}; the file is damaged or was edited")
-        out[name] = data
-    return raw, out
+    manifest_sha256: str = ""  # of the export's manifest (canonical JSON), to record which export was read
 
 
 def read_export_codes(path: str | Path) -> ExportCodes:
     """Item ids and codes (N, L + 1) of an export directory, checksums verified.
 
-    Reads only ``semantic_ids.parquet`` and ``config.json`` (no torch, no model).
+    Reads the files through :func:`semantic_ids.manifest.read_verified` (no torch, no
+    model); a missing or damaged export raises its ``ExportError``.
     """
     path = Path(path)
-    raw, files = _read_checked(path, (CONFIG_FILE, IDS_FILE))
+    manifest, files = read_verified(path)
+    ids, codes, info = parse_ids(path, files)
     try:
-        info = json.loads(files[CONFIG_FILE])
         sizes = tuple(int(k) for k in info["codebook_sizes"])
-        n_levels = int(info["n_levels"])
-        id_column = str(info["id_column"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise VocabError(f"{path / CONFIG_FILE}: damaged or incomplete ({exc!r})") from None
-    table = pq.read_table(pa.BufferReader(files[IDS_FILE]))
-    needed = [id_column] + [f"level_{i}" for i in range(n_levels)]
-    missing = [c for c in needed if c not in table.column_names]
-    if missing:
-        raise VocabError(f"{path / IDS_FILE}: missing columns {missing}")
-    n = table.num_rows
-    if n_levels:
-        codes = np.column_stack([table.column(f"level_{i}").to_numpy() for i in range(n_levels)]).astype(np.int64)
-    else:
-        codes = np.zeros((n, 0), dtype=np.int64)
-    sha = hashlib.sha256(raw).hexdigest()
-    return ExportCodes(table.column(id_column).to_pylist(), codes, sizes, id_column, info, sha)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise VocabError(f"{path / 'config.json'}: damaged or incomplete ({exc!r})") from None
+    sha = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    return ExportCodes(list(ids.tolist()), codes, sizes, str(info["id_column"]), info, sha)
 
 
 def _check_codes(codes: np.ndarray, level_sizes: Sequence[int] | None, what: str = "codes") -> np.ndarray:
