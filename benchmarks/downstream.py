@@ -99,7 +99,8 @@ def bisecting_rq(emb: np.ndarray, seed: int, sizes: tuple[int, ...]) -> np.ndarr
     c = bisecting_kmeans(x, sizes[0], generator=torch.Generator().manual_seed(seed))
     first = nearest(x, c)
     r = np.ascontiguousarray((x - c[first]).numpy())
-    bits = faiss.Uint64Vector()
+    vector = getattr(faiss, "UInt64Vector", None) or faiss.Uint64Vector  # renamed in newer FAISS
+    bits = vector()
     for k in sizes[1:]:
         bits.push_back(int(k).bit_length() - 1)  # powers of two (auto_codebook_sizes)
     rq = faiss.ResidualQuantizer(r.shape[1], bits)

@@ -62,7 +62,8 @@ def train_rq_kmeans(embeddings: np.ndarray, model_config: ModelConfig, *, seed: 
     nbits = [int(np.ceil(np.log2(k))) for k in sizes]
     if any(2**b != k for b, k in zip(nbits, sizes)):
         raise ValueError(f"rq-kmeans needs power-of-two codebook sizes, got {list(sizes)}")
-    bits = faiss.Uint64Vector()
+    vector = getattr(faiss, "UInt64Vector", None) or faiss.Uint64Vector  # renamed in newer FAISS
+    bits = vector()
     for b in nbits:
         bits.push_back(b)
     rq = faiss.ResidualQuantizer(x.shape[1], bits)
