@@ -97,8 +97,8 @@ def evaluate_downstream(ids, codes: np.ndarray, sequences: str | Path, config=No
 
 
 def evaluate_export_downstream(export_dir: str | Path, sequences: str | Path, config=None, **kw) -> dict:
-    """:func:`evaluate_downstream` on an export directory's IDs."""
-    from ..export import read_export
+    """:func:`evaluate_downstream` on an export directory's IDs (read without its model)."""
+    from ..decoding.vocab import read_export_codes
 
-    ex = read_export(export_dir)
+    ex = read_export_codes(export_dir)
     return evaluate_downstream(ex.ids, ex.codes, sequences, config, **kw)
