@@ -91,31 +91,19 @@ def embeddings(name: str, path: Path) -> np.ndarray:
 def bisecting_rq(emb: np.ndarray, seed: int, sizes: tuple[int, ...]) -> np.ndarray:
     """(N, L) codes: level 1 = our bisecting k-means; the deeper levels = greedy residual k-means
     of the residual x - c1 (FAISS), i.e. the default's level 1 with RQ-KMeans' finer levels."""
-    import faiss
-
     from semantic_ids.kmeans import bisecting_kmeans, nearest
+    from semantic_ids.train import residual_codebooks
 
     x = torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32))
     c = bisecting_kmeans(x, sizes[0], generator=torch.Generator().manual_seed(seed))
     first = nearest(x, c)
-    r = np.ascontiguousarray((x - c[first]).numpy())
-    vector = getattr(faiss, "UInt64Vector", None) or faiss.Uint64Vector  # renamed in newer FAISS
-    bits = vector()
-    for k in sizes[1:]:
-        bits.push_back(int(k).bit_length() - 1)  # powers of two (auto_codebook_sizes)
-    rq = faiss.ResidualQuantizer(r.shape[1], bits)
-    rq.max_beam_size = 1
-    rq.cp.seed = seed
-    rq.train(r)
-    # greedy encoding with its codebooks (compute_codes packs bits, so do the nearest-code steps here)
-    books = torch.from_numpy(faiss.vector_to_array(rq.codebooks).reshape(-1, r.shape[1]))
-    codes, res, start = [first], torch.from_numpy(r), 0
-    for k in sizes[1:]:
-        book = books[start:start + k]
+    res = x - c[first]
+    codes = [first]
+    for book in residual_codebooks(res.numpy(), sizes[1:], seed=seed):  # greedy: nearest code, level by level
+        book = torch.from_numpy(book)
         idx = nearest(res, book)
         codes.append(idx)
         res = res - book[idx]
-        start += k
     return torch.stack(codes, 1).numpy().astype(np.int64)
 
 
@@ -238,7 +226,7 @@ def main() -> None:
     logging.basicConfig(format="%(asctime)s %(name)s %(message)s", level=logging.WARNING)
     logging.getLogger("semantic_ids.downstream").setLevel(logging.INFO)  # one line per epoch
     fields = {"device": args.device, **json.loads(args.config)}
-    cfg = RetrieverConfig.tiger(**fields) if args.preset == "tiger" else RetrieverConfig(**fields)
+    cfg = RetrieverConfig.preset(args.preset, **fields)
     if args.threads:
         torch.set_num_threads(args.threads)
     WORK.mkdir(parents=True, exist_ok=True)

@@ -252,7 +252,7 @@ def _evaluate_downstream(args: argparse.Namespace) -> int:
     from .downstream.retriever import RetrieverConfig
 
     fields = {"device": args.device, "seed": args.seed, **({"epochs": args.epochs} if args.epochs else {})}
-    cfg = RetrieverConfig.tiger(**fields) if args.preset == "tiger" else RetrieverConfig(**fields)
+    cfg = RetrieverConfig.preset(args.preset, **fields)
     res = evaluate_export_downstream(args.dir, args.sequences, cfg, show_progress=not args.no_progress)
     if args.json:
         print(json.dumps(res))

@@ -51,14 +51,14 @@ def _phases(cfg: TrainConfig, n_levels: int, fixed: int = 0) -> list[tuple[int, 
     return phases
 
 
-def train_rq_kmeans(embeddings: np.ndarray, model_config: ModelConfig, *, seed: int = 0) -> TrainResult:
-    """Greedy residual k-means with FAISS's ResidualQuantizer (beam 1, its default
-    progressive-dimension k-means), codebooks copied into our quantizer so that
-    encoding, export and lookups are shared with the RQ-VAE path."""
+def residual_codebooks(x: np.ndarray, sizes, *, seed: int = 0) -> list[np.ndarray]:
+    """Greedy residual k-means codebooks, one (K_l, D) float32 array per level, with
+    FAISS's ResidualQuantizer (beam 1, its progressive-dimension k-means).
+
+    Sizes must be powers of two (FAISS stores codes in bits)."""
     import faiss
 
-    x = np.ascontiguousarray(embeddings, dtype=np.float32)
-    sizes = model_config.codebook_sizes
+    x = np.ascontiguousarray(x, dtype=np.float32)
     nbits = [int(np.ceil(np.log2(k))) for k in sizes]
     if any(2**b != k for b, k in zip(nbits, sizes)):
         raise ValueError(f"rq-kmeans needs power-of-two codebook sizes, got {list(sizes)}")
@@ -71,11 +71,18 @@ def train_rq_kmeans(embeddings: np.ndarray, model_config: ModelConfig, *, seed: 
     rq.cp.seed = seed
     rq.train(x)
     books = faiss.vector_to_array(rq.codebooks).reshape(-1, x.shape[1])
-    model = RQVAE(x.shape[1], model_config)
     offsets = np.concatenate([[0], np.cumsum(sizes)])
+    return [books[offsets[lvl] : offsets[lvl + 1]] for lvl in range(len(sizes))]
+
+
+def train_rq_kmeans(embeddings: np.ndarray, model_config: ModelConfig, *, seed: int = 0) -> TrainResult:
+    """Greedy residual k-means (:func:`residual_codebooks`), codebooks copied into our
+    quantizer so that encoding, export and lookups are shared with the RQ-VAE path."""
+    books = residual_codebooks(embeddings, model_config.codebook_sizes, seed=seed)
+    model = RQVAE(embeddings.shape[1], model_config)
     with torch.no_grad():
-        for lvl in range(len(sizes)):
-            model.quantizer.codebooks[lvl].copy_(torch.from_numpy(books[offsets[lvl] : offsets[lvl + 1]]))
+        for lvl, book in enumerate(books):
+            model.quantizer.codebooks[lvl].copy_(torch.from_numpy(book))
         model.quantizer.initialized.fill_(True)
     model.eval()
     return TrainResult(model=model, history=[])

@@ -190,7 +190,6 @@ def test_narrow_beam_returns_distinct_items_with_exact_scores(beam):
     ref = exact_scores(model, prompt, codes, offsets)
     assert len(set(rows[0].tolist())) == beam and (rows[0] >= 0).all()
     assert np.allclose(scores[0].numpy(), ref[rows[0].numpy()], atol=1e-4)
-    assert rows[0, 0] == np.argmax(ref) or beam < len(codes)  # greedy pruning may miss the best only when narrow
     # a wider beam never finds a worse best item
     wide, wide_scores = beam_search(model, torch.tensor([prompt]), torch.tensor([4]), trie, offsets, beam=len(codes))
     assert float(wide_scores[0, 0]) >= float(scores[0, 0]) - 1e-6
@@ -279,6 +278,9 @@ def test_config_rejects_bad_values():
         RetrieverConfig(d_model=30, n_head=4)
     with pytest.raises(ValueError, match="beam"):
         RetrieverConfig(beam=0)
+    with pytest.raises(ValueError, match="preset"):
+        RetrieverConfig.preset("huge")
+    assert RetrieverConfig.preset("tiger", epochs=3) == RetrieverConfig.tiger(epochs=3)
 
 
 def test_evaluate_downstream_end_to_end(tmp_path):

@@ -63,6 +63,14 @@ class RetrieverConfig:
         base.update(kw)
         return cls(**base)
 
+    @classmethod
+    def preset(cls, name: str, **kw) -> "RetrieverConfig":
+        """``"small"`` (the defaults) or ``"tiger"`` (:meth:`tiger`), with ``kw`` fields over it."""
+        presets = {"small": cls, "tiger": cls.tiger}
+        if name not in presets:
+            raise ValueError(f"retriever preset {name!r} should be one of {sorted(presets)}")
+        return presets[name](**kw)
+
     def __post_init__(self):
         for name in ("n_layer", "n_head", "d_model", "d_ff", "max_history", "epochs", "patience", "batch_size", "beam", "eval_batch"):
             v = getattr(self, name)
