@@ -30,6 +30,7 @@ Prints a table and writes benchmarks/results/downstream.json and downstream.md.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -64,7 +65,22 @@ BUILDS = {
     "rq-kmeans": {"model": {"method": "rq-kmeans"}},
     "rqvae-latent": {"model": {"first_level": "latent", "latent_dim": 6, "hidden_dims": [512, 256, 128]}, "train": {"epochs": 200}},
 }
-ARMS = ["ours", "rq-kmeans", "rqvae-latent", "random", "letter", "sasrec", "popularity", "bisecting-rq"]
+# builds with the users' sequences fused in (semantic_ids.collab), the signal learned from the training
+# parts only (holdout_last = 2: no validation or test item); "ours-seq" is the default weight, and
+# "rq-kmeans-seq" quantizes the same fused vectors with RQ-KMeans
+SEQ_BUILDS = {
+    "ours-seq": {},
+    "ours-seq-w0.3": {"collab": {"weight": 0.3}},
+    "ours-seq-w0.7": {"collab": {"weight": 0.7}},
+    "rq-kmeans-seq": {"model": {"method": "rq-kmeans"}},
+}
+# simulated catalog growth (benchmarks/churn.py): our default build on a seeded 80% of the items, then every
+# item gets IDs by a warm-started rebuild (build --previous) or by assign; compare with "ours" (a fresh build)
+GROWTH_ARMS = ("ours-warm", "ours-assign")
+ARMS = ["ours", "ours-seq", *GROWTH_ARMS, "ours-seq-w0.3", "ours-seq-w0.7", "rq-kmeans-seq", "rq-kmeans", "rqvae-latent", "random", "letter", "sasrec", "popularity", "bisecting-rq"]
+# MovieLens-100K has 943 users, about 21 training steps an epoch against Beauty's 88: it gets
+# more epochs and a shorter warm-up so that it trains for a comparable number of steps
+SMALL_BUDGET = {"movielens": {"epochs": 20, "warmup_steps": 50}}
 METRICS = ["recall@5", "ndcg@5", "recall@10", "ndcg@10"]
 TIGER_BEAUTY = {"recall@5": 0.0454, "ndcg@5": 0.0321, "recall@10": 0.0648, "ndcg@10": 0.0384}
 
@@ -76,6 +92,10 @@ def catalog(name: str):
         return BEAUTY / "items.jsonl", BEAUTY / "sequences.jsonl"
     path = fetch_movielens(ROOT / "data" / "ml-100k")
     return path, path.parent / "sequences.jsonl"
+
+
+def sequences_path(name: str) -> Path:
+    return BEAUTY / "sequences.jsonl" if name == "beauty" else ROOT / "data" / "ml-100k" / "sequences.jsonl"
 
 
 def with_counter(codes: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -116,6 +136,38 @@ def arm_codes(arm: str, name: str, path: Path, ids: np.ndarray, seed: int) -> tu
         assert np.array_equal(sid.ids_, ids), "the build's item order should be the catalog's"
         return sid.codes_, {"build_seconds": round(time.perf_counter() - start, 1),
                             "collision_rate": round(float(sid.metrics_.get("collision_rate", float("nan"))), 4)}
+    if arm in SEQ_BUILDS:
+        over = {**SEQ_BUILDS[arm]}
+        over["collab"] = {"holdout_last": 2, **over.get("collab", {})}
+        cfg = BuildConfig().replace(catalog={"template": TEMPLATES[name]}, seed=seed, **over)
+        start = time.perf_counter()
+        sid = SemanticIDs(cfg, show_progress=False).fit(path, sequences=sequences_path(name))
+        assert np.array_equal(sid.ids_, ids), "the build's item order should be the catalog's"
+        return sid.codes_, {"build_seconds": round(time.perf_counter() - start, 1),
+                            "collision_rate": round(float(sid.metrics_["collision_rate"]), 4)}
+    if arm in GROWTH_ARMS:
+        import tempfile
+
+        import pandas as pd
+
+        from semantic_ids.assign import assign_new_items
+
+        cfg = BuildConfig().replace(catalog={"template": TEMPLATES[name]}, seed=seed)
+        frame, emb = load_catalog(path, cfg.catalog).frame, embeddings(name, path)
+        old = np.sort(np.random.default_rng(seed).permutation(len(ids))[: int(0.8 * len(ids))])
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            old_dir = SemanticIDs(cfg, show_progress=False).fit(frame.iloc[old], embeddings=emb[old]).save(Path(tmp) / "old")
+            if arm == "ours-warm":
+                sid = SemanticIDs(cfg, show_progress=False).fit(frame, embeddings=emb, previous=old_dir)
+                got_ids, codes = sid.ids_, sid.codes_
+            else:
+                assign_new_items(old_dir, frame, embeddings=emb, show_progress=False)
+                sid = SemanticIDs.load(old_dir)
+                got_ids, codes = sid.ids_, sid.codes_
+        order = pd.Index(got_ids).get_indexer(pd.Index(ids))
+        return codes[order], {"build_seconds": round(time.perf_counter() - start, 1),
+                              "collision_rate": round(float(sid.metrics_.get("collision_rate", float("nan"))), 4)}
     if arm == "bisecting-rq":  # experiment: our level 1, then FAISS's residual k-means on x - c1 for levels 2-3
         return with_counter(bisecting_rq(embeddings(name, path), seed, auto_codebook_sizes(len(ids))), ids), {}
     if arm == "random":  # the level sizes our default build uses for this catalog
@@ -145,6 +197,7 @@ def run_arm(arm, name, path, ids, split, seed, cfg) -> tuple[np.ndarray, dict]:
     start = time.perf_counter()
     ranked = model.rank(split.test_history)
     info.update({
+        "codes_sha256": hashlib.sha256(np.ascontiguousarray(codes, dtype=np.int64).tobytes()).hexdigest()[:16],
         "levels": int(codes.shape[1]),
         "parameters": model.model_.num_parameters(),
         "best_epoch": model.best_epoch_,
@@ -157,9 +210,13 @@ def run_arm(arm, name, path, ids, split, seed, cfg) -> tuple[np.ndarray, dict]:
     return target_ranks(ranked, split.test_target), info
 
 
+REFERENCES = ("ours", "ours-seq")  # each arm's paired difference is reported against both
+
+
 def summarize(name: str, arms: list[str], seeds: list[int], n_users: int, n_boot: int) -> list[dict]:
-    """One row per arm: mean over its seeds, per-seed means, and the paired interval of arm - ours
-    on the seeds both have (each side's per-user metric averaged over those seeds first)."""
+    """One row per arm: mean over its seeds, per-seed means, and the paired interval of arm - ref
+    for each reference arm (``ours``, ``ours-seq``), on the seeds both have (each side's per-user
+    metric averaged over those seeds first)."""
     per_arm = {}
     for arm in arms:
         runs = {s: WORK / f"{name}-{arm}-seed{s}.npy" for s in seeds}
@@ -167,37 +224,42 @@ def summarize(name: str, arms: list[str], seeds: list[int], n_users: int, n_boot
         if runs:
             per_arm[arm] = runs
     rows = []
-    base = per_arm.get("ours", {})
     for arm, runs in per_arm.items():
         row = {"catalog": name, "arm": arm, "seeds": sorted(runs), "users": n_users}
-        common = sorted(set(runs) & set(base))
         for m in METRICS:
             row[m] = round(float(np.mean([r[m].mean() for r in runs.values()])), 5)
             row[f"{m}_per_seed"] = [round(float(runs[s][m].mean()), 5) for s in sorted(runs)]
-            if arm != "ours" and common:
+        for ref in REFERENCES:
+            base = per_arm.get(ref, {})
+            common = sorted(set(runs) & set(base))
+            if arm == ref or not common:
+                continue
+            row[f"paired_seeds_{ref}"] = common
+            for m in METRICS:
                 arm_user = np.mean([runs[s][m] for s in common], axis=0)
-                ours_user = np.mean([base[s][m] for s in common], axis=0)
-                d, lo, hi = paired_bootstrap(arm_user, ours_user, n_boot=n_boot, seed=0)
-                row[f"{m}_minus_ours"] = [round(d, 5), round(lo, 5), round(hi, 5)]
-                row["paired_seeds"] = common
+                ref_user = np.mean([base[s][m] for s in common], axis=0)
+                d, lo, hi = paired_bootstrap(arm_user, ref_user, n_boot=n_boot, seed=0)
+                row[f"{m}_minus_{ref}"] = [round(d, 5), round(lo, 5), round(hi, 5)]
         rows.append(row)
     return rows
 
 
 def markdown(rows: list[dict], facts: list[dict], env: dict) -> str:
     lines = [f"Protocol: {env['protocol']}", "", f"Retriever: {env['retriever']}", ""]
-    lines.append("| catalog | arm | seeds | R@5 | N@5 | R@10 | N@10 | R@10 − ours [95% CI] | N@10 − ours [95% CI] |")
-    lines.append("|---|---|---|---|---|---|---|---|---|")
+    lines.append("| catalog | arm | seeds | R@5 | N@5 | R@10 | N@10 | R@10 − ours [95% CI] | N@10 − ours [95% CI] "
+                 "| R@10 − ours-seq [95% CI] | N@10 − ours-seq [95% CI] |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        def ci(m):
-            v = r.get(f"{m}_minus_ours")
+        def ci(m, ref):
+            v = r.get(f"{m}_minus_{ref}")
             return "" if v is None else f"{v[0]:+.4f} [{v[1]:+.4f}, {v[2]:+.4f}]"
         lines.append(f"| {r['catalog']} | {r['arm']} | {','.join(map(str, r['seeds']))} | {r['recall@5']:.4f} | {r['ndcg@5']:.4f} | "
-                     f"{r['recall@10']:.4f} | {r['ndcg@10']:.4f} | {ci('recall@10')} | {ci('ndcg@10')} |")
+                     f"{r['recall@10']:.4f} | {r['ndcg@10']:.4f} | {ci('recall@10', 'ours')} | {ci('ndcg@10', 'ours')} | "
+                     f"{ci('recall@10', 'ours-seq')} | {ci('ndcg@10', 'ours-seq')} |")
     if any(r["catalog"] == "beauty" for r in rows):
         t = TIGER_BEAUTY
         lines.append(f"| beauty | TIGER (published; larger model, not run here) | | {t['recall@5']:.4f} | {t['ndcg@5']:.4f} | "
-                     f"{t['recall@10']:.4f} | {t['ndcg@10']:.4f} | | |")
+                     f"{t['recall@10']:.4f} | {t['ndcg@10']:.4f} | | | | |")
     lines += ["", "| catalog | arm | seed | levels | params | best epoch / run | train s | test s | invalid-ID rate | ID build s | collisions |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for f in facts:
@@ -226,17 +288,19 @@ def main() -> None:
     logging.basicConfig(format="%(asctime)s %(name)s %(message)s", level=logging.WARNING)
     logging.getLogger("semantic_ids.downstream").setLevel(logging.INFO)  # one line per epoch
     fields = {"device": args.device, **json.loads(args.config)}
-    cfg = RetrieverConfig.preset(args.preset, **fields)
     if args.threads:
         torch.set_num_threads(args.threads)
     WORK.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, cfgs = [], {}
     for name in args.catalogs:
         found = catalog(name)
         if found is None:
             print(f"skipping {name}: ../shared/data/amazon_beauty not found", file=sys.stderr)
             continue
         path, seq_path = found
+        # the small preset's budget per catalog (the same for every arm); --config fields override it
+        cfg = RetrieverConfig.preset(args.preset, **{**(SMALL_BUDGET.get(name, {}) if args.preset == "small" else {}), **fields})
+        cfgs[name] = cfg.to_dict()
         cat = load_catalog(path, BuildConfig().replace(catalog={"template": TEMPLATES[name]}).catalog)
         ids = cat.ids
         split = leave_one_out(read_sequences(seq_path, ids), cfg.max_history)
@@ -268,7 +332,7 @@ def main() -> None:
                     f"({cfg.valid_users or 'all'} seeded users, patience {cfg.patience}); trie-constrained beam {cfg.beam}; "
                     f"per-user metrics averaged over seeds, paired bootstrap over users ({args.n_boot} resamples) for arm − ours; "
                     "the interval covers the sampling of users, not training-seed variance (see the per-seed values)",
-        "retriever": cfg.to_dict(),
+        "retriever": cfgs,
         "seeds": args.seeds,
         "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "machine": f"{os.cpu_count()} CPUs",

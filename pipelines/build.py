@@ -3,10 +3,10 @@
     python pipelines/build.py --config pipelines/configs/movielens.toml
 
 The TOML file holds a ``[job]`` table (``catalog``, ``out``, optional
-``embeddings``; for large catalogs ``streaming = true`` with optional
+``embeddings`` and ``sequences``, user sequences to fuse behaviour in; for large catalogs ``streaming = true`` with optional
 ``engine = "ray"``, ``ray_address``, ``work_dir``, ``batch_rows``) and the
 build config's sections (``[catalog]``,
-``[embedding]``, ``[model]``, ``[train]``, ``[collision]``, ``seed``).
+``[embedding]``, ``[model]``, ``[train]``, ``[collision]``, ``[collab]``, ``seed``).
 ``catalog = "movielens-100k"`` fetches MovieLens-100K from the recbole wheel.
 Relative paths are relative to the current directory (run it from the
 repository root).
@@ -35,13 +35,15 @@ def run(config_path: str, show_progress: bool = True) -> Path:
     job = data.pop("job", None)
     if not isinstance(job, dict) or "catalog" not in job or "out" not in job:
         raise ConfigError(f"{config_path}: needs a [job] table with 'catalog' and 'out'")
-    unknown = set(job) - {"catalog", "out", "embeddings", "streaming", "engine", "ray_address", "work_dir", "batch_rows"}
+    unknown = set(job) - {"catalog", "out", "embeddings", "sequences", "streaming", "engine", "ray_address", "work_dir", "batch_rows"}
     if unknown:
         raise ConfigError(f"{config_path}: unknown key(s) in [job]: {sorted(unknown)}")
     cfg = BuildConfig.from_dict(data)
     # before any work (even fetching a built-in catalog): replace only an earlier export or an empty directory
     given = None if job["catalog"] in BUILTIN else job["catalog"]
-    check_out_dir(job["out"], inputs=[given, job.get("embeddings"), config_path, job.get("work_dir")])
+    check_out_dir(job["out"], inputs=[given, job.get("embeddings"), config_path, job.get("work_dir"), job.get("sequences")])
+    if job.get("sequences") and (job.get("streaming") or job.get("engine") == "ray"):
+        raise ConfigError(f"{config_path}: [job] sequences works with the in-memory build only, not streaming")
     catalog = BUILTIN[job["catalog"]]() if job["catalog"] in BUILTIN else Path(job["catalog"])
     if job.get("streaming") or job.get("engine") == "ray":
         from semantic_ids.stream import build_streaming
@@ -60,7 +62,8 @@ def run(config_path: str, show_progress: bool = True) -> Path:
         print(f"semantic IDs for {res.metrics['n_items']:,} items written to {res.out.resolve()}")
         print_table(summary_rows(res.metrics, res.out.resolve()))
         return res.out
-    sid = SemanticIDs(cfg, show_progress=show_progress).fit(catalog, embeddings=job.get("embeddings"))
+    sid = SemanticIDs(cfg, show_progress=show_progress).fit(
+        catalog, embeddings=job.get("embeddings"), sequences=job.get("sequences"))
     out = sid.save(job["out"])
     print(f"semantic IDs for {len(sid.ids_):,} items written to {out.resolve()}")
     print_table(summary_rows(sid.metrics_, out.resolve()))

@@ -53,6 +53,8 @@ class SemanticIDs:
     model_ : RQVAE
     ids_ : (N,) item ids
     codes_ : (N, L + 1) int64, resolved codes (the last level numbers collisions)
+    fusion_ : collab.Fusion for a build with sequences, else None
+    embedding_dim_ : the text embeddings' dimension
     metrics_ : dict, quality, timings and memory
     history_ : list of per-epoch training records
     """
@@ -71,6 +73,8 @@ class SemanticIDs:
         self,
         catalog: str | Path | pd.DataFrame | Catalog,
         embeddings: str | Path | np.ndarray | None = None,
+        sequences: str | Path | None = None,
+        previous: str | Path | None = None,
     ) -> "SemanticIDs":
         """Read the catalog, embed (or take ``embeddings``), train, assign, resolve.
 
@@ -80,14 +84,33 @@ class SemanticIDs:
         embeddings : optional path (.parquet keyed by id, .npy in catalog
             order, .npz with ids) or array (N, D) in catalog order; skips the
             embedding stage.
+        sequences : optional JSON Lines of user sequences (``{"user_id": ...,
+            "items": [ids in time order]}``): behaviour is fused with the text
+            embeddings (``config.collab``; see :mod:`semantic_ids.collab`).
+        previous : optional earlier export directory: a warm-started rebuild
+            that keeps items' IDs where the retrained model agrees with the old
+            one (see :mod:`semantic_ids.warmstart`). It is read fully before any
+            work, so ``save`` may replace it.
         """
         cfg = self.config_
+        prev = None
+        if previous is not None:
+            from . import warmstart
+
+            prev = warmstart.load_previous(previous)  # a bad previous export fails before any work
+            cfg = cfg.replace(model=warmstart.warm_model_config(cfg.model, prev.config.model, previous))
         timer = StageTimer()
         wall = time.perf_counter()
         with timer.stage("catalog"):
             # with embeddings given, a catalog of ids alone is enough (as in the streaming build)
             cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog, cfg.catalog, require_text=embeddings is None)
             emb = given_embeddings(embeddings, cat.ids, cfg.catalog.id_column)
+        seqs = None
+        if sequences is not None:
+            from .downstream.sequences import read_sequences
+
+            with timer.stage("sequences"):  # bad sequences fail here, before embedding or training
+                seqs = read_sequences(sequences, cat.ids, min_length=1)
         cfg = sized_config(cfg, len(cat))  # unset codebook sizes follow the catalog size (semantic_ids.sizing)
         self._fitted_config = cfg
         embed_stats: dict[str, Any] = {"source": "given" if emb is not None else cfg.embedding.model}
@@ -95,28 +118,54 @@ class SemanticIDs:
             with timer.stage("embed"):
                 emb, counts = embed_texts(cat.texts, cfg.embedding, show_progress=self.show_progress)
             embed_stats.update(counts)
+        text_dim = int(emb.shape[1])
+        self.fusion_ = None
+        collab_stats: dict[str, Any] | None = None
+        if seqs is not None:
+            from .collab import fit_fusion
+
+            with timer.stage("collab"):
+                self.fusion_ = fit_fusion(emb, cat.ids, seqs.items, cfg.collab, seed=cfg.seed)
+                emb = self.fusion_.fuse(emb, cat.ids)
+            collab_stats = {"users": len(seqs), "interactions": int(sum(len(s) for s in seqs.items)),
+                            "items_with_interactions": int((self.fusion_.counts > 0).sum())}
+        anchor = None
+        if prev is not None:
+            warmstart.check_input_dim(prev.model, emb.shape[1], previous)
+            anchor = warmstart.anchor_codes(cat.ids, prev)
         ckpt_root = checkpoint_root(cfg)
+        warm = {} if prev is None else {"init_from": prev.model, "lr_scale": warmstart.WARM_LR_SCALE, "anchor": anchor}
         with timer.stage("train"):
             result = train_rqvae(
-                emb, cfg.model, cfg.train, seed=cfg.seed, show_progress=self.show_progress, checkpoint_dir=ckpt_root
+                emb, cfg.model, cfg.train, seed=cfg.seed, show_progress=self.show_progress, checkpoint_dir=ckpt_root, **warm
             )
         self._checkpoint = result.checkpoint
         x = torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32))
+        if prev is not None:
+            with timer.stage("align"):
+                common, old_raw = warmstart.previous_codes_of(cat.ids, prev)
+                warmstart.align_levels(result.model, prev.model, x[torch.from_numpy(common)], old_raw)
         with timer.stage("assign"):
-            raw = encode_all(result.model, x).numpy()
+            if prev is None:
+                raw = encode_all(result.model, x).numpy()
+            else:  # old items keep old codes that are nearly as close as the nearest
+                raw = warmstart.sticky_codes(result.model, x, anchor, warmstart.STICKY_MARGIN)
         with timer.stage("resolve"):
             moved = raw
             if cfg.collision.strategy == "balanced":
                 moved = rebalance_last_level(
                     raw, cat.ids, _last_level_costs(result.model, x), cfg.model.codebook_sizes[-1]
                 )
-            res = resolve(moved, cat.ids, cfg.collision.strategy)
+            if prev is None:
+                res = resolve(moved, cat.ids, cfg.collision.strategy)
+            else:  # old items keep their collision numbers where their codes did not change
+                res = warmstart.carry_over_counter(moved, cat.ids, prev.ids, prev.codes)
         self.model_ = result.model
         self.history_ = result.history
         self.ids_ = cat.ids
         self.raw_codes_ = raw
         self.codes_ = res.codes
-        self.embedding_dim_ = int(emb.shape[1])
+        self.embedding_dim_ = text_dim
         stats = code_stats(raw, cfg.model.codebook_sizes)
         recon = _recon_error(self.model_, x, raw)
         self.metrics_ = {
@@ -125,6 +174,7 @@ class SemanticIDs:
             "n_empty_text": int(cat.n_empty_text),
             "text_columns": list(cat.text_columns),
             "embedding": {**embed_stats, "dim": self.embedding_dim_},
+            **({"collab": collab_stats} if collab_stats else {}),
             "reconstruction_mse": recon,
             **stats,
             "collision_rate_before_resolution": stats["collision_rate"],
@@ -136,27 +186,44 @@ class SemanticIDs:
             "total_seconds": round(time.perf_counter() - wall, 3),
             "training": {"epochs": len(result.history), "history": result.history},
         }
+        if prev is not None:
+            row = warmstart.common_rows(cat.ids, prev.ids)
+            off_nearest = (raw != encode_all(self.model_, x).numpy()).any(1)  # old codes kept by hysteresis
+            self.metrics_["warm_start"] = {
+                "previous_items": int(len(prev.ids)), "new_items": int((row < 0).sum()),
+                "lr_scale": warmstart.WARM_LR_SCALE, "sticky_margin": warmstart.STICKY_MARGIN,
+                "items_kept_off_nearest": int(off_nearest.sum()), **warmstart.kept_shares(res.codes, row, prev.codes),
+            }
         self._timer = timer
         return self
 
-    def fit_transform(self, catalog, embeddings=None) -> np.ndarray:
-        return self.fit(catalog, embeddings).codes_
+    def fit_transform(self, catalog, embeddings=None, sequences=None) -> np.ndarray:
+        return self.fit(catalog, embeddings, sequences).codes_
 
     # -- using a fitted model ----------------------------------------------------
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
             raise NotFittedError("this SemanticIDs is not fitted yet; call fit(...) or SemanticIDs.load(dir) first")
 
-    def transform(self, embeddings: np.ndarray, batch_size: int = 65536) -> np.ndarray:
-        """Model codes (N, L) of embeddings (N, D), without collision resolution."""
+    def features(self, embeddings: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
+        """The model's input for embeddings: text embeddings (``embedding_dim_``) are fused
+        with behaviour when the build used sequences (items of ``ids`` the build saw keep
+        their own collaborative vectors; others get one predicted from their text)."""
+        from .collab import model_inputs
+
         self._check_fitted()
         emb = check_embeddings(np.asarray(embeddings), np.arange(len(embeddings)))
-        if emb.shape[1] != self.embedding_dim_:
-            raise ValueError(f"embeddings have dim {emb.shape[1]}, the model expects {self.embedding_dim_}")
-        return encode_all(self.model_, torch.from_numpy(emb), batch_size).numpy()
+        return model_inputs(self.fusion_, emb, self.model_.input_dim, ids)
+
+    def transform(self, embeddings: np.ndarray, batch_size: int = 65536, *, ids: np.ndarray | None = None) -> np.ndarray:
+        """Model codes (N, L) of embeddings (N, D), without collision resolution
+        (``ids``: see :meth:`features`)."""
+        x = self.features(embeddings, ids)
+        return encode_all(self.model_, torch.from_numpy(x), batch_size).numpy()
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        """Embed texts with this build's embedding model and settings."""
+        """Embed texts with this build's embedding model and settings (text embeddings;
+        :meth:`features` turns them into the model's input)."""
         return embed_texts(list(texts), self.config_.embedding, show_progress=self.show_progress)[0]
 
     # -- persistence ---------------------------------------------------------------
@@ -171,7 +238,8 @@ class SemanticIDs:
             return {**self.metrics_, "stages": stages}
 
         with timer.stage("export"):
-            path = write_export(out, config=self.config_, ids=self.ids_, codes=self.codes_, model=self.model_, metrics=metrics)
+            path = write_export(out, config=self.config_, ids=self.ids_, codes=self.codes_, model=self.model_, metrics=metrics,
+                                fusion=self.fusion_)
         self.metrics_["stages"] = timer.stages
         ckpt = getattr(self, "_checkpoint", None)
         if ckpt is not None:
@@ -188,7 +256,8 @@ class SemanticIDs:
         obj.ids_ = exp.ids
         obj.codes_ = exp.codes
         obj.raw_codes_ = exp.codes[:, :-1]
-        obj.embedding_dim_ = int(exp.info["input_dim"])
+        obj.fusion_ = exp.fusion
+        obj.embedding_dim_ = exp.fusion.text_dim if exp.fusion is not None else int(exp.info["input_dim"])
         obj.metrics_ = exp.metrics
         obj.history_ = exp.metrics.get("training", {}).get("history", [])
         return obj

@@ -148,7 +148,8 @@ def _assign(export_dir, catalog, embeddings, batch_size: int, show_progress: boo
     if len(new_pos) == 0:
         log.info("no new items: all %d catalog items are already in %s", len(cat), export_dir)
         return AssignResult(0, int(present.sum()), 0, new_ids, np.zeros((0, sid.codes_.shape[1]), np.int64))
-    raw = encode_all(sid.model_, torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32)), batch_size).numpy()
+    # new items have no interactions: with a build that used sequences, behaviour is predicted from text
+    raw = encode_all(sid.model_, torch.from_numpy(sid.features(emb)), batch_size).numpy()
     new_codes = resolve_against(sid.codes_, raw, new_ids)
     n_collided = int((new_codes[:, -1] > 0).sum())
     all_ids = np.concatenate([sid.ids_, new_ids]) if sid.ids_.dtype == new_ids.dtype else np.array(
@@ -163,6 +164,6 @@ def _assign(export_dir, catalog, embeddings, batch_size: int, show_progress: boo
     }
     metrics = {**sid.metrics_, "assignments": [*sid.metrics_.get("assignments", []), record]}
     metrics["n_items_total"] = int(len(all_ids))
-    write_export(export_dir, config=cfg, ids=all_ids, codes=all_codes, model=sid.model_, metrics=metrics)
+    write_export(export_dir, config=cfg, ids=all_ids, codes=all_codes, model=sid.model_, metrics=metrics, fusion=sid.fusion_)
     log.info("assigned %d new items (%d collided) to %s", len(new_ids), n_collided, export_dir)
     return AssignResult(len(new_ids), int(present.sum()), n_collided, new_ids, new_codes)

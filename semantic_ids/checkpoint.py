@@ -24,12 +24,19 @@ from .atomic import atomic_write_bytes
 from .config import ModelConfig, TrainConfig, _to_plain
 
 
-def fingerprint(x: torch.Tensor, model_config: ModelConfig, train_config: TrainConfig, seed: int) -> str:
-    """sha256 over the training data, both configs, the seed and the library version."""
+def fingerprint(
+    x: torch.Tensor, model_config: ModelConfig, train_config: TrainConfig, seed: int, init_from: torch.nn.Module | None = None
+) -> str:
+    """sha256 over the training data, both configs, the seed and the library version
+    (and a warm start's initial weights, so a fresh build never resumes a warm one)."""
     h = hashlib.sha256()
     h.update(json.dumps([_to_plain(model_config), _to_plain(train_config), seed, __version__], sort_keys=True).encode())
     h.update(str(tuple(x.shape)).encode())
     h.update(np.ascontiguousarray(x.numpy()).tobytes())
+    if init_from is not None:
+        for name, value in sorted(init_from.state_dict().items()):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(value.detach().cpu().numpy()).tobytes())
     return h.hexdigest()[:24]
 
 

@@ -48,6 +48,8 @@ def _config_from_args(args: argparse.Namespace) -> BuildConfig:
         changes["train"] = {"epochs": args.epochs}
     if args.model:
         changes["embedding"] = {"model": args.model}
+    if getattr(args, "holdout_last", None) is not None:
+        changes["collab"] = {"holdout_last": args.holdout_last}
     return cfg.replace(**changes) if changes else cfg
 
 
@@ -79,8 +81,20 @@ def print_table(rows: list[tuple[str, str]], file=None) -> None:
 
 def cmd_build(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args)
-    # before any heavy work: the export replaces only an earlier export or an empty directory
-    out = check_out_dir(args.out, inputs=[args.catalog, args.embeddings, args.config, args.work_dir])
+    # before any heavy work: the export replaces only an earlier export or an empty directory;
+    # the previous export may be replaced (a rebuild in place): fit reads it fully first
+    previous = args.previous
+    in_place = previous is not None and Path(previous).resolve() == Path(args.out).resolve()
+    inputs = [args.catalog, args.embeddings, args.config, args.work_dir, args.sequences, None if in_place else previous]
+    out = check_out_dir(args.out, inputs=inputs)
+    if args.sequences and (args.streaming or args.engine == "ray"):
+        raise ValueError("--sequences works with the in-memory build only; the streaming build does not fuse behaviour yet")
+    if previous is not None and (args.streaming or args.engine == "ray"):
+        raise ValueError("--previous works with the in-memory build only; the streaming build does not warm-start yet")
+    if previous is not None:
+        from .manifest import verify_export
+
+        verify_export(previous)  # a missing or damaged previous export fails before the catalog is read
     if args.streaming or args.engine == "ray":
         return _build_streaming(args, cfg, out)
     if not args.catalog:
@@ -92,7 +106,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .api import SemanticIDs
 
     sid = SemanticIDs(cfg, show_progress=not args.no_progress)
-    sid.fit(catalog, embeddings=args.embeddings)
+    sid.fit(catalog, embeddings=args.embeddings, sequences=args.sequences, previous=previous)
     sid.save(out)
     return _report_build(args, sid.metrics_, out)
 
@@ -102,7 +116,29 @@ def _report_build(args: argparse.Namespace, metrics: dict, out: Path) -> int:
         print(json.dumps({k: v for k, v in metrics.items() if k != "training"}))
     else:
         print(f"semantic IDs for {metrics['n_items']:,} items written to {out}")
-        print_table(summary_rows(metrics, out))
+        rows = summary_rows(metrics, out)
+        warm = metrics.get("warm_start")
+        if warm and "kept_full_id" in warm:
+            rows.insert(-1, ("previous items keeping their ID", f"{warm['kept_full_id']:.2%} of {warm['common_items']:,} "
+                             f"(level 1: {warm['kept_prefix'][0]:.2%})"))
+        print_table(rows)
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from .churn import churn
+
+    rep = churn(args.old, args.new)
+    if args.json:
+        print(json.dumps(rep.to_dict()))
+        return 0
+    rows = [
+        ("items old / new", f"{rep.n_old:,} / {rep.n_new:,}"),
+        ("common / added / removed", f"{rep.n_common:,} / {rep.n_added:,} / {rep.n_removed:,}"),
+        ("full ID changed (common items)", f"{rep.full_id_changed:.2%}"),
+    ]
+    rows += [(f"prefix changed at depth {d}", f"{v:.2%}") for d, v in enumerate(rep.prefix_changed, 1)]
+    print_table(rows)
     return 0
 
 
@@ -315,12 +351,19 @@ def _parser_build(sub) -> None:
     b.add_argument("--catalog", help="catalog file: .parquet, .csv or .jsonl (Parquet only with --streaming)")
     b.add_argument("--out", required=True, help="export directory: new, empty, or an earlier export (replaced atomically); "
                    "anything else is refused before any work")
-    b.add_argument("--config", help="TOML config file (sections: catalog, embedding, model, train, collision)")
+    b.add_argument("--config", help="TOML config file (sections: catalog, embedding, model, train, collision, collab)")
     b.add_argument("--id-column", help="id column (default item_id)")
     b.add_argument("--text-columns", help="comma-separated columns that make the item text")
     b.add_argument("--template", help='text template, e.g. "Title: {title}; Brand: {brand}"')
     b.add_argument("--embeddings", help="precomputed embeddings (.parquet keyed by id, .npy in catalog order, .npz)")
     b.add_argument("--model", help="sentence-transformers model name or path")
+    b.add_argument("--sequences", help="JSON Lines of user sequences ({\"user_id\": ..., \"items\": [ids in time order]}): "
+                   "fuse what users do with what items say (config section [collab])")
+    b.add_argument("--holdout-last", type=int, help="with --sequences: leave each user's last N items out of the signal "
+                   "(2 for IDs evaluated with evaluate --downstream)")
+    b.add_argument("--previous", metavar="DIR", help="an earlier export to warm-start from: retrain on this catalog "
+                   "from its model and keep its items' IDs where the new model agrees (docs/warmstart.md); "
+                   "--out may be DIR itself")
     b.add_argument("--seed", type=int)
     b.add_argument("--epochs", type=int, help="training epochs (overrides the config)")
     b.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
@@ -408,8 +451,18 @@ def _parser_report(sub) -> None:
     r.set_defaults(func=cmd_report)
 
 
+def _parser_diff(sub) -> None:
+    d = sub.add_parser("diff", help="ID churn between two exports: share of common items whose ID or prefix changed, "
+                                    "new and removed items")
+    d.add_argument("old", help="the earlier export directory")
+    d.add_argument("new", help="the later export directory")
+    d.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    d.set_defaults(func=cmd_diff)
+
+
 # A subcommand: add its parser function here; its handler (cmd_NAME) imports what it needs.
-SUBCOMMANDS = [_parser_build, _parser_lookup, _parser_assign, _parser_evaluate, _parser_report, _parser_decoding_files]
+SUBCOMMANDS = [_parser_build, _parser_lookup, _parser_assign, _parser_evaluate, _parser_report, _parser_decoding_files,
+               _parser_diff]
 
 
 def build_parser() -> argparse.ArgumentParser:

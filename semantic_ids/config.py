@@ -111,6 +111,23 @@ class CollisionConfig:
 
 
 @dataclass(frozen=True)
+class CollabConfig:
+    """How a build with user sequences fuses behaviour into the IDs (see :mod:`semantic_ids.collab`).
+
+    Used only when sequences are given (``build --sequences``); a text-only build
+    ignores it. ``holdout_last = 2`` keeps each user's validation and test items
+    (leave-one-out) out of the signal, for IDs that are evaluated downstream.
+    """
+
+    weight: float = 0.5  # share of each item's squared norm from behaviour (0: text only, 1: behaviour only)
+    dim: int = 64  # size of the collaborative vectors
+    window: int = 5  # items at most this many positions apart in a sequence co-occur
+    holdout_last: int = 0  # per user, the last items left out of the signal (2 for leave-one-out evaluation)
+    shrink: float = 5.0  # co-occurrence weight at which an item's vector is half observed, half text-predicted
+    ridge: float = 1.0  # regularisation of the text -> behaviour map (items without interactions)
+
+
+@dataclass(frozen=True)
 class BuildConfig:
     """Everything a build needs; saved into every artifact."""
 
@@ -119,6 +136,7 @@ class BuildConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     collision: CollisionConfig = field(default_factory=CollisionConfig)
+    collab: CollabConfig = field(default_factory=CollabConfig)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -309,5 +327,14 @@ def validate(cfg: BuildConfig) -> None:
             raise ConfigError("model.layer_norm_residuals and model.normalize_latent do not apply to rq-kmeans")
     if cfg.collision.strategy not in _STRATEGIES:
         raise ConfigError(f"collision.strategy={cfg.collision.strategy!r} should be one of {_STRATEGIES}")
+    c = cfg.collab
+    if not (0 <= c.weight <= 1):
+        raise ConfigError(f"collab.weight={c.weight} should be in [0, 1]")
+    for name, value, low in (("collab.dim", c.dim, 1), ("collab.window", c.window, 1), ("collab.holdout_last", c.holdout_last, 0)):
+        if value < low:
+            raise ConfigError(f"{name}={value} should be >= {low}")
+    for name, value in (("collab.shrink", c.shrink), ("collab.ridge", c.ridge)):
+        if not (0 <= value < math.inf):
+            raise ConfigError(f"{name}={value} should be a finite number >= 0")
     if cfg.seed < 0:
         raise ConfigError(f"seed={cfg.seed} should be >= 0")

@@ -223,6 +223,7 @@ def evaluate_export(
     emb = given_embeddings(embeddings, cat.ids, sid.config_.catalog.id_column)
     if emb is None:
         emb = sid.embed(cat.texts)
+    emb = sid.features(emb, cat.ids)  # the model's input space (text and behaviour for builds with sequences)
     return evaluate_catalog(
         rows, sid.codes_, sid.model_.codebook_sizes, cat, embeddings=emb, sequences=sequences,
         category_column=category_column, reconstruction_mse=sid.metrics_.get("reconstruction_mse"),

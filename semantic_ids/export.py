@@ -4,6 +4,8 @@ Layout of ``DIR``::
 
     semantic_ids.parquet   one row per item: item_id, codes, level_0.., semantic_id
     model.safetensors      RQ-VAE weights and buffers
+    collab.safetensors     only for builds with sequences: collaborative vectors
+                           of the built items and the text -> behaviour map
     config.json            BuildConfig, input dim, codebook sizes, versions
     metrics.json           quality, timings, peak memory, training history
     manifest.json          sha256 and size of every file above (written last)
@@ -51,6 +53,9 @@ from .tokens import format_sids
 
 log = logging.getLogger(__name__)
 
+COLLAB_FILE = "collab.safetensors"
+
+
 @dataclass(frozen=True)
 class Export:
     """What an export directory holds, loaded."""
@@ -61,6 +66,7 @@ class Export:
     model: RQVAE
     info: dict[str, Any]  # config.json contents
     metrics: dict[str, Any]
+    fusion: Any = None  # collab.Fusion for builds with sequences, else None
 
 
 def ids_table(ids: np.ndarray, codes: np.ndarray, id_column: str, metadata: dict[str, Any]) -> pa.Table:
@@ -113,6 +119,7 @@ def write_export(
     write_ids: Callable[[Path, dict[str, Any]], None] | None = None,
     n_items: int | None = None,
     extra_info: dict[str, Any] | None = None,
+    fusion: Any = None,
 ) -> Path:
     """Write all artifacts to ``out`` atomically; return ``out``.
 
@@ -136,12 +143,18 @@ def write_export(
     elif n_items is None:
         raise ValueError("write_export with write_ids needs n_items")
     n_levels = int(codes.shape[1]) if codes is not None else model.n_levels + 1
+    if fusion is not None:
+        extra_info = {**(extra_info or {}), "collab_items": int(len(fusion.ids)), "text_dim": fusion.text_dim}
     info = export_info(config, model, n_items, n_levels, extra_info)
     with staged_dir(out) as stage:
         write_ids(stage / IDS_FILE, info)
         state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
         # written with open() like the other files, so its mode follows the umask (save_file made it 0600)
         (stage / MODEL_FILE).write_bytes(save_bytes(state, metadata={"format_version": str(FORMAT_VERSION)}))
+        if fusion is not None:
+            from safetensors.numpy import save as save_arrays
+
+            (stage / COLLAB_FILE).write_bytes(save_arrays({k: np.ascontiguousarray(v) for k, v in fusion.tensors().items()}))
         (stage / CONFIG_FILE).write_text(json.dumps(info, indent=2))
         # metrics may be a callable so that it can include the time spent writing the rest
         (stage / METRICS_FILE).write_text(json.dumps(metrics() if callable(metrics) else metrics, indent=2))
@@ -176,4 +189,16 @@ def read_export(path: str | Path, *, verify: bool = True) -> Export:
     model = RQVAE(int(info["input_dim"]), config.model)
     model.load_state_dict(load_bytes(files[MODEL_FILE]))
     model.eval()
-    return Export(config=config, ids=ids, codes=codes, model=model, info=info, metrics=metrics)
+    fusion = None
+    if "collab_items" in info:
+        from safetensors.numpy import load as load_arrays
+
+        from .collab import Fusion
+
+        if COLLAB_FILE not in files:
+            raise ExportError(f"{path}: {COLLAB_FILE} is missing (the build used sequences)")
+        n = int(info["collab_items"])
+        fusion = Fusion.from_tensors(config.collab, ids[:n], load_arrays(files[COLLAB_FILE]))
+        if len(fusion.vectors) != n or fusion.dim != model.input_dim:
+            raise ExportError(f"{path}: {COLLAB_FILE} does not match the model ({len(fusion.vectors)} items, dim {fusion.dim})")
+    return Export(config=config, ids=ids, codes=codes, model=model, info=info, metrics=metrics, fusion=fusion)

@@ -157,7 +157,7 @@ class SemanticIDLookup:
             self.codebooks = [cb.numpy().copy() for cb in model.code_books()]
             self._index_args = (self._index_args[0], model.code_split)
             self._build_index()
-            self.model, self.embed_fn, self.estimator = model, sid.embed, sid
+            self.model, self.embed_fn, self.estimator = model, (lambda texts: sid.features(sid.embed(texts))), sid
             self._model_loader = None
 
     # -- construction ----------------------------------------------------------------
@@ -407,6 +407,9 @@ class SemanticIDLookup:
         emb = np.asarray(embeddings, dtype=np.float32)
         if emb.ndim == 1:
             emb = emb[None, :]
+        fusion = getattr(self.estimator, "fusion_", None)
+        if fusion is not None and emb.ndim == 2 and emb.shape[1] == fusion.text_dim:
+            emb = fusion.fuse(emb)  # text embeddings of a build with sequences: behaviour predicted from text
         if emb.ndim != 2 or emb.shape[1] != model.input_dim:
             raise ValueError(f"embeddings should have shape (n, {model.input_dim}), got {emb.shape}")
         if not np.isfinite(emb).all():

@@ -51,8 +51,14 @@ class ResidualQuantizer(nn.Module):
     def _prep(self, r: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(r, (self.dim,)) if self.layer_norm else r
 
-    def forward(self, z: torch.Tensor, levels: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, z: torch.Tensor, levels: int | None = None, anchor: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Quantize ``z`` (B, D) with the first ``levels`` levels.
+
+        ``anchor`` (B, >= levels) long, optional: a code to use instead of the
+        nearest one where it is >= 0 (a warm-started rebuild trains the old items
+        on their old codes, so the model keeps serving them there).
 
         Returns ``(quantized, codes, loss)``: quantized (B, D) with straight-through
         gradients to ``z``, codes (B, levels) long, and the codebook + commitment loss.
@@ -65,6 +71,8 @@ class ResidualQuantizer(nn.Module):
         for n in range(levels):
             r = residual
             idx = self._nearest(r.detach(), n)
+            if anchor is not None:
+                idx = torch.where(anchor[:, n] >= 0, anchor[:, n], idx)
             q = self.codebooks[n][idx]  # (B, D), gradients reach this codebook
             # codebook term pulls codes to residuals; commitment term (x beta)
             # pulls residuals, hence the encoder, to their codes.

@@ -162,14 +162,16 @@ def _matplotlib():
 
 
 def _embeddings(exp: Export, ids: np.ndarray, embeddings: Any, texts: list[str] | None, show_progress: bool) -> np.ndarray:
-    """Embeddings in the order of ``ids``: given (path or array), else computed from ``texts``."""
+    """The model's inputs in the order of ``ids``: embeddings given (path or array), else
+    computed from ``texts``; fused with behaviour for a build with sequences."""
+    from .collab import model_inputs
     from .embed import embed_texts, given_embeddings
 
     emb = given_embeddings(embeddings, ids, exp.config.catalog.id_column)
-    if emb is not None:
-        return emb
-    assert texts is not None
-    return embed_texts(texts, exp.config.embedding, show_progress=show_progress)[0]
+    if emb is None:
+        assert texts is not None
+        emb = embed_texts(texts, exp.config.embedding, show_progress=show_progress)[0]
+    return model_inputs(exp.fusion, emb, exp.model.input_dim, ids)
 
 
 def _raw_codes(exp: Export, emb: np.ndarray | None) -> tuple[np.ndarray | None, str]:

@@ -158,10 +158,14 @@ class RQVAE(nn.Module):
             z = F.layer_norm(z, (z.shape[-1],))
         return z
 
-    def forward(self, x: torch.Tensor, levels: int | None = None, first: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, levels: int | None = None, first: torch.Tensor | None = None, anchor: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Loss terms and codes for a batch ``x`` (B, input_dim); ``levels``: how many
         of the model's levels are active (all by default); ``first``: the batch's
-        level-1 codes when the caller has them (they do not change during training).
+        level-1 codes when the caller has them (they do not change during training);
+        ``anchor``: (B, n_levels) codes the learned levels use instead of the
+        nearest where >= 0 (see :meth:`ResidualQuantizer.forward`).
 
         loss = ||x − x̂||² (summed over dims, mean over the batch)
                + Σ_n ||sg[r_{n−1}] − q_n||² + β Σ_n ||r_{n−1} − sg[q_n]||².
@@ -174,11 +178,11 @@ class RQVAE(nn.Module):
                 first = self.first_codes(x)
             target = self.encoder_input(x, first)  # the scaled residual, also the reconstruction target
             z = self._encode(target)
-            q, codes, vq_loss = self.quantizer(z, levels - 1)
+            q, codes, vq_loss = self.quantizer(z, levels - 1, None if anchor is None else anchor[:, 1:])
             codes = torch.cat([first[:, None], codes], 1)
         else:
             z = self.encode_latent(x)
-            q, codes, vq_loss = self.quantizer(z, levels)
+            q, codes, vq_loss = self.quantizer(z, levels, anchor)
             target = x
         recon = F.mse_loss(self.decoder(q), target, reduction="none").sum(1).mean()
         return {"loss": recon + vq_loss, "recon": recon, "vq": vq_loss, "codes": codes, "z": z}

@@ -7,6 +7,7 @@ returns the per-epoch history.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -122,6 +123,9 @@ def train_rqvae(
     seed: int = 0,
     show_progress: bool = True,
     checkpoint_dir: str | Path | None = None,
+    init_from: RQVAE | None = None,
+    lr_scale: float = 1.0,
+    anchor: np.ndarray | None = None,
 ) -> TrainResult:
     """Train an RQ-VAE on ``embeddings`` (N, D) float32, or on a sample of them.
 
@@ -143,6 +147,13 @@ def train_rqvae(
     under a fingerprint of the data, config and seed; a rerun of the same
     training resumes from the last checkpoint and ends with exactly the
     weights an uninterrupted run gives.
+
+    With ``init_from`` (a trained model of the same architecture), training
+    starts from its weights, buffers and codebooks instead of k-means: a
+    warm-started rebuild (:func:`semantic_ids.warmstart.warm_init`);
+    ``lr_scale`` multiplies both learning rates (a warm start fine-tunes gently);
+    ``anchor`` (N, L) int64, rows of ``embeddings``: codes that training uses
+    instead of the nearest where >= 0 (the old items' old codes in a warm start).
     """
     model_config = sized_model(model_config, len(embeddings))  # unset sizes: from the item count
     if model_config.method == "rq-kmeans":
@@ -162,17 +173,27 @@ def train_rqvae(
     x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     n, dim = x.shape
     model = RQVAE(dim, model_config)
-    model.input_mean.copy_(x.mean(0))
     first = None  # level-1 codes of the training items: fixed once fitted, so computed once
-    if model.kmeans_first:
-        model.fit_first_level(x, generator=gen)
-        first = model.first_codes(x)
+    if init_from is not None:
+        from .warmstart import warm_init
+
+        first = warm_init(model, init_from, x)
+    else:
+        model.input_mean.copy_(x.mean(0))
+        if model.kmeans_first:
+            model.fit_first_level(x, generator=gen)
+            first = model.first_codes(x)
+    anchor_t = None
+    if anchor is not None:
+        anchor_t = torch.from_numpy(np.asarray(anchor if sample is None else anchor[sample], dtype=np.int64))
+        if first is not None:  # anchored items keep their level-1 code too
+            first = torch.where(anchor_t[:, 0] >= 0, anchor_t[:, 0], first)
     codebook_params = list(model.quantizer.parameters())
     other = [p for n_, p in model.named_parameters() if not n_.startswith("quantizer.")]
     opt = torch.optim.AdamW(
         [
-            {"params": other, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-            {"params": codebook_params, "lr": cfg.lr * cfg.codebook_lr_scale, "weight_decay": 0.0},
+            {"params": other, "lr": cfg.lr * lr_scale, "weight_decay": cfg.weight_decay},
+            {"params": codebook_params, "lr": cfg.lr * lr_scale * cfg.codebook_lr_scale, "weight_decay": 0.0},
         ]
     )
     n_levels = model.n_levels
@@ -183,7 +204,13 @@ def train_rqvae(
     total_epochs = cfg.epochs
     no_restart_after = total_epochs - max(1, total_epochs // 10)
     epoch_levels = [lv for lv, count in _phases(cfg, n_levels, fixed) for _ in range(count)]
-    ckpt = Checkpoint(checkpoint_dir, fingerprint(x, model_config, cfg, seed)) if checkpoint_dir else None
+    ckpt = None
+    if checkpoint_dir:
+        # a warm start's key also covers its learning rate, initial weights and anchors
+        key = fingerprint(x, model_config, dataclasses.replace(cfg, lr=cfg.lr * lr_scale), seed, init_from)
+        if anchor_t is not None:
+            key = fingerprint(anchor_t.to(torch.float32), model_config, cfg, seed)[:12] + key[:12]
+        ckpt = Checkpoint(checkpoint_dir, key)
     start = 0
     if ckpt is not None and ckpt.exists():
         start, history = ckpt.load(model, opt, gen)
@@ -205,7 +232,7 @@ def train_rqvae(
             seen = [torch.zeros(k, dtype=torch.bool) for k in model.codebook_sizes[:levels]]
             for b in range(batches_per_epoch):
                 idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                out = model(x[idx], levels, None if first is None else first[idx])
+                out = model(x[idx], levels, None if first is None else first[idx], None if anchor_t is None else anchor_t[idx])
                 loss = out["loss"]
                 if cfg.uniformity_weight > 0:
                     out["unif"] = uniformity_loss(out["z"], cfg.uniformity_t)

@@ -65,7 +65,7 @@ def test_json_round_trip(cfg):
 
 def test_to_dict_is_plain():
     data = _custom().to_dict()
-    assert set(data) == {"catalog", "embedding", "model", "train", "collision", "seed"}
+    assert set(data) == {"catalog", "embedding", "model", "train", "collision", "collab", "seed"}
     assert data["model"]["codebook_sizes"] == [8, 4]
     assert data["catalog"]["text_columns"] == ["title", "brand"]
     assert data["train"]["max_train_items"] == 100

@@ -244,6 +244,21 @@ def test_retriever_learns_a_pattern_popularity_cannot():
     assert len(model.history_) in (model.best_epoch_ + SMALL.patience, SMALL.epochs)
 
 
+def test_evaluations_during_warmup_do_not_count_against_patience():
+    """A small catalog has few steps an epoch: early stopping must not end training in warm-up."""
+    seqs, codes = synthetic(n_users=60)
+    split = leave_one_out(seqs, SMALL.max_history)
+    # lr so small that validation cannot improve after epoch 1: every later epoch is "bad"
+    frozen = {**SMALL.to_dict(), "epochs": 4, "patience": 1, "lr": 1e-12}
+    steps = len(GenerativeRetriever(codes, None, SMALL, show_progress=False)._batches(
+        np.array([len(w) for w in training_windows(split.train, SMALL.max_history)]), np.random.default_rng(0)))
+    in_warmup = GenerativeRetriever(codes, None, RetrieverConfig(**{**frozen, "warmup_steps": 4 * steps + 1}),
+                                    show_progress=False).fit(split)
+    assert len(in_warmup.history_) == 4  # never out of warm-up: patience never ran out
+    after = GenerativeRetriever(codes, None, RetrieverConfig(**{**frozen, "warmup_steps": 1}), show_progress=False).fit(split)
+    assert len(after.history_) == 2  # epoch 2 is not better than epoch 1: stopped with patience 1
+
+
 def test_fit_keeps_the_best_epochs_weights():
     seqs, codes = synthetic(n_users=120)
     split = leave_one_out(seqs, SMALL.max_history)

@@ -97,8 +97,21 @@ def evaluate_downstream(ids, codes: np.ndarray, sequences: str | Path, config=No
 
 
 def evaluate_export_downstream(export_dir: str | Path, sequences: str | Path, config=None, **kw) -> dict:
-    """:func:`evaluate_downstream` on an export directory's IDs (read without its model)."""
+    """:func:`evaluate_downstream` on an export directory's IDs (read without its model).
+
+    An export built with sequences must have left each user's last two items out of
+    the signal (``collab.holdout_last >= 2``, ``build --holdout-last 2``): otherwise
+    its IDs saw the validation and test items, and the evaluation is refused.
+    """
     from ..decoding.vocab import read_export_codes
 
     ex = read_export_codes(export_dir)
+    if "collab_items" in ex.info:
+        held = int(ex.info.get("config", {}).get("collab", {}).get("holdout_last", 0))
+        if held < 2:
+            raise ValueError(
+                f"{export_dir} was built with sequences and collab.holdout_last={held}: its IDs saw the "
+                "validation and test items that a leave-one-out evaluation scores; rebuild it with "
+                "--holdout-last 2 (config [collab] holdout_last = 2) to evaluate it downstream"
+            )
     return evaluate_downstream(ex.ids, ex.codes, sequences, config, **kw)

@@ -45,7 +45,7 @@ class RetrieverConfig:
     dropout: float = 0.1
     max_history: int = 20
     epochs: int = 10  # at most; early stopping may end sooner
-    patience: int = 2  # evaluations without a better validation Recall@10
+    patience: int = 2  # evaluations after warm-up without a better validation Recall@10
     batch_size: int = 256
     lr: float = 3e-3
     weight_decay: float = 0.05
@@ -207,7 +207,7 @@ class GenerativeRetriever:
                 best, bad = r10, 0
                 best_state = copy.deepcopy(model.state_dict())
                 self.best_epoch_ = epoch
-            else:
+            elif step > c.warmup_steps:  # evaluations during warm-up do not count against patience
                 bad += 1
                 if bad >= c.patience:
                     break
