@@ -146,10 +146,10 @@ class SemanticIDs:
                 common, old_raw = warmstart.previous_codes_of(cat.ids, prev)
                 warmstart.align_levels(result.model, prev.model, x[torch.from_numpy(common)], old_raw)
         with timer.stage("assign"):
-            if prev is None:
-                raw = encode_all(result.model, x).numpy()
-            else:  # old items keep old codes that are nearly as close as the nearest
-                raw = warmstart.sticky_codes(result.model, x, anchor, warmstart.STICKY_MARGIN)
+            nearest = encode_all(result.model, x).numpy()
+            raw = nearest
+            if prev is not None:  # old items keep old codes that are nearly as close as the nearest
+                raw = warmstart.sticky_codes(result.model, x, anchor, warmstart.STICKY_MARGIN, nearest)
         with timer.stage("resolve"):
             moved = raw
             if cfg.collision.strategy == "balanced":
@@ -188,7 +188,7 @@ class SemanticIDs:
         }
         if prev is not None:
             row = warmstart.common_rows(cat.ids, prev.ids)
-            off_nearest = (raw != encode_all(self.model_, x).numpy()).any(1)  # old codes kept by hysteresis
+            off_nearest = (raw != nearest).any(1)  # old codes kept by hysteresis
             self.metrics_["warm_start"] = {
                 "previous_items": int(len(prev.ids)), "new_items": int((row < 0).sum()),
                 "lr_scale": warmstart.WARM_LR_SCALE, "sticky_margin": warmstart.STICKY_MARGIN,

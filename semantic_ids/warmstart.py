@@ -299,7 +299,7 @@ def anchor_codes(ids: np.ndarray, previous) -> np.ndarray:
 
 
 @torch.no_grad()
-def sticky_codes(model, x: torch.Tensor, old: np.ndarray, margin: float) -> np.ndarray:
+def sticky_codes(model, x: torch.Tensor, old: np.ndarray, margin: float, nearest_codes: np.ndarray | None = None) -> np.ndarray:
     """Model codes (N, L) of ``x`` where an old item keeps its old code at a level
     when that code is nearly as close as the nearest one (hysteresis).
 
@@ -308,12 +308,13 @@ def sticky_codes(model, x: torch.Tensor, old: np.ndarray, margin: float) -> np.n
     when ``d(r, o) <= (1 + margin) * d(r, nearest)`` (squared distances, as the
     quantizer compares them); new items, and old items whose old code is farther,
     take the nearest code, exactly as :meth:`RQVAE.encode`. ``margin = 0`` keeps
-    only exact ties, i.e. gives the model's own codes.
+    only exact ties, i.e. gives the model's own codes. ``nearest_codes``: the model's
+    own codes of ``x`` when the caller has them (``encode_all(model, x)``).
     """
     from .kmeans import nearest, sq_dists
     from .train import encode_all
 
-    codes = encode_all(model, x).numpy().copy()
+    codes = (encode_all(model, x).numpy() if nearest_codes is None else nearest_codes).copy()
     if margin <= 0 or len(x) == 0:
         return codes
     old = torch.from_numpy(np.asarray(old, dtype=np.int64))

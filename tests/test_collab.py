@@ -177,8 +177,6 @@ def test_export_round_trip_and_transform_contract(world, fused):
 
 def test_assign_adds_items_without_sequences_and_old_ids_stay(world, cfg, fused, tmp_path):
     df, text, _, path = world
-    import shutil
-
     half = N // 2
     sid = SemanticIDs(cfg, show_progress=False).fit(df.iloc[:half], embeddings=text[:half], sequences=None)
     assert sid.fusion_ is None  # text only without sequences
@@ -199,7 +197,6 @@ def test_assign_adds_items_without_sequences_and_old_ids_stay(world, cfg, fused,
     assert len(np.unique(after.codes_, axis=0)) == N
     # new items are encoded from text with predicted behaviour, as transform does without ids
     assert np.array_equal(after.codes_[half:, :-1], before.transform(text[half:]))
-    shutil.rmtree(tmp_path / "exp")
 
 
 def test_bad_sequences_fail_before_any_work(world, cfg, tmp_path, monkeypatch):
