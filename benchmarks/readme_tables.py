@@ -1,0 +1,452 @@
+"""Regenerate the measurement blocks of benchmarks/README.md and README.md from benchmarks/results/.
+
+    python benchmarks/readme_tables.py            # rewrite the blocks in place
+    python benchmarks/readme_tables.py --check    # exit 1, naming the blocks, if a file is out of date
+
+A block sits between ``<!-- begin: NAME -->`` and ``<!-- end: NAME -->``; everything
+outside the markers is prose and is left alone. Each block is built by one function
+below from the results files that a benchmark script writes (the script and its command
+line are named in the prose around the block). Rewriting is idempotent: a second run
+changes nothing. Only the standard library is imported, so the check is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MARKER = re.compile(r"(<!-- begin: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end: (?P=name) -->)", re.S)
+
+
+def load(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join("" if c is None else str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def span(values, fmt: str = "{}", sep: str = "–") -> str:
+    """'lo–hi' over the values, or one value when they print the same."""
+    values = [v for v in values if v is not None and v == v]  # v != v: NaN, a run that has no such number
+    if not values:
+        return "–"
+    lo, hi = fmt.format(min(values)), fmt.format(max(values))
+    return lo if lo == hi else f"{lo}{sep}{hi}"
+
+
+def pct(values, nd: int = 2) -> str:
+    return span([100 * v for v in values], "{:.%df}" % nd) + "%"
+
+
+def ci(v) -> str:
+    """A paired difference [mean, lo, hi] as '+0.0106 [+0.0089, +0.0123]'."""
+    return "" if v is None else f"{v[0]:+.4f} [{v[1]:+.4f}, {v[2]:+.4f}]"
+
+
+def negated(v):
+    """The difference the other way round: [m, lo, hi] -> [-m, -hi, -lo]."""
+    return [-v[0], -v[2], -v[1]]
+
+
+def covers(v) -> str:
+    return "the interval covers 0" if v[1] <= 0 <= v[2] else "the interval excludes 0"
+
+
+def seeds(s) -> str:
+    s = list(s)
+    if len(s) > 2 and s == list(range(s[0], s[-1] + 1)):
+        return f"{s[0]}–{s[-1]}"
+    return ",".join(map(str, s))
+
+
+def thousands(v) -> str:
+    return f"{v:,.0f}"
+
+
+def keys_per_s(v) -> str:
+    return f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v / 1e3:.1f}k"
+
+
+# ---------------------------------------------------------------- downstream
+
+DOWNSTREAM_ARMS = {  # arm -> label, in the order the README shows them
+    "ours-seq": "ours, built with `--sequences` (`--holdout-last 2`)",
+    "ours": "ours, text only",
+    "rq-kmeans": "RQ-KMeans",
+    "letter": "LETTER's published IDs",
+    "rqvae-latent": "TIGER's all-latent RQ-VAE",
+    "random": "random IDs",
+    "sasrec": "SASRec (one token per item, same network)",
+}
+
+
+def downstream_rows() -> dict:
+    return {(r["catalog"], r["arm"]): r for r in load("downstream.json")["rows"]}
+
+
+def tiger_published() -> list[str]:
+    """TIGER's published Beauty row, as downstream.py writes it into downstream.md (R@5, N@5, R@10, N@10)."""
+    for line in (RESULTS / "downstream.md").read_text().splitlines():
+        if "TIGER (published" in line:
+            return [c.strip() for c in line.strip("|").split("|")][3:7]
+    raise SystemExit("downstream.md has no TIGER (published) row")
+
+
+def downstream_table(catalog: str, published: bool) -> str:
+    rows = []
+    for (cat, arm), r in downstream_rows().items():
+        if cat != catalog:
+            continue
+        rows.append([arm, ",".join(map(str, r["seeds"])), *(f"{r[m]:.4f}" for m in ("recall@5", "ndcg@5", "recall@10", "ndcg@10")),
+                     ci(r.get("recall@10_minus_ours")), ci(r.get("ndcg@10_minus_ours")),
+                     ci(r.get("recall@10_minus_ours-seq")), ci(r.get("ndcg@10_minus_ours-seq"))])
+    if published:
+        rows.append(["TIGER (published; larger model, not run here)", "", *tiger_published(), "", "", "", ""])
+    return table(["arm", "seeds", "R@5", "N@5", "R@10", "N@10", "R@10 − ours [95% CI]", "N@10 − ours [95% CI]",
+                  "R@10 − ours-seq [95% CI]", "N@10 − ours-seq [95% CI]"], rows)
+
+
+def block_downstream_beauty() -> str:
+    return downstream_table("beauty", published=True)
+
+
+def block_downstream_movielens() -> str:
+    return downstream_table("movielens", published=False)
+
+
+def block_downstream_per_seed() -> str:
+    all_seeds = load("downstream.json")["env"]["seeds"]
+    rows = []
+    for (cat, arm), r in downstream_rows().items():
+        if cat != "beauty" or arm == "popularity":
+            continue
+        per = dict(zip(r["seeds"], zip(r["recall@10_per_seed"], r["ndcg@10_per_seed"])))
+        rows.append([arm] + [f"{per[s][0]:.4f} / {per[s][1]:.4f}" if s in per else "–" for s in all_seeds])
+    return table(["arm (Beauty)"] + [f"seed {s}" for s in all_seeds], rows)
+
+
+def block_downstream_cost() -> str:
+    runs = load("downstream.json")["runs"]
+    by_arm: dict[tuple, list] = {}
+    for r in runs:
+        if r.get("train_seconds") is not None:
+            by_arm.setdefault((r["catalog"], r["arm"]), []).append(r)
+    rows = []
+    for (cat, arm), rs in by_arm.items():
+        rows.append([cat, arm, seeds(sorted(r["seed"] for r in rs)), span([r["levels"] for r in rs]),
+                     span([r["parameters"] for r in rs], "{:,}"),
+                     pct([r["collision_rate"] for r in rs if r.get("collision_rate") is not None], 1)
+                     if any(r.get("collision_rate") is not None for r in rs) else "–",
+                     span([r.get("build_seconds") for r in rs], "{:.0f}"), span([r["train_seconds"] for r in rs], "{:.0f}"),
+                     span([r["test_seconds"] for r in rs], "{:.0f}"),
+                     span([r["wall_seconds"] / 60 for r in rs if r.get("wall_seconds")], "{:.1f}"),
+                     span([r["threads"] for r in rs if r.get("threads")]), span([r["load_1m"] for r in rs if r.get("load_1m")], "{:.1f}"),
+                     span([r["invalid_id_rate"] for r in rs])])
+    return table(["catalog", "arm", "seeds", "ID levels", "parameters", "collisions", "ID build s", "train s", "test s", "wall min", "torch threads",
+                  "load", "invalid-ID rate"], rows)
+
+
+# ---------------------------------------------------------------- builds with sequences, growth
+
+
+def block_collab() -> str:
+    groups: dict[tuple, list] = {}
+    for r in load("collab.json")["rows"]:
+        groups.setdefault((r["catalog"], r["arm"]), []).append(r)
+    rows = []
+    for (cat, arm), rs in groups.items():
+        rows.append([cat, arm, seeds(sorted(r["seed"] for r in rs)), pct([r["collisions"] for r in rs]),
+                     span([r["purity@1"] for r in rs], "{:.3f}"), span([r["lift@1"] for r in rs], "{:.1f}"),
+                     span([r["heldout_lift@1"] for r in rs], "{:.1f}"), span([r["time_ratio"] for r in rs], "{:.2f}") + "×",
+                     span([r["collab_seconds"] for r in rs], "{:.1f}")])
+    return table(["catalog", "build", "seeds", "collisions", "purity@1", "lift@1", "held-out lift@1",
+                  "build time vs text only", "collaborative vectors s"], rows)
+
+
+def block_churn() -> str:
+    rows = []
+    for r in load("churn.json")["rows"]:
+        rows.append([r["catalog"], r["arm"], r["seed"], f"{100 * r['kept_full_id']:.1f}%", f"{100 * r['kept_level1']:.1f}%",
+                     f"{100 * r['collisions']:.2f}%", f"{r['purity@1']:.3f}", f"{r['lift@1']:.1f}", f"{r['lift@2']:.1f}",
+                     f"{r['seconds']:.1f}"])
+    return table(["catalog", "rebuild", "seed", "old items' full ID kept", "level 1 kept", "collisions", "purity@1",
+                  "lift@1", "lift@2", "seconds"], rows)
+
+
+# ---------------------------------------------------------------- decoding, start-up, lookups, scale
+
+
+def block_decoding() -> str:
+    d = load("decoding.json")
+    env = d["env"]
+    head = (f"{env['items']:,} IDs, level sizes {tuple(env['level_sizes'])}, batch {env['batch']}, "
+            f"{env['torch_threads']} torch thread(s), rectokens {env['rectokens']}; times in ms, best of repeated calls.\n\n")
+    rows = [[r["what"], r["depth"], r["ours_ms"], r.get("ours_pure_csr_ms"), r.get("rectokens_ms"), r.get("dict_ms"),
+             r.get("rectokens_ratio"), r.get("dict_ratio"), r.get("note", "")] for r in d["rows"]]
+    return head + table(["what", "depth", "ours", "ours, pure CSR", "rectokens", "dict trie", "rectokens / ours",
+                         "dict / ours", "notes"], rows)
+
+
+def block_startup() -> str:
+    d = load("startup.json")
+    env = d["env"]
+    head = (f"Median of {env['runs']} runs, wall seconds, against commit {env['before_ref']}; "
+            f"{env['cpus']} CPUs, 1-minute load {env['load_1m_at_end']} at the end.\n\n")
+    rows = [[f"`{r['command']}`", r["before_median_s"], r["after_median_s"], f"{r['speed-up (median)']:.1f}×",
+             "yes" if r["after_imports_torch"] else "no"] for r in d["rows"]]
+    return head + table(["command", "before s", "now s", "speed-up", "imports torch now"], rows)
+
+
+def block_lookup() -> str:
+    rows = []
+    for r in load("lookup.json")["rows"]:
+        if r["what"].startswith("build"):
+            rows.append([r["catalog"], f"{r['items']:,}", r["what"], "", "", "", "",
+                         "; ".join(x for x in (f"{r['memory_mb']} MB" if r.get("memory_mb") else "",
+                                               f"{r['seconds']} s" if r.get("seconds") else "") if x)])
+            continue
+        notes = [r["note"]] if r.get("note") else []
+        if r.get("recall_at_10_vs_exact") is not None:
+            notes.insert(0, f"recall@10 {r['recall_at_10_vs_exact']} vs exact")
+        p = (f"{r['ours_p50_us']} / {r['ours_p99_us']}" if r.get("ours_p50_us") is not None else "")
+        bp = (f"{r['baseline_p50_us']} / {r['baseline_p99_us']}" if r.get("baseline_p50_us") is not None else "")
+        rows.append([r["catalog"], f"{r['items']:,}", r["what"],
+                     keys_per_s(r["ours_keys_per_s"]) if r.get("ours_keys_per_s") else "",
+                     keys_per_s(r["baseline_keys_per_s"]) if r.get("baseline_keys_per_s") else "", p, bp, "; ".join(notes)])
+    return table(["catalog", "items", "what", "ours /s", "baseline /s", "ours p50 / p99 µs", "baseline p50 / p99 µs",
+                  "notes"], rows)
+
+
+def block_scale() -> str:
+    s = load("scale.json")
+    b, sp, ray, lk = s["build"], s["speed"], s["ray"], s["lookup"]
+    out = (f"{s['items']:,} items, {s['data']['dim']}-d, {s['data']['shards']} Parquet shards, {s['cpus']} CPUs; "
+           f"trained on {b['train_items']:,} sampled items × {b['epochs']} epochs.\n\n")
+    rows = [[k, f"{v['seconds']:.1f}", f"{v['peak_rss_mb'] / 1000:.2f} GB"] for k, v in b["stages"].items()]
+    rows.append(["**whole build**", f"**{b['total_seconds']:.0f}**", f"**{b['peak_rss_mb'] / 1000:.2f} GB** (process peak)"])
+    out += table(["stage", "seconds", "peak RSS"], rows)
+    out += (f"\nIDs: collisions before resolution {100 * b['collision_rate']:.1f}%, codes used "
+            f"{'/'.join(map(str, b['codes_used']))}, largest group {b['largest_group']}.\n\n")
+    out += table(["assignment of in-memory rows", "items/s"], [
+        ["ours, 1 thread", thousands(sp["ours_items_per_s_w1"])],
+        [f"ours, {sp['threads']} threads", thousands(sp["ours_items_per_s_w2"])],
+        ["plain `model.encode`, torch's own threading", thousands(sp["plain_encode_items_per_s"])],
+        [f"the machine's FLOP limit (best fp32 matmul, {sp['matmul_gflops']} GFLOP/s)", thousands(sp["flop_limit_items_per_s"])],
+        ["FAISS `ResidualQuantizer.compute_codes` (3 × 8 bits, greedy)", thousands(sp["faiss_items_per_s"])],
+    ])
+    out += (f"\nRay Data (local Ray): `ray.init` {ray['ray_init_seconds']} s; assign as a Ray Data job "
+            f"{ray['ray_assign_seconds']} s against {ray['local_assign_seconds']} s locally ({ray['ray_overhead']}×); "
+            f"same codes: {'yes' if ray['same_codes'] else 'no'}. The export loads into `SemanticIDLookup` in "
+            f"{lk['load_seconds']} s; nearest code (k = 10) p50 / p99 {lk['nearest_code_p50_us']} / "
+            f"{lk['nearest_code_p99_us']} µs.\n")
+    return out
+
+
+def block_omp_wait() -> str:
+    d = load("omp_wait.json")
+    head = f"{d['items']:,} items × {d['epochs']} epochs, {d['threads']} torch threads, seconds.\n\n"
+    rows = [[r["machine"], r["active_s"], r["passive_s"], "yes" if r["identical_weights"] else "no"] for r in d["rows"]]
+    return head + table(["machine", "spin-waiting (ACTIVE)", "passive (PASSIVE)", "identical weights"], rows)
+
+
+# ---------------------------------------------------------------- ID quality
+
+
+def quality_groups(catalog: str) -> dict:
+    groups: dict[str, list] = {}
+    for r in load("quality.json")["rows"]:
+        if r["catalog"] == catalog:
+            groups.setdefault(r["method"], []).append(r)
+    return groups
+
+
+def block_quality() -> str:
+    rows = []
+    for cat in ("beauty", "movielens"):
+        for method, rs in quality_groups(cat).items():
+            used = sorted({"/".join(map(str, r["codes_used"])) for r in rs})
+            rows.append([cat, method, seeds(sorted(r["seed"] for r in rs if r.get("seed") is not None)) or "–",
+                         pct([r["collision_rate"] for r in rs]), span([r["largest_group"] for r in rs]), " ".join(used),
+                         span([r["perplexity_l1"] for r in rs], "{:.1f}"), span([r["purity_l1"] for r in rs], "{:.3f}"),
+                         span([r["lift_l1"] for r in rs], "{:.1f}"), span([r["purity_l2"] for r in rs], "{:.3f}"),
+                         span([r["lift_l2"] for r in rs], "{:.1f}"),
+                         span([r["seconds"] for r in rs if r.get("seconds")], "{:.1f}"),
+                         span([r["cpu_seconds"] for r in rs if r.get("cpu_seconds")], "{:.1f}")])
+    return table(["catalog", "method", "seeds", "collisions", "largest group", "codes used", "L1 perplexity", "L1 purity",
+                  "L1 lift", "L2 purity", "L2 lift", "train + assign s", "CPU s"], rows)
+
+
+def block_first_level() -> str:
+    rows = []
+    for name in ("first_level.json", "first_level-fresh-embeddings.json", "first_level-latents4-5-6-8.json",
+                 "first_level-latents4-h512-256-128.json"):
+        groups: dict[tuple, list] = {}
+        for r in load(name)["rows"]:
+            groups.setdefault((r["part"], r["method"]), []).append(r)
+        for (part, method), rs in groups.items():
+            if part == "level 1" and name != "first_level.json":
+                continue  # the level-1 rows of the other files repeat first_level.json's
+            rows.append([f"`{name}`", method, seeds(sorted(r["seed"] for r in rs)),
+                         pct([r["collision_rate"] for r in rs]) if "collision_rate" in rs[0] else "–",
+                         span([r["purity_l1"] for r in rs], "{:.3f}"), span([r["lift_l1"] for r in rs], "{:.1f}"),
+                         span([r["lift_l2"] for r in rs], "{:.1f}") if "lift_l2" in rs[0] else "–",
+                         span([r["seconds"] for r in rs], "{:.1f}")])
+    return table(["file", "method", "seeds", "collisions", "L1 purity", "L1 lift", "L2 lift", "seconds"], rows)
+
+
+def block_codebook_sizes() -> str:
+    rows = [[r["catalog"], f"{r['n_items']:,}", f"{r['codebook']}{' (auto)' if r['is_auto'] else ''}",
+             r["items_per_code@1"], r["purity@1"], r["chance_purity@1"], f"{r['purity_lift@1']}×", r["nmi@1"],
+             f"{100 * r['collision_rate']:.1f}%"] for r in load("codebook_sizes.json")["rows"]]
+    return table(["catalog", "items", "codes per level", "items per level-1 code", "purity@1", "chance purity@1",
+                  "purity / chance", "NMI@1", "collisions"], rows)
+
+
+# ---------------------------------------------------------------- README.md's headline numbers
+
+
+def block_headline() -> str:
+    """The README's 'Measured' numbers; each sentence names the command and the results file."""
+    ds = downstream_rows()
+    b = {arm: ds[("beauty", arm)] for arm in DOWNSTREAM_ARMS}
+    seq, text = b["ours-seq"], b["ours"]
+    rows = []
+    for arm, label in DOWNSTREAM_ARMS.items():
+        r = b[arm]
+        r10, n10 = f"{r['recall@10']:.4f}", f"{r['ndcg@10']:.4f}"
+        if arm == "ours-seq":
+            r10, n10 = f"**{r10}**", f"**{n10}**"
+        rows.append([label, seeds(r["seeds"]), r10, n10])
+    pub = tiger_published()
+    rows.append(["TIGER as published (a much larger model; not run here)", "–", pub[2], pub[3]])
+    ml = {arm: ds[("movielens", arm)] for arm in ("ours-seq", "ours", "sasrec")}
+    q = quality_groups("beauty")
+    ours_q = q["semantic-ids RQ-VAE (default)"]
+    faiss = q["FAISS ResidualQuantizer (greedy)"]
+    vqp = q["vector-quantize-pytorch ResidualVQ RQ-VAE (MLP as our all-latent row)"]
+    dec = {(r["what"], r["depth"]): r for r in load("decoding.json")["rows"]}
+    masks = [r for (what, _), r in dec.items() if what == "next_mask"]
+    denv = load("decoding.json")["env"]
+    sc = load("scale.json")
+    exact = [r["ours_keys_per_s"] for r in load("lookup.json")["rows"]
+             if r["items"] == 1_000_000 and r.get("ours_keys_per_s") and "nearest" not in r["what"]]
+    st = {r["command"]: r for r in load("startup.json")["rows"]}
+    used = sorted({"/".join(map(str, r["codes_used"])) for r in ours_q})
+    return (
+        "**Downstream** (`python benchmarks/downstream.py --catalogs beauty movielens --seeds 0 1 2`, which writes\n"
+        "`benchmarks/results/downstream.json` and `downstream.md`). Amazon Beauty, all "
+        f"{text['users']:,} users, leave-one-out;\nevery arm trains the same small generative retriever "
+        "with the same budget.\n\n"
+        + table(["IDs (Beauty)", "seeds", "Recall@10", "NDCG@10"], rows)
+        + "\n"
+        f"- With users' sequences against text only: {ci(seq['recall@10_minus_ours'])} Recall@10,\n"
+        f"  {ci(seq['ndcg@10_minus_ours'])} NDCG@10 (95% paired bootstrap over users). Against RQ-KMeans:\n"
+        f"  {ci(negated(b['rq-kmeans']['recall@10_minus_ours-seq']))} Recall@10;"
+        f" its Recall@10 is\n  {seq['recall@10'] / b['random']['recall@10']:.1f}× that of random IDs.\n"
+        f"- RQ-KMeans minus our text-only IDs: {ci(b['rq-kmeans']['recall@10_minus_ours'])} Recall@10\n"
+        f"  ({covers(b['rq-kmeans']['recall@10_minus_ours'])}); LETTER's published IDs minus ours: "
+        f"{ci(b['letter']['recall@10_minus_ours'])}\n  ({covers(b['letter']['recall@10_minus_ours'])}).\n"
+        f"- MovieLens-100K (seed 0): IDs built with sequences reach Recall@10 {ml['ours-seq']['recall@10']:.4f}, "
+        f"text only\n  {ml['ours']['recall@10']:.4f}, SASRec {ml['sasrec']['recall@10']:.4f}.\n\n"
+        "**ID quality** (Amazon Beauty, "
+        f"{ours_q[0]['items']:,} items, seeds {seeds(sorted(r['seed'] for r in ours_q))};\n"
+        "`python benchmarks/quality.py --catalogs beauty movielens --seeds 0 1 2 --peer-seeds 0 1 2 --slow-seeds 0`,\n"
+        "`benchmarks/results/quality.json`): collisions before resolution "
+        f"{pct([r['collision_rate'] for r in ours_q])} (FAISS's residual\nquantizer "
+        f"{pct([r['collision_rate'] for r in faiss])}, vector-quantize-pytorch's RQ-VAE {pct([r['collision_rate'] for r in vqp])}); "
+        f"level-1 category purity\n{span([r['purity_l1'] for r in ours_q], '{:.3f}')} and co-interaction lift "
+        f"{span([r['lift_l1'] for r in ours_q], '{:.1f}')} (FAISS {span([r['purity_l1'] for r in faiss], '{:.3f}')} and "
+        f"{span([r['lift_l1'] for r in faiss], '{:.1f}')}); codes used {', '.join(used)};\ntrained and assigned in "
+        f"{span([r['seconds'] for r in ours_q], '{:.1f}')} s (vector-quantize-pytorch {span([r['seconds'] for r in vqp], '{:.1f}')} s).\n\n"
+        f"**Decoding** ({denv['items']:,} synthetic IDs; `python benchmarks/decoding.py`, "
+        "`benchmarks/results/decoding.json`):\nthe prefix trie builds in "
+        f"{dec[('build', '-')]['ours_ms'] / 1000:.2f} s; the allowed-token masks for {denv['batch']:,} partial IDs take "
+        f"{span([r['ours_ms'] for r in masks], '{:.2f}')} ms\nat each depth (a Python dict trie: "
+        f"{span([r['dict_ms'] for r in masks], '{:.0f}')} ms).\n\n"
+        f"**Scale** (`python benchmarks/scale.py`, `benchmarks/results/scale.json`): a {sc['items']:,}-item streaming\n"
+        f"build in {sc['build']['total_seconds']:.0f} s at {sc['build']['peak_rss_mb'] / 1000:.2f} GB peak memory. "
+        "**Lookups** (`python benchmarks/lookup.py --beauty-export\nout/bench/beauty-seed0`, "
+        f"`benchmarks/results/lookup.json`): exact lookups on 1M items at {min(exact) / 1e6:.1f}M–{max(exact) / 1e6:.1f}M keys/s.\n"
+        "**Start-up** (`python benchmarks/startup.py`, `benchmarks/results/startup.json`): `semantic-ids --help` in\n"
+        f"{st['--help']['after_median_s']} s and `lookup --item` in {st['lookup --item']['after_median_s']} s, "
+        "without importing torch.\n"
+    )
+
+
+# ---------------------------------------------------------------- files and blocks
+
+FILES = {
+    ROOT / "README.md": {"headline": block_headline},
+    ROOT / "benchmarks" / "README.md": {
+        "downstream-beauty": block_downstream_beauty,
+        "downstream-per-seed": block_downstream_per_seed,
+        "downstream-movielens": block_downstream_movielens,
+        "downstream-cost": block_downstream_cost,
+        "collab": block_collab,
+        "churn": block_churn,
+        "decoding": block_decoding,
+        "startup": block_startup,
+        "codebook-sizes": block_codebook_sizes,
+        "quality": block_quality,
+        "first-level": block_first_level,
+        "omp-wait": block_omp_wait,
+        "lookup": block_lookup,
+        "scale": block_scale,
+    },
+}
+
+
+def render(text: str, blocks: dict, path: Path) -> str:
+    """``text`` with every named block regenerated; a block the file lacks is an error."""
+    found = {m.group("name") for m in MARKER.finditer(text)}
+    missing = sorted(set(blocks) - found)
+    unknown = sorted(found - set(blocks))
+    if missing or unknown:
+        raise SystemExit(f"{path}: blocks missing {missing}, blocks with no generator {unknown}")
+    return MARKER.sub(lambda m: m.group(1) + blocks[m.group("name")]() + m.group(4), text)
+
+
+def stale() -> list[str]:
+    """'file: block' for every block whose text differs from what the results files give."""
+    out = []
+    for path, blocks in FILES.items():
+        text = path.read_text()
+        new = render(text, blocks, path)
+        if new != text:
+            now = {m.group("name"): m.group("body") for m in MARKER.finditer(text)}
+            then = {m.group("name"): m.group("body") for m in MARKER.finditer(new)}
+            out += [f"{path.relative_to(ROOT)}: {name}" for name in blocks if now.get(name) != then.get(name)]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 if a file is out of date; write nothing")
+    args = ap.parse_args(argv)
+    if args.check:
+        out = stale()
+        for s in out:
+            print(f"out of date: {s} (run python benchmarks/readme_tables.py)", file=sys.stderr)
+        return 1 if out else 0
+    for path, blocks in FILES.items():
+        text = path.read_text()
+        new = render(text, blocks, path)
+        if new != text:
+            path.write_text(new)
+            print(f"rewrote {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
