@@ -316,72 +316,92 @@ def block_codebook_sizes() -> str:
 # ---------------------------------------------------------------- README.md's headline numbers
 
 
-def block_headline() -> str:
-    """The README's 'Measured' numbers; each sentence names the command and the results file."""
+def headline_downstream() -> str:
     ds = downstream_rows()
     b = {arm: ds[("beauty", arm)] for arm in DOWNSTREAM_ARMS}
-    seq, text = b["ours-seq"], b["ours"]
+    seq, rqk, letter = b["ours-seq"], b["rq-kmeans"], b["letter"]
     rows = []
     for arm, label in DOWNSTREAM_ARMS.items():
-        r = b[arm]
-        r10, n10 = f"{r['recall@10']:.4f}", f"{r['ndcg@10']:.4f}"
+        r10, n10 = f"{b[arm]['recall@10']:.4f}", f"{b[arm]['ndcg@10']:.4f}"
         if arm == "ours-seq":
             r10, n10 = f"**{r10}**", f"**{n10}**"
-        rows.append([label, seeds(r["seeds"]), r10, n10])
+        rows.append([label, seeds(b[arm]["seeds"]), r10, n10])
     pub = tiger_published()
     rows.append(["TIGER as published (a much larger model; not run here)", "–", pub[2], pub[3]])
     ml = {arm: ds[("movielens", arm)] for arm in ("ours-seq", "ours", "sasrec")}
+    return (
+        "**Downstream** (`python benchmarks/downstream.py --catalogs beauty movielens --seeds 0 1 2`, which writes\n"
+        "`benchmarks/results/downstream.json` and `downstream.md`). Amazon Beauty, all "
+        f"{b['ours']['users']:,} users, leave-one-out;\n"
+        "every arm trains the same small generative retriever with the same budget.\n\n"
+        + table(["IDs (Beauty)", "seeds", "Recall@10", "NDCG@10"], rows) + "\n"
+        f"- With users' sequences against text only: {ci(seq['recall@10_minus_ours'])} Recall@10,\n"
+        f"  {ci(seq['ndcg@10_minus_ours'])} NDCG@10 (95% paired bootstrap over users). Against RQ-KMeans:\n"
+        f"  {ci(negated(rqk['recall@10_minus_ours-seq']))} Recall@10; its Recall@10 is\n"
+        f"  {seq['recall@10'] / b['random']['recall@10']:.1f}× that of random IDs.\n"
+        f"- RQ-KMeans minus our text-only IDs: {ci(rqk['recall@10_minus_ours'])} Recall@10\n"
+        f"  ({covers(rqk['recall@10_minus_ours'])}); LETTER's published IDs minus ours: "
+        f"{ci(letter['recall@10_minus_ours'])}\n  ({covers(letter['recall@10_minus_ours'])}).\n"
+        f"- MovieLens-100K (seed 0): IDs built with sequences reach Recall@10 {ml['ours-seq']['recall@10']:.4f}, "
+        f"text only\n  {ml['ours']['recall@10']:.4f}, SASRec {ml['sasrec']['recall@10']:.4f}.\n"
+    )
+
+
+def headline_quality() -> str:
     q = quality_groups("beauty")
-    ours_q = q["semantic-ids RQ-VAE (default)"]
+    ours = q["semantic-ids RQ-VAE (default)"]
     faiss = q["FAISS ResidualQuantizer (greedy)"]
     vqp = q["vector-quantize-pytorch ResidualVQ RQ-VAE (MLP as our all-latent row)"]
-    dec = {(r["what"], r["depth"]): r for r in load("decoding.json")["rows"]}
-    masks = [r for (what, _), r in dec.items() if what == "next_mask"]
-    denv = load("decoding.json")["env"]
+
+    def col(rows, key, fmt):
+        return span([r[key] for r in rows], fmt)
+
+    used = ", ".join(sorted({"/".join(map(str, r["codes_used"])) for r in ours}))
+    return (
+        f"**ID quality** (Amazon Beauty, {ours[0]['items']:,} items, seeds {seeds(sorted(r['seed'] for r in ours))};\n"
+        "`python benchmarks/quality.py --catalogs beauty movielens --seeds 0 1 2 --peer-seeds 0 1 2 --slow-seeds 0`,\n"
+        f"`benchmarks/results/quality.json`): collisions before resolution {pct([r['collision_rate'] for r in ours])} "
+        f"(FAISS's residual\nquantizer {pct([r['collision_rate'] for r in faiss])}, vector-quantize-pytorch's RQ-VAE "
+        f"{pct([r['collision_rate'] for r in vqp])}); level-1 category purity\n{col(ours, 'purity_l1', '{:.3f}')} and "
+        f"co-interaction lift {col(ours, 'lift_l1', '{:.1f}')} (FAISS {col(faiss, 'purity_l1', '{:.3f}')} and "
+        f"{col(faiss, 'lift_l1', '{:.1f}')}); codes used {used};\ntrained and assigned in {col(ours, 'seconds', '{:.1f}')} s "
+        f"(vector-quantize-pytorch {col(vqp, 'seconds', '{:.1f}')} s).\n"
+    )
+
+
+def headline_decoding() -> str:
+    d = load("decoding.json")
+    build = next(r for r in d["rows"] if r["what"] == "build")
+    masks = [r for r in d["rows"] if r["what"] == "next_mask"]
+    return (
+        f"**Decoding** ({d['env']['items']:,} synthetic IDs; `python benchmarks/decoding.py`, "
+        "`benchmarks/results/decoding.json`):\n"
+        f"the prefix trie builds in {build['ours_ms'] / 1000:.2f} s; the allowed-token masks for "
+        f"{d['env']['batch']:,} partial IDs take {span([r['ours_ms'] for r in masks], '{:.2f}')} ms\n"
+        f"at each depth (a Python dict trie: {span([r['dict_ms'] for r in masks], '{:.0f}')} ms).\n"
+    )
+
+
+def headline_scale() -> str:
     sc = load("scale.json")
     exact = [r["ours_keys_per_s"] for r in load("lookup.json")["rows"]
              if r["items"] == 1_000_000 and r.get("ours_keys_per_s") and "nearest" not in r["what"]]
     st = {r["command"]: r for r in load("startup.json")["rows"]}
-    used = sorted({"/".join(map(str, r["codes_used"])) for r in ours_q})
+    torch_free = not (st["--help"]["after_imports_torch"] or st["lookup --item"]["after_imports_torch"])
     return (
-        "**Downstream** (`python benchmarks/downstream.py --catalogs beauty movielens --seeds 0 1 2`, which writes\n"
-        "`benchmarks/results/downstream.json` and `downstream.md`). Amazon Beauty, all "
-        f"{text['users']:,} users, leave-one-out;\nevery arm trains the same small generative retriever "
-        "with the same budget.\n\n"
-        + table(["IDs (Beauty)", "seeds", "Recall@10", "NDCG@10"], rows)
-        + "\n"
-        f"- With users' sequences against text only: {ci(seq['recall@10_minus_ours'])} Recall@10,\n"
-        f"  {ci(seq['ndcg@10_minus_ours'])} NDCG@10 (95% paired bootstrap over users). Against RQ-KMeans:\n"
-        f"  {ci(negated(b['rq-kmeans']['recall@10_minus_ours-seq']))} Recall@10;"
-        f" its Recall@10 is\n  {seq['recall@10'] / b['random']['recall@10']:.1f}× that of random IDs.\n"
-        f"- RQ-KMeans minus our text-only IDs: {ci(b['rq-kmeans']['recall@10_minus_ours'])} Recall@10\n"
-        f"  ({covers(b['rq-kmeans']['recall@10_minus_ours'])}); LETTER's published IDs minus ours: "
-        f"{ci(b['letter']['recall@10_minus_ours'])}\n  ({covers(b['letter']['recall@10_minus_ours'])}).\n"
-        f"- MovieLens-100K (seed 0): IDs built with sequences reach Recall@10 {ml['ours-seq']['recall@10']:.4f}, "
-        f"text only\n  {ml['ours']['recall@10']:.4f}, SASRec {ml['sasrec']['recall@10']:.4f}.\n\n"
-        "**ID quality** (Amazon Beauty, "
-        f"{ours_q[0]['items']:,} items, seeds {seeds(sorted(r['seed'] for r in ours_q))};\n"
-        "`python benchmarks/quality.py --catalogs beauty movielens --seeds 0 1 2 --peer-seeds 0 1 2 --slow-seeds 0`,\n"
-        "`benchmarks/results/quality.json`): collisions before resolution "
-        f"{pct([r['collision_rate'] for r in ours_q])} (FAISS's residual\nquantizer "
-        f"{pct([r['collision_rate'] for r in faiss])}, vector-quantize-pytorch's RQ-VAE {pct([r['collision_rate'] for r in vqp])}); "
-        f"level-1 category purity\n{span([r['purity_l1'] for r in ours_q], '{:.3f}')} and co-interaction lift "
-        f"{span([r['lift_l1'] for r in ours_q], '{:.1f}')} (FAISS {span([r['purity_l1'] for r in faiss], '{:.3f}')} and "
-        f"{span([r['lift_l1'] for r in faiss], '{:.1f}')}); codes used {', '.join(used)};\ntrained and assigned in "
-        f"{span([r['seconds'] for r in ours_q], '{:.1f}')} s (vector-quantize-pytorch {span([r['seconds'] for r in vqp], '{:.1f}')} s).\n\n"
-        f"**Decoding** ({denv['items']:,} synthetic IDs; `python benchmarks/decoding.py`, "
-        "`benchmarks/results/decoding.json`):\nthe prefix trie builds in "
-        f"{dec[('build', '-')]['ours_ms'] / 1000:.2f} s; the allowed-token masks for {denv['batch']:,} partial IDs take "
-        f"{span([r['ours_ms'] for r in masks], '{:.2f}')} ms\nat each depth (a Python dict trie: "
-        f"{span([r['dict_ms'] for r in masks], '{:.0f}')} ms).\n\n"
         f"**Scale** (`python benchmarks/scale.py`, `benchmarks/results/scale.json`): a {sc['items']:,}-item streaming\n"
         f"build in {sc['build']['total_seconds']:.0f} s at {sc['build']['peak_rss_mb'] / 1000:.2f} GB peak memory. "
         "**Lookups** (`python benchmarks/lookup.py --beauty-export\nout/bench/beauty-seed0`, "
         f"`benchmarks/results/lookup.json`): exact lookups on 1M items at {min(exact) / 1e6:.1f}M–{max(exact) / 1e6:.1f}M keys/s.\n"
         "**Start-up** (`python benchmarks/startup.py`, `benchmarks/results/startup.json`): `semantic-ids --help` in\n"
-        f"{st['--help']['after_median_s']} s and `lookup --item` in {st['lookup --item']['after_median_s']} s, "
-        "without importing torch.\n"
+        f"{st['--help']['after_median_s']} s and `lookup --item` in {st['lookup --item']['after_median_s']} s"
+        + (", without importing torch.\n" if torch_free else ".\n")
     )
+
+
+def block_headline() -> str:
+    """The README's 'Measured' numbers; each paragraph names the command and the results file."""
+    return "\n".join([headline_downstream(), headline_quality(), headline_decoding(), headline_scale()])
 
 
 # ---------------------------------------------------------------- files and blocks
