@@ -20,6 +20,7 @@ from the cache. Prints a table and writes benchmarks/results/churn.json and chur
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import shutil
 import sys
@@ -30,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import semantic_ids  # noqa: E402,F401  - sets OMP_WAIT_POLICY before torch loads
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (benchmarks/omp_wait.py)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
@@ -38,6 +39,7 @@ import torch  # noqa: E402
 from downstream import TEMPLATES, catalog  # noqa: E402
 from results_io import environment, markdown_table, write_results  # noqa: E402
 from semantic_ids import BuildConfig, SemanticIDs  # noqa: E402
+from semantic_ids.embed import embed_texts  # noqa: E402
 from semantic_ids.assign import assign_new_items  # noqa: E402
 from semantic_ids.catalog import load_catalog  # noqa: E402
 from semantic_ids.churn import churn_codes  # noqa: E402
@@ -62,7 +64,7 @@ def measure(name: str, seeds: list[int], share: float, warm_epochs: list[int | N
     base = BuildConfig().replace(catalog={"template": TEMPLATES[name]}, train={"checkpoint_every": 0})
     cat = load_catalog(path, base.catalog)
     ids = cat.ids
-    emb = SemanticIDs(base, show_progress=False).embed(cat.texts)  # from the cache after the first run
+    emb = embed_texts(cat.texts, base.embedding, show_progress=False)[0]  # from the cache after the first run
     seqs = read_sequences(seq_path, ids).items
     pairs = np.concatenate([np.stack([s[:-1], s[1:]], 1) for s in seqs])
     found = category_labels(cat.frame)
@@ -74,7 +76,7 @@ def measure(name: str, seeds: list[int], share: float, warm_epochs: list[int | N
         old = np.sort(np.random.default_rng(seed).permutation(len(ids))[: int(share * len(ids))])
         old_dir = work / f"old-{seed}"
         start = time.perf_counter()
-        SemanticIDs(cfg, show_progress=False).fit(frame.iloc[old], embeddings=emb[old]).save(old_dir)
+        SemanticIDs(cfg, show_progress=False).fit(emb[old], ids=frame.iloc[old]["item_id"].to_numpy()).save(old_dir)
         print(f"old build ({len(old)} items): {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
         old_ids, old_codes, _ = read_ids(old_dir)
         arms: list[tuple[str, int | None]] = [("fresh", None)] + [("warm", e) for e in warm_epochs] + [("assign", None)]
@@ -91,8 +93,7 @@ def measure(name: str, seeds: list[int], share: float, warm_epochs: list[int | N
                 sizes = SemanticIDs.load(d).model_.codebook_sizes
             else:
                 c = cfg if epochs is None else cfg.replace(train={"epochs": epochs})
-                sid = SemanticIDs(c, show_progress=False).fit(frame, embeddings=emb,
-                                                               previous=old_dir if arm == "warm" else None)
+                sid = SemanticIDs(c, show_progress=False).fit(emb, ids=frame["item_id"].to_numpy(), previous=old_dir if arm == "warm" else None)
                 got_ids, got_codes, sizes = sid.ids_, sid.codes_, sid.model_.codebook_sizes
                 if arm == "warm":
                     arm = f"warm ({c.train.epochs} epochs)"

@@ -21,6 +21,7 @@ benchmarks/results/codebook_sizes.json and .md and prints the table.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import platform
 import sys
@@ -29,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import semantic_ids  # noqa: E402,F401  - first: OMP_WAIT_POLICY before torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (benchmarks/omp_wait.py)
 import numpy as np  # noqa: E402
 
 from semantic_ids import BuildConfig, SemanticIDs  # noqa: E402
@@ -72,7 +73,7 @@ def run_one(name: str, cat: Catalog, emb: np.ndarray, n: int, k: int, seed: int)
     auto = auto_codebook_sizes(n)
     cfg = BuildConfig().replace(model={"codebook_sizes": [k] * 3}, seed=seed, embedding={"use_cache": False})
     t0 = time.perf_counter()
-    sid = SemanticIDs(cfg, show_progress=False).fit(sub, emb[rows])
+    sid = SemanticIDs(cfg, show_progress=False).fit(emb[rows], ids=sub["item_id"].to_numpy())
     seconds = time.perf_counter() - t0
     labels = category_labels(sub.frame)
     raw = sid.raw_codes_

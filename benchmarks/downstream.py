@@ -41,11 +41,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import semantic_ids  # noqa: E402,F401  - sets OMP_WAIT_POLICY before torch loads
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (benchmarks/omp_wait.py)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from semantic_ids import BuildConfig, SemanticIDs  # noqa: E402
+from semantic_ids.embed import embed_texts  # noqa: E402
+from semantic_ids.pipeline import embed_catalog  # noqa: E402
 from semantic_ids.catalog import load_catalog  # noqa: E402
 from semantic_ids.collisions import resolve_counter  # noqa: E402
 from semantic_ids.datasets import fetch_movielens  # noqa: E402
@@ -105,7 +107,7 @@ def with_counter(codes: np.ndarray, ids: np.ndarray) -> np.ndarray:
 def embeddings(name: str, path: Path) -> np.ndarray:
     """The catalog's embeddings under its template, from the cache our builds fill."""
     cfg = BuildConfig().replace(catalog={"template": TEMPLATES[name]})
-    return SemanticIDs(cfg, show_progress=False).embed(load_catalog(path, cfg.catalog).texts)
+    return embed_texts(load_catalog(path, cfg.catalog).texts, cfg.embedding, show_progress=False)[0]
 
 
 def bisecting_rq(emb: np.ndarray, seed: int, sizes: tuple[int, ...]) -> np.ndarray:
@@ -132,7 +134,8 @@ def arm_codes(arm: str, name: str, path: Path, ids: np.ndarray, seed: int) -> tu
     if arm in BUILDS:
         cfg = BuildConfig().replace(catalog={"template": TEMPLATES[name]}, seed=seed, **BUILDS[arm])
         start = time.perf_counter()
-        sid = SemanticIDs(cfg, show_progress=False).fit(path)
+        cat, emb, _ = embed_catalog(path, cfg, show_progress=False)
+        sid = SemanticIDs(cfg, show_progress=False).fit(emb, ids=cat.ids)
         assert np.array_equal(sid.ids_, ids), "the build's item order should be the catalog's"
         return sid.codes_, {"build_seconds": round(time.perf_counter() - start, 1),
                             "collision_rate": round(float(sid.metrics_.get("collision_rate", float("nan"))), 4)}
@@ -141,7 +144,8 @@ def arm_codes(arm: str, name: str, path: Path, ids: np.ndarray, seed: int) -> tu
         over["collab"] = {"holdout_last": 2, **over.get("collab", {})}
         cfg = BuildConfig().replace(catalog={"template": TEMPLATES[name]}, seed=seed, **over)
         start = time.perf_counter()
-        sid = SemanticIDs(cfg, show_progress=False).fit(path, sequences=sequences_path(name))
+        cat, emb, _ = embed_catalog(path, cfg, show_progress=False)
+        sid = SemanticIDs(cfg, show_progress=False).fit(emb, ids=cat.ids, sequences=sequences_path(name))
         assert np.array_equal(sid.ids_, ids), "the build's item order should be the catalog's"
         return sid.codes_, {"build_seconds": round(time.perf_counter() - start, 1),
                             "collision_rate": round(float(sid.metrics_["collision_rate"]), 4)}
@@ -157,9 +161,9 @@ def arm_codes(arm: str, name: str, path: Path, ids: np.ndarray, seed: int) -> tu
         old = np.sort(np.random.default_rng(seed).permutation(len(ids))[: int(0.8 * len(ids))])
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            old_dir = SemanticIDs(cfg, show_progress=False).fit(frame.iloc[old], embeddings=emb[old]).save(Path(tmp) / "old")
+            old_dir = SemanticIDs(cfg, show_progress=False).fit(emb[old], ids=frame.iloc[old]["item_id"].to_numpy()).save(Path(tmp) / "old")
             if arm == "ours-warm":
-                sid = SemanticIDs(cfg, show_progress=False).fit(frame, embeddings=emb, previous=old_dir)
+                sid = SemanticIDs(cfg, show_progress=False).fit(emb, ids=frame["item_id"].to_numpy(), previous=old_dir)
                 got_ids, codes = sid.ids_, sid.codes_
             else:
                 assign_new_items(old_dir, frame, embeddings=emb, show_progress=False)

@@ -1,5 +1,5 @@
 """Where the level-1 quality comes from, and what the latent size does to collisions
-(Amazon Beauty; needs ../shared). README, "The method".
+(Amazon Beauty; needs ../shared). docs/method.md explains the method.
 
     python benchmarks/first_level.py                       # level-1 clusterings, seeds 0-2 (~1 min)
     python benchmarks/first_level.py --latents 4 5 6 8     # plus the default model per latent size (~1 min each)
@@ -24,6 +24,7 @@ first_level-latents<N-N...>[-h<hidden>].json) and prints a table.
 from __future__ import annotations
 
 import argparse
+import os
 import hashlib
 import json
 import sys
@@ -33,12 +34,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import semantic_ids  # noqa: E402,F401  - first: OMP_WAIT_POLICY before torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (benchmarks/omp_wait.py)
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from semantic_ids import BuildConfig, SemanticIDs  # noqa: E402
+from semantic_ids.embed import embed_texts  # noqa: E402
 from semantic_ids.catalog import load_catalog  # noqa: E402
 from semantic_ids.evaluate import category_labels, evaluate_codes, sequence_pairs  # noqa: E402
 from semantic_ids.kmeans import bisecting_kmeans, nearest, progressive_kmeans  # noqa: E402
@@ -103,7 +105,7 @@ def main() -> int:
     cat = load_catalog(BEAUTY / "items.jsonl", base.catalog)
     labels = category_labels(cat.frame)[1]
     pairs, _ = sequence_pairs(BEAUTY / "sequences.jsonl", cat.ids)
-    emb = SemanticIDs(base, show_progress=False).embed(cat.texts)
+    emb = embed_texts(cat.texts, base.embedding, show_progress=False)[0]
     x = np.ascontiguousarray(emb, dtype=np.float32)
     rows = []
 
@@ -125,7 +127,7 @@ def main() -> int:
                 model["first_level"] = args.first_level
             cfg = base.replace(model=model, seed=seed)
             start = time.perf_counter()
-            sid = SemanticIDs(cfg, show_progress=False).fit(cat, embeddings=emb)
+            sid = SemanticIDs(cfg, show_progress=False).fit(emb, ids=cat.ids)
             secs = time.perf_counter() - start
             m = evaluate_codes(sid.raw_codes_, cfg.model.codebook_sizes, labels=labels, pairs=pairs, depths=(1, 2))
             stats = code_stats(sid.raw_codes_, cfg.model.codebook_sizes)

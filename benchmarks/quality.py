@@ -51,11 +51,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import semantic_ids  # noqa: E402,F401  - first, so OMP_WAIT_POLICY=PASSIVE is set before torch loads (peers share it)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (benchmarks/omp_wait.py)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from semantic_ids import BuildConfig, SemanticIDs  # noqa: E402
+from semantic_ids.embed import embed_texts  # noqa: E402
+from semantic_ids.pipeline import embed_catalog  # noqa: E402
 from semantic_ids.datasets import fetch_movielens  # noqa: E402
 from semantic_ids.catalog import load_catalog  # noqa: E402
 from semantic_ids.evaluate import category_labels, evaluate_codes, sequence_pairs  # noqa: E402
@@ -68,7 +70,7 @@ BEAUTY = ROOT.parent / "shared" / "data" / "amazon_beauty"
 CACHE = str(ROOT / "data" / "cache")
 SEQUENCES = {"beauty": BEAUTY / "sequences.jsonl", "movielens": ROOT / "data" / "ml-100k" / "sequences.jsonl"}
 TEMPLATES = {
-    # as pipelines/configs/amazon_beauty.toml: categories first, no price (README, "The text template")
+    # as pipelines/configs/amazon_beauty.toml: categories first, no price (docs/method.md, "The text template")
     "beauty": "Categories: {categories}; Title: {title}; Brand: {brand}",
     "movielens": "Title: {title}; Year: {year}; Genres: {genres}",
 }
@@ -196,12 +198,13 @@ def ours(name: str, path: Path, seed: int, method: str, ctx: dict) -> dict:
     """One build with the library (embedding through the cache), scored like every row."""
     cfg = BuildConfig().replace(catalog={"template": TEMPLATES[name]}, embedding={"cache_dir": CACHE}, seed=seed, **OURS[method])
     with cpu_clock() as spent:
-        sid = SemanticIDs(cfg, show_progress=False).fit(path)
+        cat, emb, _ = embed_catalog(path, cfg, show_progress=False)
+        sid = SemanticIDs(cfg, show_progress=False).fit(emb, ids=cat.ids)
     sid.save(ROOT / "out" / "bench" / (f"{name}-seed{seed}" if method == "rqvae" else f"{name}-{method}-seed{seed}"))
     m = sid.metrics_
     stats = code_stats(sid.raw_codes_, cfg.model.codebook_sizes)
     stages = m["stages"]
-    return row(METHODS[method], name, seed, stats, stages["train"]["seconds"] + stages["assign"]["seconds"], {
+    return row(METHODS[method], name, seed, stats, stages["train"]["seconds"] + stages["encode"]["seconds"], {
         "cpu_seconds": round(spent["cpu"], 1),
         "reconstruction_mse": round(m["reconstruction_mse"], 4),
         "embed_seconds": stages.get("embed", {}).get("seconds"),
@@ -241,7 +244,7 @@ def run(catalogs: list[str], seeds: list[int], methods: list[str], peer_seeds: l
             if emb is None:
                 # The same embeddings for every row, from the cache our builds wrote (or
                 # filled now), after them so a cold first build still times its embedding.
-                emb = SemanticIDs(cfg0, show_progress=False).embed(cat.texts)
+                emb = embed_texts(cat.texts, cfg0.embedding, show_progress=False)[0]
             if "faiss" in methods and seed in seeds:
                 cpu = time.process_time()
                 codes, secs, recon = faiss_rq(emb, seed=seed)
@@ -262,7 +265,7 @@ def run(catalogs: list[str], seeds: list[int], methods: list[str], peer_seeds: l
                 emit(row(METHODS[method], name, seed, code_stats(res.codes, (256, 256, 256)), res.seconds, extra))
                 PEER_SETTINGS[METHODS[method]] = {k: v for k, v in res.settings.items() if k != "random_state"}
         if emb is None:
-            emb = SemanticIDs(cfg0, show_progress=False).embed(cat.texts)
+            emb = embed_texts(cat.texts, cfg0.embedding, show_progress=False)[0]
         if name == "beauty" and "letter" in methods:
             letter = letter_codes(ids)
             emit(row(METHODS["letter"], name, None, code_stats(letter, (256, 256, 256)), float("nan"), coherence(letter, ctx)))

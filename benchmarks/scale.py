@@ -278,7 +278,7 @@ def table(r: dict) -> str:
         "| stage | seconds | peak RSS MB |",
         "|---|---|---|",
     ]
-    for name in ("train", "assign", "resolve", "recon", "export"):
+    for name in ("train", "encode", "resolve", "recon", "export"):
         if name in st:
             lines.append(f"| {name} | {st[name]['seconds']:.1f} | {st[name].get('peak_rss_mb', float('nan')):.0f} |")
     lines += [

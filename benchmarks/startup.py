@@ -58,7 +58,7 @@ df = pd.DataFrame({{"item_id": [f"p{{i}}" for i in range(n)], "title": [f"produc
 df.to_csv({str(work / "cat.csv")!r}, index=False)
 np.save({str(work / "emb.npy")!r}, emb)
 cfg = BuildConfig().replace(model={{"codebook_sizes": [16, 16, 16]}}, train={{"epochs": 5}}, embedding={{"use_cache": False}})
-sid = SemanticIDs(cfg, show_progress=False).fit(df, emb)
+sid = SemanticIDs(cfg, show_progress=False).fit(emb, ids=df["item_id"].to_numpy())
 sid.save({str(work / "export")!r})
 print(sid.semantic_ids_[7])
 """

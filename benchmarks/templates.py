@@ -6,7 +6,7 @@
 For each template: embed the catalog (MiniLM, cached under data/cache), then on
 the same embeddings FAISS's ResidualQuantizer (3 x 8 bits, greedy), our
 all-latent RQ-VAE (``first_level = "latent"``, MLP 512-256-128, latent 6, 200 epochs: the model
-the README's template comparison was measured with) and our default RQ-VAE;
+docs/method.md's template comparison was measured with) and our default RQ-VAE;
 prints one JSON line per template with the collision rate, level-1 purity and
 level-1 co-interaction lift of each.
 """
@@ -14,6 +14,7 @@ level-1 co-interaction lift of each.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import semantic_ids  # noqa: E402,F401  - first: OMP_WAIT_POLICY before torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (benchmarks/omp_wait.py)
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -70,7 +71,7 @@ def main() -> int:
         for label, sections in variants.items():
             cfg = BuildConfig().replace(catalog={"template": TEMPLATES[name]}, embedding={"use_cache": False}, **sections)
             start = time.perf_counter()
-            sid = SemanticIDs(cfg, show_progress=False).fit(cat, embeddings=emb)
+            sid = SemanticIDs(cfg, show_progress=False).fit(emb, ids=cat.ids)
             row[f"ours {label} train_s"] = round(time.perf_counter() - start)
             row[f"ours {label} [collisions, purity@1, lift@1]"] = scores(sid.raw_codes_, labels, pairs)
         print(json.dumps(row), flush=True)

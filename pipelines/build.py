@@ -15,14 +15,16 @@ repository root).
 from __future__ import annotations
 
 import argparse
+import os
 import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from semantic_ids.api import SemanticIDs  # noqa: E402
-from semantic_ids.cli import EXPECTED_ERRORS, print_table, summary_rows  # noqa: E402
+from semantic_ids.pipeline import build  # noqa: E402
+from semantic_ids.cli import EXPECTED_ERRORS  # noqa: E402
+from semantic_ids.commands import print_table, summary_rows  # noqa: E402
 from semantic_ids.config import BuildConfig, ConfigError, load_toml  # noqa: E402
 from semantic_ids.datasets import fetch_movielens  # noqa: E402
 from semantic_ids.outdir import check_out_dir  # noqa: E402
@@ -42,32 +44,24 @@ def run(config_path: str, show_progress: bool = True) -> Path:
     # before any work (even fetching a built-in catalog): replace only an earlier export or an empty directory
     given = None if job["catalog"] in BUILTIN else job["catalog"]
     check_out_dir(job["out"], inputs=[given, job.get("embeddings"), config_path, job.get("work_dir"), job.get("sequences")])
-    if job.get("sequences") and (job.get("streaming") or job.get("engine") == "ray"):
-        raise ConfigError(f"{config_path}: [job] sequences works with the in-memory build only, not streaming")
     catalog = BUILTIN[job["catalog"]]() if job["catalog"] in BUILTIN else Path(job["catalog"])
-    if job.get("streaming") or job.get("engine") == "ray":
-        from semantic_ids.stream import build_streaming
-
-        res = build_streaming(
-            job["out"],
-            catalog=None if job.get("embeddings") else catalog,
-            embeddings=job.get("embeddings"),
-            config=cfg,
-            work_dir=job.get("work_dir"),
-            batch_rows=int(job.get("batch_rows", 65536)),
-            engine=job.get("engine", "local"),
-            ray_options={"address": job["ray_address"]} if job.get("ray_address") else None,
-            show_progress=show_progress,
-        )
-        print(f"semantic IDs for {res.metrics['n_items']:,} items written to {res.out.resolve()}")
-        print_table(summary_rows(res.metrics, res.out.resolve()))
-        return res.out
-    sid = SemanticIDs(cfg, show_progress=show_progress).fit(
-        catalog, embeddings=job.get("embeddings"), sequences=job.get("sequences"))
-    out = sid.save(job["out"])
-    print(f"semantic IDs for {len(sid.ids_):,} items written to {out.resolve()}")
-    print_table(summary_rows(sid.metrics_, out.resolve()))
-    return out
+    streaming = bool(job.get("streaming"))
+    res = build(
+        job["out"],
+        catalog=None if streaming and job.get("embeddings") else catalog,
+        embeddings=job.get("embeddings"),
+        sequences=job.get("sequences"),
+        config=cfg,
+        streaming=streaming,
+        engine=job.get("engine", "local"),
+        work_dir=job.get("work_dir"),
+        batch_rows=int(job.get("batch_rows", 65536)),
+        ray_options={"address": job["ray_address"]} if job.get("ray_address") else None,
+        show_progress=show_progress,
+    )
+    print(f"semantic IDs for {res.metrics['n_items']:,} items written to {res.out.resolve()}")
+    print_table(summary_rows(res.metrics, res.out.resolve()))
+    return res.out
 
 
 def main() -> int:
@@ -75,6 +69,7 @@ def main() -> int:
     p.add_argument("--config", required=True)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads, as the command line does
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         run(args.config, show_progress=not args.no_progress)

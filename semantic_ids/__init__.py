@@ -3,22 +3,22 @@
 Pipeline: catalog -> embed -> train RQ-VAE -> codes -> collisions -> export.
 """
 
-import os as _os
-
-# OpenMP's default spin-waiting slows torch's many small ops (a small MLP, batch
-# 1024) when another process shares the cores: 1.6-1.7x beside one busy process
-# on 2 vCPUs, while idle it costs 10-30% (benchmarks/omp_wait.py). Passive waiting
-# changes no result (bitwise-identical weights, tested). It must be set before
-# torch loads its OpenMP runtime, so it only takes effect when semantic_ids is
-# imported first; a value the user set is kept.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-__version__ = "0.1.0"
+from .version import __version__
 
 # Names resolve on first use (PEP 562) so that ``import semantic_ids`` and the
 # command line's start-up load neither torch nor sentence-transformers; every
 # name below imports exactly as before, e.g. ``from semantic_ids import SemanticIDs``.
 _LAZY = {
+    "build": "pipeline",
+    "BuildResult": "pipeline",
+    "build_streaming": "stream",
+    "assign_new_items": "assign",
+    "churn": "churn",
+    "ChurnReport": "churn",
+    "SemanticIDLookup": "lookup",
+    "read_sequences": "sequences",
+    "SequenceError": "sequences",
+    "CollabConfig": "config",
     "NotFittedError": "api",
     "SemanticIDs": "api",
     "Catalog": "catalog",
@@ -60,6 +60,16 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "__version__",
+    "build",
+    "BuildResult",
+    "build_streaming",
+    "assign_new_items",
+    "churn",
+    "ChurnReport",
+    "SemanticIDLookup",
+    "read_sequences",
+    "SequenceError",
+    "CollabConfig",
     "BuildConfig",
     "Catalog",
     "CatalogConfig",

@@ -20,7 +20,7 @@ batch. Index type by size otherwise (``kind="auto"``):
 - above: ``IndexIVFFlat`` (nlist = 4·√U, nprobe = ``IVF_NPROBE``), approximate;
   ``kind="hnsw"`` gives ``IndexHNSWFlat`` (M=32, efSearch=128) instead.
 Recall@10 against exact search and latency are measured in
-``benchmarks/lookup.py`` (see README). The FAISS index is built on the first
+``benchmarks/lookup.py`` (tables in ``benchmarks/README.md``). The FAISS index is built on the first
 search, so exact lookups never pay for it.
 """
 

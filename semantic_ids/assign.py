@@ -18,16 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from .api import SemanticIDs
 from .atomic import dir_lock
 from .catalog import Catalog, CatalogError, load_catalog
 from .collisions import id_order
-from .embed import check_embeddings, load_embeddings
+from .embed import check_embeddings, embed_texts, load_embeddings
 from .export import ExportError, write_export
 from .outdir import check_out_dir
-from .train import encode_all
+from .encode import encode_all
 
 log = logging.getLogger(__name__)
 
@@ -142,14 +141,15 @@ def _assign(export_dir, catalog, embeddings, batch_size: int, show_progress: boo
             raise ValueError(f"embeddings have shape {arr.shape}, expected (n_items={len(cat)}, dim) in catalog order")
         emb = check_embeddings(arr, cat.ids)[new_pos]
     else:
-        emb = sid.embed([cat.texts[i] for i in new_pos]) if len(new_pos) else np.zeros((0, sid.embedding_dim_), np.float32)
+        texts = [cat.texts[i] for i in new_pos]
+        emb = embed_texts(texts, cfg.embedding, show_progress=show_progress)[0] if texts else np.zeros((0, sid.embedding_dim_), np.float32)
     if len(new_pos) and emb.shape[1] != sid.embedding_dim_:
         raise ValueError(f"embeddings have dim {emb.shape[1]}, the export's model expects {sid.embedding_dim_}")
     if len(new_pos) == 0:
         log.info("no new items: all %d catalog items are already in %s", len(cat), export_dir)
         return AssignResult(0, int(present.sum()), 0, new_ids, np.zeros((0, sid.codes_.shape[1]), np.int64))
     # new items have no interactions: with a build that used sequences, behaviour is predicted from text
-    raw = encode_all(sid.model_, torch.from_numpy(sid.features(emb)), batch_size).numpy()
+    raw = encode_all(sid.model_, sid.features(emb), batch_size).numpy()
     new_codes = resolve_against(sid.codes_, raw, new_ids)
     n_collided = int((new_codes[:, -1] > 0).sum())
     all_ids = np.concatenate([sid.ids_, new_ids]) if sid.ids_.dtype == new_ids.dtype else np.array(

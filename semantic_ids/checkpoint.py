@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save
 
-from . import __version__
+from .version import __version__
 from .atomic import atomic_write_bytes
 from .config import ModelConfig, TrainConfig, _to_plain
 

@@ -1,13 +1,15 @@
-"""Ray Data engine: the embed and assign stages as Ray Data jobs (``pip install semantic-ids[ray]``).
+"""Ray Data engine: the embed and encode stages as Ray Data jobs (``pip install semantic-ids[ray]``).
 
     build_streaming(out, catalog=..., engine="ray", ray_options={"address": "auto"})
 
 - embed: ``read_parquet(catalog)`` -> ``map_batches`` over an actor pool whose
   actors each hold the sentence-transformers model -> ``write_parquet``;
-- assign: ``read_parquet(embeddings)`` -> ``map_batches`` over actors holding
+- encode: ``read_parquet(embeddings)`` -> ``map_batches`` over actors holding
   the RQ-VAE (sent once, as safetensors bytes) -> ``write_parquet`` of codes;
 - training (on a sample) and collision resolution run on the driver
-  (:mod:`semantic_ids.stream`), over the Parquet these jobs write.
+  (:mod:`semantic_ids.stream`), over the Parquet these jobs write. The actors
+call the same stage functions as the local engine (:func:`semantic_ids.shards.embed_catalog_batch`,
+:func:`semantic_ids.encode.encode_all`).
 
 Actors take a GPU each when the cluster has one (``num_gpus``); on CPU a
 row's codes do not depend on its batch or worker, so the Ray path gives
@@ -17,6 +19,7 @@ must be readable by every worker (a shared filesystem or object store URI).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import uuid
@@ -105,7 +108,7 @@ class _Embedder:
         load_model(dataclasses.replace(self.config.embedding, device=device))  # once per actor
 
     def __call__(self, batch: dict) -> dict:
-        from .stream import embed_catalog_batch
+        from .shards import embed_catalog_batch
 
         rows = [
             embed_catalog_batch(self.catalog, self.config, self.spec, int(i), self.batch_rows, self.out_dir, n_rows=self.n_rows, device=self.device)
@@ -166,46 +169,37 @@ def ray_embed_catalog(
     return {"computed": int(rows[rows > 0].sum()), "resumed": int(-rows[rows < 0].sum())}
 
 
-class _Assigner:
+class _Encoder:
     """Ray actor: one RQ-VAE (rebuilt from safetensors bytes), many batches."""
 
     def __init__(self, model_bytes: bytes, model_config: dict, input_dim: int, id_column: str, device: str, threads: int):
+        from concurrent.futures import ThreadPoolExecutor
+
         import torch
         from safetensors.torch import load
 
-        from .config import ModelConfig
         from .rqvae import RQVAE
 
-        # one torch thread per worker thread (see stream.assign_workers)
+        # one torch thread per worker thread (see encode.encode_workers)
         torch.set_num_threads(1)
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.pool = ThreadPoolExecutor(threads) if threads > 1 else None
-        cfg = BuildConfig.from_dict({"model": model_config}).model
-        assert isinstance(cfg, ModelConfig)
-        self.model = RQVAE(input_dim, cfg)
+        self.pool = ThreadPoolExecutor(threads) if threads > 1 and device == "cpu" else None
+        self.model = RQVAE(input_dim, BuildConfig.from_dict({"model": model_config}).model)
         self.model.load_state_dict(load(model_bytes))
         self.model.eval().to(device)
         self.device = device
         self.id_column = id_column
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        import torch
-
+        from .encode import as_tensor, codes_table, encode_all
         from .shards import EMBEDDING_COLUMN, embedding_matrix
-        from .stream import assign_codes, codes_table
 
         ids = batch.column(self.id_column).combine_chunks()
         emb = embedding_matrix(batch.column(EMBEDDING_COLUMN), "embeddings batch", ids)
-        if self.device == "cpu":
-            codes = assign_codes(self.model, emb, self.pool)
-        else:
-            with torch.no_grad():
-                codes = self.model.encode(torch.from_numpy(np.array(emb)).to(self.device)).cpu().numpy().astype(np.int32)
-        return codes_table(ids, codes, self.id_column)
+        codes = encode_all(self.model, as_tensor(emb).to(self.device), pool=self.pool)
+        return codes_table(ids, codes.cpu().numpy(), self.id_column)
 
 
-def ray_assign(
+def ray_encode(
     model,
     embeddings: str | Path,
     codes_dir: Path,
@@ -216,7 +210,7 @@ def ray_assign(
     num_gpus: float | None = None,
     batch_size: int = 65536,
 ) -> None:
-    """Assign codes to a sharded embeddings dataset with a Ray Data job; write
+    """Encode a sharded embeddings dataset with a Ray Data job; write
     ``codes_dir`` (Parquet: the id and ``level_0``.. columns)."""
     from safetensors.torch import save
 
@@ -227,15 +221,13 @@ def ray_assign(
     model_bytes = save(state)
     codes_dir = Path(codes_dir)
     tmp = codes_dir.with_name(f".{codes_dir.name}.ray-{uuid.uuid4().hex[:8]}")
-    from .config import _to_plain
-
     try:
         ds = ray.data.read_parquet(str(Path(embeddings).resolve()), columns=[id_column, "embedding"], num_cpus=IO_ARGS["num_cpus"])
         ds = ds.map_batches(
-            _Assigner,
+            _Encoder,
             fn_constructor_kwargs={
                 "model_bytes": model_bytes,
-                "model_config": _to_plain(model.config),
+                "model_config": dataclasses.asdict(model.config),
                 "input_dim": int(model.input_dim),
                 "id_column": id_column,
                 "device": "cuda" if gpus > 0 else "cpu",

@@ -215,14 +215,14 @@ def evaluate_export(
     """
     from .api import SemanticIDs
     from .catalog import load_catalog
-    from .embed import given_embeddings
+    from .embed import embed_texts, given_embeddings
 
     sid = SemanticIDs.load(export_dir, show_progress=show_progress)
     cat = load_catalog(catalog, sid.config_.catalog)
     rows = export_rows(sid.ids_, cat)  # fail before embedding
     emb = given_embeddings(embeddings, cat.ids, sid.config_.catalog.id_column)
     if emb is None:
-        emb = sid.embed(cat.texts)
+        emb = embed_texts(cat.texts, sid.config_.embedding, show_progress=show_progress)[0]
     emb = sid.features(emb, cat.ids)  # the model's input space (text and behaviour for builds with sequences)
     return evaluate_catalog(
         rows, sid.codes_, sid.model_.codebook_sizes, cat, embeddings=emb, sequences=sequences,

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from .version import __version__
 from .atomic import restore_if_missing
 
 FORMAT_VERSION = 1

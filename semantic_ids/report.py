@@ -188,7 +188,7 @@ def _raw_codes(exp: Export, emb: np.ndarray | None) -> tuple[np.ndarray | None, 
                       "to recompute them; shown: the groups left after rebalancing")
     import torch
 
-    from .train import encode_all
+    from .encode import encode_all
 
     if emb.shape[1] != exp.model.input_dim:
         raise ValueError(f"embeddings have dim {emb.shape[1]}, the export's model expects {exp.model.input_dim}")

@@ -5,12 +5,16 @@ name order, the order of the rows). Each file has the id column and an
 ``embedding`` column: a fixed-size list of float32 (written by this library,
 read without copying) or a plain list of floats (from other tools).
 
-Used by the streaming build (:mod:`semantic_ids.stream`) and the Ray path
+Written by :func:`embed_catalog` (catalog batch i -> ``part-i.parquet``; a rerun
+skips finished shards, so an interrupted run resumes). Read by the streaming build (:mod:`semantic_ids.stream`) and the Ray path
 (:mod:`semantic_ids.distributed`): neither ever holds all embeddings in memory.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +26,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .atomic import atomic_write_table
-from .embed import EmbeddingError
+from .catalog import catalog_batch, catalog_rows, parquet_text_spec
+from .config import BuildConfig
+from .embed import EmbeddingError, check_embeddings, embed_texts, model_key
+from .progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +72,17 @@ def embedding_matrix(column: pa.ChunkedArray | pa.Array, source: str, ids: pa.Ar
     else:
         raise EmbeddingError(f"{source}: column {EMBEDDING_COLUMN!r} should be a list of floats, is {column.type}")
     emb = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim)
-    bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
-    if len(bad):
-        raise EmbeddingError(f"{source}: {len(bad)} embedding(s) contain NaN or infinity, e.g. items {_name_rows(ids, bad)}")
-    return emb
+    return check_embeddings(emb, _Named(ids), source)
+
+
+class _Named:
+    """Item ids by row for error messages (the row number when there are no ids)."""
+
+    def __init__(self, ids: pa.Array | None):
+        self.ids = ids
+
+    def __getitem__(self, row: int):
+        return row if self.ids is None else self.ids[int(row)].as_py()
 
 
 def _name_rows(ids: pa.Array | None, rows: np.ndarray) -> list:
@@ -140,6 +154,11 @@ class EmbeddingShards:
                 yield EmbeddingBatch(ids=ids, embeddings=emb, start=pos)
                 pos += len(ids)
 
+    def ids(self) -> np.ndarray:
+        """Every item id, in dataset order (the id column alone is read)."""
+        parts = [pq.read_table(f, columns=[self.id_column]).column(self.id_column).to_numpy() for f in self.files]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
     def take(self, rows: np.ndarray, batch_rows: int = 65536) -> np.ndarray:
         """Embeddings (len(rows), D) of the given global rows (sorted ascending),
         read batch by batch so memory holds one batch plus the result."""
@@ -176,3 +195,64 @@ def write_embedding_shards(
     for i, s in enumerate(range(0, max(len(ids), 1), rows_per_shard)):
         atomic_write_table(out / f"part-{i:05d}.parquet", embeddings_table(ids[s : s + rows_per_shard], embeddings[s : s + rows_per_shard], id_column))
     return out
+
+
+# -- writing: a Parquet catalog embedded batch by batch ------------------------------
+def embeddings_fingerprint(catalog: Path, config: BuildConfig, batch_rows: int) -> str:
+    """What a catalog's embedding shards depend on: the file, the text config, the model."""
+    st = catalog.stat()
+    blob = json.dumps(
+        [str(catalog.resolve()), st.st_size, st.st_mtime_ns, dataclasses.asdict(config.catalog), model_key(config.embedding), batch_rows],
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def embed_catalog(
+    catalog: str | Path,
+    config: BuildConfig,
+    out_dir: Path,
+    *,
+    batch_rows: int = 65536,
+    show_progress: bool = True,
+) -> dict[str, int]:
+    """Embed a Parquet catalog batch by batch into ``out_dir/part-NNNNN.parquet``.
+
+    Shard i holds catalog batch i; shards already there are skipped, so an
+    interrupted run resumes where it stopped. Returns ``{"computed": rows,
+    "resumed": rows}``.
+    """
+    catalog = Path(catalog)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = parquet_text_spec(catalog, config.catalog)
+    n = catalog_rows(catalog)
+    counts = {"computed": 0, "resumed": 0}
+    with progress(total=n, desc="embed", unit="item", disable=not show_progress) as bar:
+        for i in range(-(-n // batch_rows)):
+            rows = embed_catalog_batch(catalog, config, spec, i, batch_rows, out_dir, n_rows=n)
+            counts["computed" if rows > 0 else "resumed"] += abs(rows)
+            bar.update(abs(rows))
+    return counts
+
+
+def embed_catalog_batch(
+    catalog: Path, config: BuildConfig, spec, index: int, batch_rows: int, out_dir: Path, *, n_rows: int, device: str | None = None
+) -> int:
+    """Embed catalog batch ``index`` into ``out_dir/part-{index:05d}.parquet``.
+
+    Returns the rows embedded, or minus the rows of a shard already there
+    (resumed). The Ray engine's actors call this too, so both engines write
+    the same shards.
+    """
+    shard = out_dir / f"part-{index:05d}.parquet"
+    start = index * batch_rows
+    expected = max(0, min(batch_rows, n_rows - start))
+    if shard.exists() and pq.ParquetFile(shard).metadata.num_rows == expected:
+        return -expected
+    batch = catalog_batch(catalog, config.catalog, spec, index, batch_rows)
+    # the embedding cache the in-memory build uses (when embedding.use_cache): texts either build
+    # embedded are not embedded again; the shards then let an interrupted run resume
+    emb_cfg = dataclasses.replace(config.embedding, device=device or config.embedding.device)
+    emb, _ = embed_texts(batch.texts, emb_cfg, show_progress=False)
+    atomic_write_table(shard, embeddings_table(batch.ids, emb, config.catalog.id_column))
+    return len(batch.ids)

@@ -5,8 +5,9 @@ the sizes when it knows the number of items N:
 
 - level 1: the largest power of two <= N / 20 (at least 2, at most 256), so a
   level-1 code holds about 20-40 items on average. A prefix that holds one item
-  says nothing about its neighbours: at 400 items, 256 level-1 codes give about
-  1.6 items per code and a depth-1 purity of (nearly) 1.0 that is trivial.
+  says nothing about its neighbours, and a depth-1 purity measured over
+  near-singleton prefixes is high for a trivial reason
+  (``benchmarks/codebook_sizes.py`` measures it).
 - deeper levels: the same size, raised (powers of two, at most 256) until the
   product of all levels is at least N, so a small catalog still gets mostly
   distinct tuples before the collision level.

@@ -18,6 +18,7 @@ import torch
 
 from .checkpoint import Checkpoint, fingerprint
 from .config import ModelConfig, TrainConfig
+from .encode import encode_all
 from .metrics import collision_rate
 from .progress import progress
 from .rqvae import RQVAE
@@ -97,12 +98,6 @@ def uniformity_loss(z: torch.Tensor, t: float = 2.0) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_all(model: RQVAE, x: torch.Tensor, batch_size: int = 65536) -> torch.Tensor:
-    """Codes (N, L) for embeddings (N, D), in batches."""
-    model.eval()
-    return torch.cat([model.encode(x[s : s + batch_size]) for s in range(0, len(x), batch_size)])
-
-
 def postfix_fields(record: dict, history: list[dict]) -> dict[str, str]:
     """The progress bar's fields: the collision rate is measured every few epochs,
     so show the last measured value (and its epoch), never ``nan``."""

@@ -171,7 +171,7 @@ def align_levels(model, previous, x_common: torch.Tensor, old_codes: np.ndarray)
     """Permute ``model``'s codebooks, level by level, so its codes of ``x_common``
     agree with ``old_codes`` (M, L) (the previous export's model codes of those
     items) as often as possible. Returns the permutation of each level (new -> old)."""
-    from .train import encode_all
+    from .encode import encode_all
 
     new_codes = encode_all(model, x_common).numpy() if len(x_common) else np.zeros((0, model.n_levels), np.int64)
     perms = []
@@ -312,7 +312,7 @@ def sticky_codes(model, x: torch.Tensor, old: np.ndarray, margin: float, nearest
     own codes of ``x`` when the caller has them (``encode_all(model, x)``).
     """
     from .kmeans import nearest, sq_dists
-    from .train import encode_all
+    from .encode import encode_all
 
     codes = (encode_all(model, x).numpy() if nearest_codes is None else nearest_codes).copy()
     if margin <= 0 or len(x) == 0:

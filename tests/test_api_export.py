@@ -5,14 +5,14 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from semantic_ids import NotFittedError, SemanticIDs, __version__
+from semantic_ids import NotFittedError, SemanticIDs, __version__, build
 from semantic_ids.export import ExportError, read_export, verify_export
 from semantic_ids.tokens import parse_sid
 
 
 @pytest.fixture
 def fitted(small_catalog, small_embeddings, tiny_config):
-    return SemanticIDs(tiny_config, show_progress=False).fit(small_catalog, embeddings=small_embeddings)
+    return SemanticIDs(tiny_config, show_progress=False).fit(small_embeddings, ids=small_catalog["item_id"].to_numpy())
 
 
 def test_fit_gives_unique_ids_for_every_item(fitted, small_catalog):
@@ -28,7 +28,7 @@ def test_metrics_are_complete(fitted):
     m = fitted.metrics_
     for key in ["reconstruction_mse", "codes_used", "perplexity", "collision_rate", "largest_group", "stages", "n_empty_text"]:
         assert key in m
-    assert set(m["stages"]) >= {"catalog", "train", "assign", "resolve"}
+    assert set(m["stages"]) >= {"train", "encode", "resolve"}
     for s in m["stages"].values():
         assert s["seconds"] >= 0 and s["peak_rss_mb"] > 0
     assert 0 <= m["collision_rate"] < 1
@@ -67,8 +67,8 @@ def test_save_load_round_trip_gives_identical_codes(fitted, small_embeddings, tm
 
 
 def test_same_seed_gives_byte_identical_parquet(small_catalog, small_embeddings, tiny_config, tmp_path):
-    a = SemanticIDs(tiny_config, show_progress=False).fit(small_catalog, small_embeddings).save(tmp_path / "a")
-    b = SemanticIDs(tiny_config, show_progress=False).fit(small_catalog, small_embeddings).save(tmp_path / "b")
+    a = SemanticIDs(tiny_config, show_progress=False).fit(small_embeddings, ids=small_catalog["item_id"].to_numpy()).save(tmp_path / "a")
+    b = SemanticIDs(tiny_config, show_progress=False).fit(small_embeddings, ids=small_catalog["item_id"].to_numpy()).save(tmp_path / "b")
     assert (a / "semantic_ids.parquet").read_bytes() == (b / "semantic_ids.parquet").read_bytes()
     assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
 
@@ -83,7 +83,7 @@ def test_failed_run_leaves_previous_export_untouched(fitted, small_catalog, smal
         raise OSError("disk full")
 
     monkeypatch.setattr(export_mod, "save_bytes", boom)
-    other = SemanticIDs(tiny_config.replace(seed=5), show_progress=False).fit(small_catalog, small_embeddings)
+    other = SemanticIDs(tiny_config.replace(seed=5), show_progress=False).fit(small_embeddings, ids=small_catalog["item_id"].to_numpy())
     with pytest.raises(OSError, match="disk full"):
         other.save(out)
     after = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -135,7 +135,7 @@ def test_exports_of_earlier_releases_load_as_the_model_they_hold(
     small_catalog, small_embeddings, tiny_config, tmp_path, saved_as, written_as, loads_as
 ):
     cfg = tiny_config.replace(model={"first_level": saved_as})
-    sid = SemanticIDs(cfg, show_progress=False).fit(small_catalog, embeddings=small_embeddings)
+    sid = SemanticIDs(cfg, show_progress=False).fit(small_embeddings, ids=small_catalog["item_id"].to_numpy())
     out = sid.save(tmp_path / "old")
 
     def edit(model: dict) -> None:
@@ -167,14 +167,14 @@ def test_transform_rejects_wrong_dimension(fitted):
 
 def test_embeddings_shape_mismatch(small_catalog, tiny_config):
     with pytest.raises(ValueError, match="n_items=400"):
-        SemanticIDs(tiny_config, show_progress=False).fit(small_catalog, embeddings=np.zeros((3, 8), dtype=np.float32))
+        SemanticIDs(tiny_config, show_progress=False).fit(np.zeros((3, 8), dtype=np.float32), ids=small_catalog["item_id"].to_numpy())
 
 
 def test_nan_embeddings_name_the_items(small_catalog, small_embeddings, tiny_config):
     emb = small_embeddings.copy()
     emb[7, 0] = np.nan
     with pytest.raises(ValueError, match="item-0007"):
-        SemanticIDs(tiny_config, show_progress=False).fit(small_catalog, embeddings=emb)
+        SemanticIDs(tiny_config, show_progress=False).fit(emb, ids=small_catalog["item_id"].to_numpy())
 
 
 def test_embeddings_from_parquet_keyed_by_id(small_catalog, small_embeddings, tiny_config, tmp_path):
@@ -182,13 +182,13 @@ def test_embeddings_from_parquet_keyed_by_id(small_catalog, small_embeddings, ti
     pd.DataFrame(
         {"item_id": small_catalog["item_id"].to_numpy()[shuffled], "embedding": list(small_embeddings[shuffled])}
     ).to_parquet(tmp_path / "emb.parquet")
-    a = SemanticIDs(tiny_config, show_progress=False).fit(small_catalog, embeddings=tmp_path / "emb.parquet")
-    b = SemanticIDs(tiny_config, show_progress=False).fit(small_catalog, embeddings=small_embeddings)
+    a = build(tmp_path / "a", catalog=small_catalog, embeddings=tmp_path / "emb.parquet", config=tiny_config, show_progress=False).estimator
+    b = SemanticIDs(tiny_config, show_progress=False).fit(small_embeddings, ids=small_catalog["item_id"].to_numpy())
     assert np.array_equal(a.codes_, b.codes_)
 
 
 def test_collision_ids_do_not_depend_on_catalog_order(small_catalog, small_embeddings, tiny_config):
-    a = SemanticIDs(tiny_config, show_progress=False).fit(small_catalog, small_embeddings)
+    a = SemanticIDs(tiny_config, show_progress=False).fit(small_embeddings, ids=small_catalog["item_id"].to_numpy())
     # Same model applied to a reversed catalog: the counter level follows item id order.
     from semantic_ids.collisions import resolve
 
@@ -201,7 +201,7 @@ def test_rq_kmeans_method_exports_and_loads(small_catalog, small_embeddings, tmp
     from semantic_ids.lookup import SemanticIDLookup
 
     cfg = BuildConfig().replace(model={"method": "rq-kmeans", "codebook_sizes": [16, 16, 16]}, embedding={"use_cache": False})
-    sid = SemanticIDs(cfg, show_progress=False).fit(small_catalog, embeddings=small_embeddings)
+    sid = SemanticIDs(cfg, show_progress=False).fit(small_embeddings, ids=small_catalog["item_id"].to_numpy())
     out = sid.save(tmp_path / "rqk")
     loaded = SemanticIDs.load(out)
     assert np.array_equal(loaded.transform(small_embeddings), sid.raw_codes_)
@@ -218,7 +218,7 @@ def test_catalog_smaller_than_codebook(n, tmp_path):
     emb = np.random.default_rng(0).normal(size=(n, 16)).astype(np.float32)
     df = pd.DataFrame({"item_id": list(range(n)), "title": [f"t{i}" for i in range(n)]})
     cfg = BuildConfig().replace(train={"epochs": 3}, embedding={"use_cache": False})
-    sid = SemanticIDs(cfg, show_progress=False).fit(df, embeddings=emb)
+    sid = SemanticIDs(cfg, show_progress=False).fit(emb, ids=df["item_id"].to_numpy())
     assert len(np.unique(sid.codes_, axis=0)) == n
     out = sid.save(tmp_path / "e")
     assert SemanticIDs.load(out).codes_.shape == (n, 4)
@@ -229,7 +229,7 @@ def test_zero_norm_embeddings_are_accepted(small_catalog, small_embeddings, tiny
     # some models); it gets codes like any other item and a unique ID.
     emb = small_embeddings.copy()
     emb[:3] = 0.0
-    sid = SemanticIDs(tiny_config, show_progress=False).fit(small_catalog, embeddings=emb)
+    sid = SemanticIDs(tiny_config, show_progress=False).fit(emb, ids=small_catalog["item_id"].to_numpy())
     assert len(np.unique(sid.codes_, axis=0)) == len(small_catalog)
     assert np.array_equal(sid.raw_codes_[0], sid.raw_codes_[1])  # identical inputs, identical codes
 
@@ -245,8 +245,8 @@ def test_very_long_text_is_truncated_by_the_model(tmp_path):
 
 def test_balanced_strategy_reduces_collisions(small_catalog, small_embeddings, tiny_config):
     cfg = tiny_config.replace(collision={"strategy": "balanced"})
-    base = SemanticIDs(tiny_config, show_progress=False).fit(small_catalog, small_embeddings)
-    bal = SemanticIDs(cfg, show_progress=False).fit(small_catalog, small_embeddings)
+    base = SemanticIDs(tiny_config, show_progress=False).fit(small_embeddings, ids=small_catalog["item_id"].to_numpy())
+    bal = SemanticIDs(cfg, show_progress=False).fit(small_embeddings, ids=small_catalog["item_id"].to_numpy())
     m = bal.metrics_
     assert m["collision_rate_before_resolution"] == base.metrics_["collision_rate_before_resolution"] > 0
     assert m["collision_rate_after_rebalancing"] < m["collision_rate_before_resolution"]
@@ -254,3 +254,28 @@ def test_balanced_strategy_reduces_collisions(small_catalog, small_embeddings, t
     assert len(np.unique(bal.codes_, axis=0)) == len(small_catalog)
     # only the last model level moves
     assert np.array_equal(bal.codes_[:, :2], base.codes_[:, :2])
+
+
+def test_estimator_contract(small_catalog, small_embeddings, tiny_config):
+    """fit, transform and fit_transform agree: fit_transform(X) is fit(X).transform(X), the
+    model's nearest codes, which are the exported codes before the collision level."""
+    ids = small_catalog["item_id"].to_numpy()
+    est = SemanticIDs(tiny_config, show_progress=False)
+    codes = est.fit_transform(small_embeddings, ids=ids)
+    again = SemanticIDs(tiny_config, show_progress=False).fit(small_embeddings, ids=ids)
+    assert codes.shape == (len(ids), len(est.model_.codebook_sizes))
+    assert np.array_equal(codes, again.transform(small_embeddings))
+    assert np.array_equal(codes, est.raw_codes_) and np.array_equal(codes, est.codes_[:, :-1])
+    assert len(np.unique(est.codes_, axis=0)) == len(ids)  # the resolved IDs are unique
+    # ids default to row numbers; y is ignored (scikit-learn convention)
+    plain = SemanticIDs(tiny_config, show_progress=False).fit(small_embeddings, None)
+    assert np.array_equal(plain.ids_, np.arange(len(ids))) and np.array_equal(plain.raw_codes_, codes)
+
+
+def test_every_public_entry_point_imports_from_the_package():
+    import semantic_ids
+
+    for name in semantic_ids.__all__:
+        assert getattr(semantic_ids, name) is not None, name
+    for name in ("build", "SemanticIDs", "SemanticIDLookup", "build_streaming", "assign_new_items", "churn", "read_export"):
+        assert name in semantic_ids.__all__, name

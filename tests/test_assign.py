@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from semantic_ids import BuildConfig, SemanticIDs
+from semantic_ids import BuildConfig, SemanticIDs, build
+import semantic_ids.assign as assign_mod
 from semantic_ids.assign import assign_new_items, resolve_against
 from semantic_ids.cli import main
 from semantic_ids.lookup import SemanticIDLookup
@@ -24,9 +25,9 @@ def base(tmp_path_factory):
         train={"epochs": 6, "batch_size": 128, "restart_every": 2},
         embedding={"use_cache": False},
     )
-    out = SemanticIDs(cfg, show_progress=False).fit(df.iloc[:N_OLD], embeddings=emb[:N_OLD]).save(
-        tmp_path_factory.mktemp("a") / "base"
-    )
+    # through the build, so the export records the catalog's text columns (assign builds new text from them)
+    out = build(tmp_path_factory.mktemp("a") / "base", catalog=df.iloc[:N_OLD], embeddings=emb[:N_OLD], config=cfg,
+                show_progress=False).out
     return out, df, emb
 
 
@@ -154,7 +155,7 @@ def _no_embedding(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("embedded before the catalog's text was checked")
 
-    monkeypatch.setattr(SemanticIDs, "embed", boom)
+    monkeypatch.setattr(assign_mod, "embed_texts", boom)
 
 
 def test_assign_refuses_catalog_without_the_exports_text_columns(base, tmp_path, monkeypatch):
@@ -180,11 +181,11 @@ def test_assign_builds_new_text_from_the_exports_columns(base, tmp_path, monkeyp
     d = copy(out, tmp_path, "x")
     seen = []
 
-    def fake_embed(self, texts):
+    def fake_embed(texts, config, show_progress=True):
         seen.extend(texts)
-        return emb[N_OLD : N_OLD + len(texts)]
+        return emb[N_OLD : N_OLD + len(texts)], {}
 
-    monkeypatch.setattr(SemanticIDs, "embed", fake_embed)
+    monkeypatch.setattr(assign_mod, "embed_texts", fake_embed)
     extra = df.assign(description="a long description")  # auto-detection alone would add this column
     res = assign_new_items(d, extra, show_progress=False)
     assert res.n_new == N_NEW and seen and all("description" not in t for t in seen)

@@ -119,7 +119,7 @@ def test_exact_lookup_without_torch(tmp_path):
     n = 200
     df = pd.DataFrame({"item_id": list(range(100, 100 + n)), "title": ["t"] * n})
     cfg = BuildConfig().replace(model={"codebook_sizes": [8, 8], "hidden_dims": [16]}, train={"epochs": 2}, embedding={"use_cache": False})
-    sid = SemanticIDs(cfg, show_progress=False).fit(df, clustered_embeddings(n, dim=16))
+    sid = SemanticIDs(cfg, show_progress=False).fit(clustered_embeddings(n, dim=16), ids=df["item_id"].to_numpy())
     out = sid.save(tmp_path / "e")
     script = (
         "import sys\n"

@@ -11,7 +11,7 @@ from semantic_ids.assign import assign_new_items
 from semantic_ids.cli import main
 from semantic_ids.collab import cooccurrence, fit_fusion, fuse_vectors, model_inputs, ppmi, randomized_svd
 from semantic_ids.config import CollabConfig, ConfigError
-from semantic_ids.downstream.sequences import SequenceError
+from semantic_ids.sequences import SequenceError
 from semantic_ids.evaluate import purity
 
 from .conftest import clustered_embeddings
@@ -55,13 +55,13 @@ def cfg():
 @pytest.fixture(scope="module")
 def fused(world, cfg, tmp_path_factory):
     df, text, _, path = world
-    sid = SemanticIDs(cfg, show_progress=False).fit(df, embeddings=text, sequences=path)
+    sid = SemanticIDs(cfg, show_progress=False).fit(text, ids=df["item_id"].to_numpy(), sequences=path)
     out = sid.save(tmp_path_factory.mktemp("exp") / "fused")
     return sid, out
 
 
 def _rows(df, path):
-    from semantic_ids.downstream.sequences import read_sequences
+    from semantic_ids.sequences import read_sequences
 
     return read_sequences(path, df["item_id"].to_numpy(), min_length=1).items
 
@@ -143,7 +143,7 @@ def test_behaviour_moves_the_prefixes(world, cfg, fused):
     """Behaviour groups are invisible in the text; fused level-1 codes follow them."""
     df, text, group, _ = world
     sid, _ = fused
-    text_only = SemanticIDs(cfg, show_progress=False).fit(df, embeddings=text)
+    text_only = SemanticIDs(cfg, show_progress=False).fit(text, ids=df["item_id"].to_numpy())
     warm = slice(0, N - COLD)
     p_text = purity(text_only.codes_[warm, 0], group[warm])
     p_fused = purity(sid.codes_[warm, 0], group[warm])
@@ -154,7 +154,7 @@ def test_behaviour_moves_the_prefixes(world, cfg, fused):
 
 def test_rerun_gives_identical_ids(world, cfg, fused):
     df, text, _, path = world
-    again = SemanticIDs(cfg, show_progress=False).fit(df, embeddings=text, sequences=path)
+    again = SemanticIDs(cfg, show_progress=False).fit(text, ids=df["item_id"].to_numpy(), sequences=path)
     assert np.array_equal(again.codes_, fused[0].codes_)
 
 
@@ -178,7 +178,7 @@ def test_export_round_trip_and_transform_contract(world, fused):
 def test_assign_adds_items_without_sequences_and_old_ids_stay(world, cfg, fused, tmp_path):
     df, text, _, path = world
     half = N // 2
-    sid = SemanticIDs(cfg, show_progress=False).fit(df.iloc[:half], embeddings=text[:half], sequences=None)
+    sid = SemanticIDs(cfg, show_progress=False).fit(text[:half], ids=df.iloc[:half]["item_id"].to_numpy(), sequences=None)
     assert sid.fusion_ is None  # text only without sequences
     # a build with sequences on the first items (sequences naming later items are refused, so filter them)
     seq = tmp_path / "seq.jsonl"
@@ -186,7 +186,7 @@ def test_assign_adds_items_without_sequences_and_old_ids_stay(world, cfg, fused,
     lines = [json.loads(x) for x in path.read_text().splitlines()]
     lines = [{"user_id": r["user_id"], "items": [i for i in r["items"] if i in keep]} for r in lines]
     seq.write_text("".join(json.dumps(r) + "\n" for r in lines if r["items"]))
-    base = SemanticIDs(cfg.replace(collab={"dim": 8}), show_progress=False).fit(df.iloc[:half], embeddings=text[:half], sequences=seq)
+    base = SemanticIDs(cfg.replace(collab={"dim": 8}), show_progress=False).fit(text[:half], ids=df.iloc[:half]["item_id"].to_numpy(), sequences=seq)
     out = base.save(tmp_path / "exp")
     before = SemanticIDs.load(out)
     res = assign_new_items(out, df, embeddings=text)
@@ -210,7 +210,7 @@ def test_bad_sequences_fail_before_any_work(world, cfg, tmp_path, monkeypatch):
 
     monkeypatch.setattr("semantic_ids.api.train_rqvae", boom)
     with pytest.raises(SequenceError) as e:
-        SemanticIDs(cfg, show_progress=False).fit(df, embeddings=text, sequences=bad)
+        SemanticIDs(cfg, show_progress=False).fit(text, ids=df["item_id"].to_numpy(), sequences=bad)
     msg = str(e.value)
     assert "2 item id(s) not in the catalog" in msg and "'nope'" in msg
     assert "1 duplicate user id(s): 'a'" in msg and "1 empty sequence(s)" in msg

@@ -24,7 +24,7 @@ def make_tiny_export(path, n: int = 200):
         embedding={"use_cache": False},
     )
     df = pd.DataFrame({"item_id": [f"item-{i:04d}" for i in range(n)], "title": [f"product {i}" for i in range(n)]})
-    SemanticIDs(config, show_progress=False).fit(df, embeddings=clustered_embeddings(n, clusters=6)).save(path)
+    SemanticIDs(config, show_progress=False).fit(clustered_embeddings(n, clusters=6), ids=df["item_id"].to_numpy()).save(path)
     return path
 
 

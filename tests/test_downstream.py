@@ -316,7 +316,7 @@ def small_export(tmp_path, small_catalog, small_embeddings, tiny_config):
     from semantic_ids import SemanticIDs
 
     out = tmp_path / "ids"
-    SemanticIDs(tiny_config, show_progress=False).fit(small_catalog, embeddings=small_embeddings).save(out)
+    SemanticIDs(tiny_config, show_progress=False).fit(small_embeddings, ids=small_catalog["item_id"].to_numpy()).save(out)
     return out, small_catalog["item_id"].tolist()
 
 

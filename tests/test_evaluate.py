@@ -92,7 +92,7 @@ def test_evaluate_cli(tmp_path, capsys):
     np.save(tmp_path / "emb.npy", emb)
     (tmp_path / "seq.jsonl").write_text("".join(json.dumps({"items": [f"i{j}" for j in range(i, i + 5)]}) + "\n" for i in range(0, 200, 5)))
     cfg = BuildConfig().replace(model={"codebook_sizes": [8, 8, 8], "hidden_dims": [32]}, train={"epochs": 4, "batch_size": 64})
-    SemanticIDs(cfg, show_progress=False).fit(df, embeddings=emb).save(tmp_path / "e")
+    SemanticIDs(cfg, show_progress=False).fit(emb, ids=df["item_id"].to_numpy()).save(tmp_path / "e")
     rc = main(["evaluate", str(tmp_path / "e"), "--catalog", str(tmp_path / "cat.parquet"), "--sequences", str(tmp_path / "seq.jsonl"),
                "--embeddings", str(tmp_path / "emb.npy"), "--json", "--no-progress"])
     assert rc == 0
@@ -156,7 +156,7 @@ def test_evaluate_reports_chance_purity_and_partial_catalogs(tmp_path, capsys):
     emb = clustered_embeddings(n, clusters=4)
     df = pd.DataFrame({"item_id": [f"i{i}" for i in range(n)], "title": ["t"] * n, "category": [f"c{i % 4}" for i in range(n)]})
     cfg = BuildConfig().replace(model={"codebook_sizes": [8, 8], "hidden_dims": [32]}, train={"epochs": 3, "batch_size": 64})
-    SemanticIDs(cfg, show_progress=False).fit(df, embeddings=emb).save(tmp_path / "e")
+    SemanticIDs(cfg, show_progress=False).fit(emb, ids=df["item_id"].to_numpy()).save(tmp_path / "e")
     df.iloc[:150].to_parquet(tmp_path / "part.parquet")
     np.save(tmp_path / "part.npy", emb[:150])
     args = ["evaluate", str(tmp_path / "e"), "--catalog", str(tmp_path / "part.parquet"), "--embeddings", str(tmp_path / "part.npy"), "--no-progress"]

@@ -13,7 +13,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from semantic_ids import BuildConfig, SemanticIDs
+from semantic_ids import BuildConfig, SemanticIDs, build
+from semantic_ids.embed import embed_texts
 from semantic_ids.catalog import load_catalog
 from semantic_ids.datasets import fetch_movielens
 from semantic_ids.tokens import parse_sid
@@ -54,8 +55,8 @@ def test_movielens_end_to_end(movielens_items, tmp_path):
         embedding={"cache_dir": CACHE},
         train={"epochs": 60},
     )
-    sid = SemanticIDs(cfg, show_progress=False).fit(movielens_items)
-    out = sid.save(tmp_path / "ml")
+    res = build(tmp_path / "ml", catalog=movielens_items, config=cfg, show_progress=False)
+    sid, out = res.estimator, res.out
     df, codes = check_export(out, pd.read_parquet(movielens_items)["item_id"].tolist())
     m = json.loads((out / "metrics.json").read_text())
     assert m["n_items"] == 1682 and m["unique_after_resolution"]
@@ -64,19 +65,19 @@ def test_movielens_end_to_end(movielens_items, tmp_path):
     # (before: 3 x 256, about 6.6 items per level-1 code); measured: every code of every level used
     assert m["codebook_sizes"] == [64, 64, 64]
     assert m["codes_used"][0] == 64 and min(m["codes_used"]) >= 56  # no level collapses
-    assert set(m["stages"]) == {"catalog", "embed", "train", "assign", "resolve", "export"}
+    assert set(m["stages"]) == {"catalog", "embed", "train", "encode", "resolve", "export"}
     meta = json.loads(pq.read_schema(out / "semantic_ids.parquet").metadata[b"semantic_ids"])
     assert meta["embedding_model"] == "all-MiniLM-L6-v2"
 
     # Rerun: embeddings all come from the cache, and the export is byte-identical.
-    again = SemanticIDs(cfg, show_progress=False).fit(movielens_items)
-    assert again.metrics_["embedding"]["computed"] == 0
-    out2 = again.save(tmp_path / "ml2")
+    again = build(tmp_path / "ml2", catalog=movielens_items, config=cfg, show_progress=False)
+    assert again.metrics["embedding"]["computed"] == 0
+    out2 = again.out
     assert (out / "semantic_ids.parquet").read_bytes() == (out2 / "semantic_ids.parquet").read_bytes()
 
     # Reload: the frozen model gives the same codes for the same embeddings.
     loaded = SemanticIDs.load(out)
-    emb = loaded.embed(load_catalog(movielens_items, cfg.catalog).texts)
+    emb = embed_texts(load_catalog(movielens_items, cfg.catalog).texts, loaded.config_.embedding, show_progress=False)[0]
     assert np.array_equal(loaded.transform(emb), sid.raw_codes_)
 
 
@@ -85,9 +86,8 @@ def beauty_build(beauty_dir, tmp_path_factory):
     # the batch job's Beauty config (its template), library defaults otherwise
     cfg = BuildConfig.from_toml(ROOT / "pipelines" / "configs" / "amazon_beauty.toml", ignore=("job",))
     cfg = cfg.replace(embedding={"cache_dir": CACHE})
-    sid = SemanticIDs(cfg, show_progress=False).fit(beauty_dir / "items.jsonl")
-    out = sid.save(tmp_path_factory.mktemp("beauty") / "export")
-    return sid, out
+    res = build(tmp_path_factory.mktemp("beauty") / "export", catalog=beauty_dir / "items.jsonl", config=cfg, show_progress=False)
+    return res.estimator, res.out
 
 
 def test_beauty_meets_the_bar(beauty_dir, beauty_build):

@@ -8,7 +8,8 @@ from semantic_ids.config import ModelConfig, TrainConfig
 from semantic_ids.evaluate import purity
 from semantic_ids.kmeans import bisecting_kmeans, lloyd, nearest, progressive_kmeans
 from semantic_ids.rqvae import RQVAE
-from semantic_ids.train import encode_all, train_rqvae
+from semantic_ids.encode import encode_all
+from semantic_ids.train import train_rqvae
 
 from .conftest import clustered_embeddings
 

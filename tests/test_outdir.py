@@ -37,7 +37,7 @@ def fitted():
     import pandas as pd
 
     cat = pd.DataFrame({"item_id": [f"i{i:03d}" for i in range(120)], "title": [f"t {i}" for i in range(120)]})
-    return SemanticIDs(cfg, show_progress=False).fit(cat, clustered_embeddings(120, dim=16))
+    return SemanticIDs(cfg, show_progress=False).fit(clustered_embeddings(120, dim=16), ids=cat["item_id"].to_numpy())
 
 
 @pytest.fixture
@@ -48,10 +48,11 @@ def no_heavy_work(monkeypatch):
         raise AssertionError("heavy work started before the output path was checked")
 
     import semantic_ids.api as api
+    import semantic_ids.embed as embed
     import semantic_ids.stream as stream
 
     monkeypatch.setattr(api, "train_rqvae", boom)
-    monkeypatch.setattr(api, "embed_texts", boom)
+    monkeypatch.setattr(embed, "embed_texts", boom)
     monkeypatch.setattr(stream, "embed_catalog", boom)
     monkeypatch.setattr(stream, "train_rqvae", boom, raising=False)
 
@@ -193,7 +194,7 @@ def test_assign_refuses_export_with_user_files(fitted, tmp_path, monkeypatch):
         raise AssertionError("assign embedded or encoded before checking the directory")
 
     monkeypatch.setattr(assign_mod, "encode_all", boom)
-    monkeypatch.setattr(SemanticIDs, "embed", boom)
+    monkeypatch.setattr(assign_mod, "embed_texts", boom)
     with pytest.raises(OutputPathError, match="new_items.csv"):
         assign_new_items(out, out / "new_items.csv", show_progress=False)
     assert snapshot(tmp_path) == before

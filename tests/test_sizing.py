@@ -53,7 +53,7 @@ def test_default_build_of_400_items_gets_meaningful_prefixes(tmp_path):
     n = 400
     df = pd.DataFrame({"item_id": [f"p{i}" for i in range(n)], "title": [f"product {i}" for i in range(n)]})
     cfg = BuildConfig().replace(train={"epochs": 4}, embedding={"use_cache": False})
-    sid = SemanticIDs(cfg, show_progress=False).fit(df, clustered_embeddings(n, clusters=10))
+    sid = SemanticIDs(cfg, show_progress=False).fit(clustered_embeddings(n, clusters=10), ids=df["item_id"].to_numpy())
     assert sid.config_.model.codebook_sizes == (16, 16, 16)
     assert cfg.model.codebook_sizes is None  # the user's config is not changed
     assert n / len(np.unique(sid.codes_[:, 0])) >= 10

@@ -20,7 +20,9 @@ from semantic_ids.embed import EmbeddingError
 from semantic_ids.export import read_export
 from semantic_ids.metrics import code_stats
 from semantic_ids.shards import EmbeddingShards, write_embedding_shards
-from semantic_ids.stream import build_streaming, codes_table, resolve_to_parquet
+from semantic_ids.encode import codes_table
+from semantic_ids.resolve_disk import resolve_to_parquet
+from semantic_ids.stream import build_streaming
 
 from .conftest import clustered_embeddings
 
@@ -149,7 +151,7 @@ def test_duplicate_ids_across_batches_are_named(tmp_path):
 @pytest.mark.parametrize("batch_rows,rows_per_shard", [(64, 128), (1000, 500)])
 def test_streaming_build_equals_in_memory_build(tmp_path, sampled_config, emb_500, ids_500, batch_rows, rows_per_shard):
     frame = pd.DataFrame({"item_id": ids_500, "title": "x"})
-    mem = SemanticIDs(sampled_config, show_progress=False).fit(frame, embeddings=emb_500)
+    mem = SemanticIDs(sampled_config, show_progress=False).fit(emb_500, ids=frame["item_id"].to_numpy())
     write_embedding_shards(tmp_path / "emb", ids_500, emb_500, rows_per_shard=rows_per_shard)
     res = build_streaming(
         tmp_path / "out", embeddings=tmp_path / "emb", config=sampled_config, work_dir=tmp_path / "work",
@@ -161,19 +163,19 @@ def test_streaming_build_equals_in_memory_build(tmp_path, sampled_config, emb_50
     for k in ("codes_used", "collision_rate", "largest_group", "n_collided_items"):
         assert res.metrics[k] == pytest.approx(mem.metrics_[k]), k
     assert res.metrics["training"]["train_items"] == 300
-    assert set(res.metrics["stages"]) >= {"train", "assign", "resolve", "export"}
+    assert set(res.metrics["stages"]) >= {"train", "encode", "resolve", "export"}
     # the export loads like any other, and the work directory is cleaned up
     assert SemanticIDs.load(res.out).codes_.shape == (500, 4)
     assert not list((tmp_path / "work").glob("run-*"))
 
 
 def test_streaming_build_from_a_catalog_resumes_embedding(tmp_path, sampled_config, small_catalog, monkeypatch):
-    import semantic_ids.stream as stream
+    import semantic_ids.shards as shards_mod
 
     path = tmp_path / "cat.parquet"
     small_catalog.to_parquet(path)
     calls = []
-    real = stream.embed_texts
+    real = shards_mod.embed_texts
 
     def fake_embed(texts, config, show_progress=True):
         calls.append(len(texts))
@@ -181,19 +183,19 @@ def test_streaming_build_from_a_catalog_resumes_embedding(tmp_path, sampled_conf
             raise KeyboardInterrupt  # an interrupted run after two shards
         return real(texts, config, show_progress=show_progress)
 
-    monkeypatch.setattr(stream, "embed_texts", fake_embed)
+    monkeypatch.setattr(shards_mod, "embed_texts", fake_embed)
     kw = dict(catalog=path, config=sampled_config, work_dir=tmp_path / "work", batch_rows=128, show_progress=False)
     with pytest.raises(KeyboardInterrupt):
         build_streaming(tmp_path / "out", **kw)
     assert not (tmp_path / "out").exists()
     calls.clear()
-    monkeypatch.setattr(stream, "embed_texts", real)
+    monkeypatch.setattr(shards_mod, "embed_texts", real)
     res = build_streaming(tmp_path / "out", **kw)
     assert res.metrics["embedding"]["resumed"] == 256 and res.metrics["embedding"]["computed"] == 144
     (emb_dir,) = (tmp_path / "work" / "embeddings").iterdir()
     shards = EmbeddingShards(emb_dir)
     assert sum((b.ids.to_pylist() for b in shards.iter_batches(1000)), []) == small_catalog["item_id"].tolist()
-    mem = SemanticIDs(sampled_config, show_progress=False).fit(small_catalog, embeddings=shards.take(np.arange(400)))
+    mem = SemanticIDs(sampled_config, show_progress=False).fit(shards.take(np.arange(400)), ids=small_catalog["item_id"].to_numpy())
     exp = read_export(res.out)
     pd.testing.assert_frame_equal(by_id(exp.ids, exp.codes), by_id(mem.ids_, mem.codes_))
 
@@ -247,7 +249,7 @@ def test_cli_streaming_build(tmp_path, sampled_config, emb_500, ids_500, capsys)
     assert read_export(tmp_path / "out").codes.shape == (500, 4)
     # without a catalog or embeddings: a clear error, exit code 2
     assert main(["build", "--streaming", "--out", str(tmp_path / "o2")]) == 2
-    assert "needs --catalog" in capsys.readouterr().err
+    assert "needs a catalog (--catalog" in capsys.readouterr().err
 
 
 def test_streaming_embeds_through_the_in_memory_builds_cache(tmp_path, monkeypatch):
@@ -255,7 +257,7 @@ def test_streaming_embeds_through_the_in_memory_builds_cache(tmp_path, monkeypat
     from semantic_ids import embed
     from semantic_ids.cache import EmbeddingCache
     from semantic_ids.config import BuildConfig
-    from semantic_ids.stream import embed_catalog
+    from semantic_ids.shards import embed_catalog
 
     n = 50
     df = pd.DataFrame({"item_id": [f"i{i}" for i in range(n)], "title": [f"thing {i}" for i in range(n)]})

@@ -7,7 +7,8 @@ import torch
 from semantic_ids.config import ModelConfig, TrainConfig
 from semantic_ids.metrics import code_stats
 from semantic_ids.rqvae import RQVAE
-from semantic_ids.train import encode_all, train_rqvae
+from semantic_ids.encode import encode_all
+from semantic_ids.train import train_rqvae
 
 from .conftest import clustered_embeddings
 
@@ -164,7 +165,7 @@ def test_single_item_gets_the_same_codes_as_in_a_batch(model_cfg):
 
 
 def test_omp_wait_policy_changes_no_weight(tmp_path):
-    """semantic_ids sets OMP_WAIT_POLICY=PASSIVE for speed; the weights must not depend on it."""
+    """The command line sets OMP_WAIT_POLICY=PASSIVE for speed; the weights must not depend on it."""
     import os
     import subprocess
     import sys

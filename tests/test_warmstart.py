@@ -11,7 +11,7 @@ from semantic_ids import BuildConfig, ExportError, SemanticIDs
 from semantic_ids.cli import main
 from semantic_ids.collisions import resolve_counter
 from semantic_ids.export import read_export
-from semantic_ids.train import encode_all
+from semantic_ids.encode import encode_all
 from semantic_ids.warmstart import (
     align_levels, anchor_codes, carry_over_counter, common_rows, kept_shares, matching, nth_free, sticky_codes,
 )
@@ -48,20 +48,20 @@ def growth(tmp_path_factory):
     emb = hierarchical_embeddings(N)
     df = pd.DataFrame({"item_id": [f"i{i:05d}" for i in range(N)], "title": ["t"] * N})
     old = np.sort(np.random.default_rng(0).permutation(N)[: int(OLD_SHARE * N)])
-    out = SemanticIDs(CFG, show_progress=False).fit(df.iloc[old], embeddings=emb[old]).save(tmp_path_factory.mktemp("g") / "old")
+    out = SemanticIDs(CFG, show_progress=False).fit(emb[old], ids=df.iloc[old]["item_id"].to_numpy()).save(tmp_path_factory.mktemp("g") / "old")
     return out, df, emb, old
 
 
 @pytest.fixture(scope="module")
 def warm(growth):
     out, df, emb, _ = growth
-    return SemanticIDs(CFG, show_progress=False).fit(df, embeddings=emb, previous=out)
+    return SemanticIDs(CFG, show_progress=False).fit(emb, ids=df["item_id"].to_numpy(), previous=out)
 
 
 def test_warm_rebuild_keeps_most_ids(growth, warm):
     out, df, emb, old = growth
     prev = read_export(out)
-    fresh = SemanticIDs(CFG, show_progress=False).fit(df, embeddings=emb)
+    fresh = SemanticIDs(CFG, show_progress=False).fit(emb, ids=df["item_id"].to_numpy())
     row = common_rows(df["item_id"].to_numpy(dtype=object), prev.ids)
     kept_warm = kept_shares(warm.codes_, row, prev.codes)
     kept_fresh = kept_shares(fresh.codes_, row, prev.codes)
@@ -110,7 +110,7 @@ def test_sticky_codes_without_margin_are_the_model_codes(growth):
 def test_warm_rebuild_is_deterministic(growth, warm, tmp_path):
     out, df, emb, _ = growth
     a = warm.save(tmp_path / "a")
-    b = SemanticIDs(CFG, show_progress=False).fit(df, embeddings=emb, previous=out).save(tmp_path / "b")
+    b = SemanticIDs(CFG, show_progress=False).fit(emb, ids=df["item_id"].to_numpy(), previous=out).save(tmp_path / "b")
     for name in ("semantic_ids.parquet", "model.safetensors"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
@@ -119,7 +119,7 @@ def test_rebuild_of_the_same_catalog_keeps_every_id(growth, tmp_path):
     """Nothing new, nothing changed: every ID survives (codes aligned, counters carried over)."""
     out, df, emb, old = growth
     prev = read_export(out)
-    again = SemanticIDs(CFG, show_progress=False).fit(df.iloc[old], embeddings=emb[old], previous=out)
+    again = SemanticIDs(CFG, show_progress=False).fit(emb[old], ids=df.iloc[old]["item_id"].to_numpy(), previous=out)
     assert again.metrics_["warm_start"]["kept_prefix"][0] >= 0.97
     assert again.metrics_["warm_start"]["kept_full_id"] >= 0.95
     assert np.array_equal(again.ids_, prev.ids)
@@ -160,17 +160,17 @@ def test_previous_errors_name_the_path_before_training(growth, tmp_path, monkeyp
     monkeypatch.setattr(api, "train_rqvae", no_training)
     missing = tmp_path / "nowhere"
     with pytest.raises(ExportError, match="nowhere"):
-        SemanticIDs(CFG, show_progress=False).fit(df, embeddings=emb, previous=missing)
+        SemanticIDs(CFG, show_progress=False).fit(emb, ids=df["item_id"].to_numpy(), previous=missing)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("x")
     with pytest.raises(ExportError, match="foreign.*not a semantic-ids export"):
-        SemanticIDs(CFG, show_progress=False).fit(df, embeddings=emb, previous=foreign)
+        SemanticIDs(CFG, show_progress=False).fit(emb, ids=df["item_id"].to_numpy(), previous=foreign)
     with pytest.raises(ValueError, match=f"{out}.*dim 32.*dim 16"):
-        SemanticIDs(CFG, show_progress=False).fit(df, embeddings=emb[:, :16].copy(), previous=out)
+        SemanticIDs(CFG, show_progress=False).fit(emb[:, :16].copy(), ids=df["item_id"].to_numpy(), previous=out)
     other = CFG.replace(model={"codebook_sizes": [8, 8, 4]})
     with pytest.raises(ValueError, match="codebook_sizes"):
-        SemanticIDs(other, show_progress=False).fit(df, embeddings=emb, previous=out)
+        SemanticIDs(other, show_progress=False).fit(emb, ids=df["item_id"].to_numpy(), previous=out)
 
 
 def test_cli_previous_errors(growth, tmp_path, capsys):
@@ -179,8 +179,8 @@ def test_cli_previous_errors(growth, tmp_path, capsys):
     base = ["build", "--catalog", str(tmp_path / "all.csv"), "--out", str(tmp_path / "new")]
     assert main([*base, "--previous", str(tmp_path / "missing")]) == 2
     assert "missing" in capsys.readouterr().err
-    assert main([*base, "--previous", str(out), "--streaming"]) == 2
-    assert "--previous works with the in-memory build only" in capsys.readouterr().err
+    assert main([*base, "--previous", str(out), "--engine", "ray"]) == 2
+    assert "(--previous) works with the local engine only" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
 
 
@@ -251,3 +251,32 @@ def test_train_from_a_previous_model_without_epochs_keeps_it(growth):
         if name != "latent_weight":  # refitted on the new items after training
             assert torch.equal(res.model.state_dict()[name], value), name
     assert np.array_equal(encode_all(res.model, torch.from_numpy(emb[old])).numpy(), prev.codes[:, :-1])
+
+
+@pytest.mark.parametrize("sample", [None, 300])
+def test_streaming_warm_start_gives_the_in_memory_ids(growth, warm, tmp_path, sample):
+    """The streaming build warm-starts with the same stage functions: on the same
+    embeddings, config and seed it gives the in-memory warm start's IDs (its training
+    sample and alignment sample both hold every old item when ``max_train_items`` is
+    unset). With a smaller sample it still keeps most IDs."""
+    from semantic_ids.shards import write_embedding_shards
+    from semantic_ids.stream import build_streaming
+
+    out, df, emb, old = growth
+    ids = df["item_id"].to_numpy(dtype=object)
+    write_embedding_shards(tmp_path / "emb", ids, emb, rows_per_shard=256)
+    cfg = CFG.replace(train={"max_train_items": sample})
+    res = build_streaming(tmp_path / "new", embeddings=tmp_path / "emb", config=cfg, previous=out, batch_rows=200,
+                          partitions=3, work_dir=tmp_path / "w", show_progress=False)
+    got = read_export(res.out)
+    order = pd.Index(got.ids).get_indexer(ids)
+    ws = res.metrics["warm_start"]
+    assert ws["new_items"] == N - len(old) and ws["common_items"] == len(old)
+    if sample is None:
+        ref = warm  # trained on every item too: CFG's sample size exceeds N
+        assert np.array_equal(got.codes[order], ref.codes_)
+        assert ws["kept_full_id"] == ref.metrics_["warm_start"]["kept_full_id"]
+        assert ws["items_kept_off_nearest"] == ref.metrics_["warm_start"]["items_kept_off_nearest"]
+    else:
+        assert ws["kept_prefix"][0] >= 0.97 and ws["kept_full_id"] >= 0.8
+    assert len(np.unique(got.codes, axis=0)) == N

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from .. import outdir
 from ..atomic import staged_dir
 from .trie import PrefixTrie

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import paired_bootstrap, recall_ndcg, target_ranks
-from .sequences import SequenceError, Sequences, Split, leave_one_out, read_sequences, training_windows
+from ..sequences import SequenceError, Sequences, read_sequences
+from .sequences import Split, leave_one_out, training_windows
 
 log = logging.getLogger(__name__)
 
