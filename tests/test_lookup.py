@@ -67,10 +67,54 @@ def test_unknown_and_malformed_inputs(lk):
         lk.prefix_items((1, 2, 3, 0, 0))
     with pytest.raises(TokenError, match="use a prefix lookup"):
         lk.sid_to_item("<a_1><b_2>")
-    with pytest.raises(ValueError, match=r"shape \(n, 32\)"):
+    with pytest.raises(ValueError, match="embeddings have dim 5, the model expects 32"):  # collab.model_inputs' check
         lk.search_embeddings(np.zeros((2, 5), dtype=np.float32))
     with pytest.raises(ValueError, match="NaN"):
         lk.search_embeddings(np.full((1, 32), np.nan, dtype=np.float32))
+
+
+def test_search_texts_embeds_with_the_exports_settings(export, monkeypatch):
+    """A fresh lookup reads the export on the first text query and embeds with its embedding config."""
+    import semantic_ids.embed
+
+    out, _, emb, sid = export
+    seen = []
+
+    def fake_embed(texts, config, *, show_progress=True):
+        seen.append((list(texts), config, show_progress))
+        return emb[[int(t[1:]) for t in texts]], {"cached": 0, "computed": len(texts)}
+
+    monkeypatch.setattr(semantic_ids.embed, "embed_texts", fake_embed)
+    fresh = SemanticIDLookup.load(out)
+    nb = fresh.search_texts(["t3", "t7"], k=4)
+    assert seen == [(["t3", "t7"], sid.config_.embedding, False)]
+    want = fresh.search_embeddings(emb[[3, 7]], k=4)
+    assert np.array_equal(nb.rows, want.rows) and np.array_equal(nb.codes, sid.raw_codes_[[3, 7]])
+
+
+def test_single_and_batch_id_lookups_agree(lk):
+    ids = ["i00000", "i00500", "i00999", "nope"]
+    batch = lk.item_to_codes(ids, missing="null")
+    for i, item in enumerate(ids):
+        assert np.array_equal(lk.item_to_codes(item, missing="null"), batch[i])
+        assert lk.item_to_sid(item, missing="null") == lk.item_to_sid(ids, missing="null")[i]
+    with pytest.raises(KeyError, match="unknown item id 'nope'"):
+        lk.item_to_codes("nope")
+
+
+def test_integer_ids_typed_as_strings():
+    """Ids typed on a command line arrive as strings; with integer ids they are read as integers."""
+    codes = np.array([[0, 0, 0], [0, 1, 0], [1, 0, 0]], dtype=np.int64)
+    lk = SemanticIDLookup(np.array([100, 7, 2**62]), codes, [2, 2])
+    assert lk.item_to_sid(["100", 7, str(2**62), "x", "1e3", None], missing="null") == [
+        "<a_0><b_0><c_0>", "<a_0><b_1><c_0>", "<a_1><b_0><c_0>", None, None, None
+    ]
+    assert lk.item_to_sid("7") == "<a_0><b_1><c_0>"
+    with pytest.raises(KeyError, match=r"1 unknown item id\(s\), e.g. \['x'\]"):
+        lk.item_to_codes(["100", "x"])
+    # string ids are matched as they are
+    lk = SemanticIDLookup(np.array(["100", "7", "x"], dtype=object), codes, [2, 2])
+    assert lk.item_to_sid([100, "7"], missing="null") == [None, "<a_0><b_1><c_0>"]
 
 
 def test_valid_but_unused_id_maps_to_nothing(lk):
