@@ -11,7 +11,7 @@ from semantic_ids.cli import main
 from semantic_ids.export import ExportError, read_export
 from semantic_ids.metrics import group_sizes
 from semantic_ids.report import ReportError, write_report
-from semantic_ids import report as report_module
+from semantic_ids.report import evaluation, plots
 
 from .conftest import clustered_embeddings
 
@@ -175,7 +175,7 @@ def test_balanced_export_recomputes_raw_collision_groups(data, tmp_path):
     sid = SemanticIDs(cfg, show_progress=False).fit(df, embeddings=emb)
     sid.save(tmp_path / "bal")
     assert sid.metrics_["n_collided_items"] > 0  # 64 code tuples for 300 items
-    raw, note = report_module._raw_codes(read_export(tmp_path / "bal"), emb)
+    raw, note = evaluation.raw_codes(read_export(tmp_path / "bal"), emb)
     sizes = group_sizes(raw)
     assert int(sizes[sizes > 1].sum()) == sid.metrics_["n_collided_items"] and "recomputed" in note
     page = write_report(tmp_path / "bal", embeddings=data / "emb.npy").read_text(encoding="utf-8")
@@ -188,7 +188,7 @@ def test_atomic_no_partial_report_on_failure(export, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("plot failed")
 
-    monkeypatch.setattr(report_module, "_plot_collisions", boom)
+    monkeypatch.setattr(plots, "plot_collisions", boom)
     with pytest.raises(RuntimeError, match="plot failed"):
         write_report(export)
     assert not (export / "report").exists()
@@ -196,7 +196,7 @@ def test_atomic_no_partial_report_on_failure(export, monkeypatch):
     monkeypatch.undo()
     index = write_report(export)
     before = {p.name: p.read_bytes() for p in index.parent.iterdir()}
-    monkeypatch.setattr(report_module, "_plot_collisions", boom)
+    monkeypatch.setattr(plots, "plot_collisions", boom)
     with pytest.raises(RuntimeError):
         write_report(export)
     assert {p.name: p.read_bytes() for p in index.parent.iterdir()} == before  # the earlier report is untouched
