@@ -106,7 +106,8 @@ def model_inputs_of(exp: Export, ids: np.ndarray, embeddings: Any, texts: list[s
     return model_inputs(exp.fusion, emb, exp.model.input_dim, ids)
 
 
-def raw_codes(exp: Export, embeddings: np.ndarray | None, ids: np.ndarray | None = None) -> tuple[np.ndarray | None, str]:
+def raw_codes(exp: Export, embeddings: np.ndarray | None,
+              ids: np.ndarray | None = None) -> tuple[np.ndarray | None, str]:
     """(N, L) int64 model codes before collision resolution (or None), and a note on where they come from.
 
     With the counter strategy they are the exported codes minus the collision
