@@ -127,6 +127,18 @@ def test_baselines_rows_every_column_and_catalog_filter(export, tmp_path):
     assert "should be filtered" in page and "FAISS RQ" not in page
 
 
+def test_baselines_catalog_by_item_count_only(export):
+    rows = [{"catalog": "a", "items": 5}, {"catalog": "a", "n_items": 5.0}, {"catalog": "b", "items": 7},
+            {"catalog": "c"}, {"catalog": "d", "items": True}]
+    assert evaluation.catalog_by_items(rows, 5) == "a" and evaluation.catalog_by_items(rows, 7) == "b"
+    assert evaluation.catalog_by_items(rows, 1) is None  # a bool is not a count
+    assert evaluation.catalog_by_items(rows + [{"catalog": "e", "items": 5}], 5) is None  # ambiguous: no guess
+    # a catalog's name in the export's path is no clue: the "tiny" rows of "tiny-export" are not picked
+    page = write_report(export, baselines=[{"catalog": "tiny", "method": "m-tiny"}, {"catalog": "other", "method": "m-other"}])
+    page = page.read_text(encoding="utf-8")
+    assert "m-tiny" in page and "m-other" in page and "all 2 baseline rows" in page
+
+
 def test_bad_baselines_file(export, tmp_path):
     (tmp_path / "b.json").write_text("{not json")
     with pytest.raises(ReportError, match="not valid JSON"):

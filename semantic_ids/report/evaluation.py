@@ -163,7 +163,7 @@ def select_baselines(baselines: str | Path | Sequence[dict], exp: Export, catalo
         note = f"{len(kept)} of {len(rows)} baseline rows, catalog {name!r}"
     else:
         kept = rows
-        note = (f"all {len(rows)} baseline rows (no catalog has the export's item count; "
+        note = (f"all {len(rows)} baseline rows (no single catalog has the export's item count; "
                 "name one with baselines_catalog to filter)")
     if isinstance(baselines, (str, Path)):
         note += f", from {baselines}"
