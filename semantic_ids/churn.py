@@ -46,6 +46,16 @@ class ChurnReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def table(self) -> list[tuple[str, str]]:
+        """(label, value) rows for people: counts, then the shares as percentages
+        (the rows ``semantic-ids diff`` prints; the HTML report shows them too)."""
+        rows = [
+            ("items old / new", f"{self.n_old:,} / {self.n_new:,}"),
+            ("common / added / removed", f"{self.n_common:,} / {self.n_added:,} / {self.n_removed:,}"),
+            ("full ID changed (common items)", f"{self.full_id_changed:.2%}"),
+        ]
+        return rows + [(f"prefix changed at depth {d}", f"{v:.2%}") for d, v in enumerate(self.prefix_changed, 1)]
+
 
 def churn_codes(old_ids: np.ndarray, old_codes: np.ndarray, new_ids: np.ndarray, new_codes: np.ndarray,
                 *, old: str = "old", new: str = "new") -> ChurnReport:

@@ -11,7 +11,7 @@ from semantic_ids.cli import main
 from semantic_ids.export import ExportError, read_export
 from semantic_ids.metrics import group_sizes
 from semantic_ids.report import ReportError, write_report
-from semantic_ids import report as report_module
+from semantic_ids.report import evaluation, plots
 
 from .conftest import clustered_embeddings
 
@@ -127,6 +127,18 @@ def test_baselines_rows_every_column_and_catalog_filter(export, tmp_path):
     assert "should be filtered" in page and "FAISS RQ" not in page
 
 
+def test_baselines_catalog_by_item_count_only(export):
+    rows = [{"catalog": "a", "items": 5}, {"catalog": "a", "n_items": 5.0}, {"catalog": "b", "items": 7},
+            {"catalog": "c"}, {"catalog": "d", "items": True}]
+    assert evaluation.catalog_by_items(rows, 5) == "a" and evaluation.catalog_by_items(rows, 7) == "b"
+    assert evaluation.catalog_by_items(rows, 1) is None  # a bool is not a count
+    assert evaluation.catalog_by_items(rows + [{"catalog": "e", "items": 5}], 5) is None  # ambiguous: no guess
+    # a catalog's name in the export's path is no clue: the "tiny" rows of "tiny-export" are not picked
+    page = write_report(export, baselines=[{"catalog": "tiny", "method": "m-tiny"}, {"catalog": "other", "method": "m-other"}])
+    page = page.read_text(encoding="utf-8")
+    assert "m-tiny" in page and "m-other" in page and "all 2 baseline rows" in page
+
+
 def test_bad_baselines_file(export, tmp_path):
     (tmp_path / "b.json").write_text("{not json")
     with pytest.raises(ReportError, match="not valid JSON"):
@@ -175,7 +187,7 @@ def test_balanced_export_recomputes_raw_collision_groups(data, tmp_path):
     sid = SemanticIDs(cfg, show_progress=False).fit(df, embeddings=emb)
     sid.save(tmp_path / "bal")
     assert sid.metrics_["n_collided_items"] > 0  # 64 code tuples for 300 items
-    raw, note = report_module._raw_codes(read_export(tmp_path / "bal"), emb)
+    raw, note = evaluation.raw_codes(read_export(tmp_path / "bal"), emb)
     sizes = group_sizes(raw)
     assert int(sizes[sizes > 1].sum()) == sid.metrics_["n_collided_items"] and "recomputed" in note
     page = write_report(tmp_path / "bal", embeddings=data / "emb.npy").read_text(encoding="utf-8")
@@ -188,7 +200,7 @@ def test_atomic_no_partial_report_on_failure(export, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("plot failed")
 
-    monkeypatch.setattr(report_module, "_plot_collisions", boom)
+    monkeypatch.setattr(plots, "plot_collisions", boom)
     with pytest.raises(RuntimeError, match="plot failed"):
         write_report(export)
     assert not (export / "report").exists()
@@ -196,7 +208,7 @@ def test_atomic_no_partial_report_on_failure(export, monkeypatch):
     monkeypatch.undo()
     index = write_report(export)
     before = {p.name: p.read_bytes() for p in index.parent.iterdir()}
-    monkeypatch.setattr(report_module, "_plot_collisions", boom)
+    monkeypatch.setattr(plots, "plot_collisions", boom)
     with pytest.raises(RuntimeError):
         write_report(export)
     assert {p.name: p.read_bytes() for p in index.parent.iterdir()} == before  # the earlier report is untouched
@@ -267,3 +279,84 @@ def test_report_leaves_no_lock_files_and_keeps_user_files(export, tmp_path):
     with pytest.raises(ReportError, match="my-notes.md"):
         write_report(exp)
     assert (exp / "report" / "my-notes.md").read_text() == "keep"
+
+
+# -- churn since a previous export (issue 14) ---------------------------------------------------
+
+CHURN = "<h2>Churn since the previous export</h2>"
+
+
+@pytest.fixture(scope="module")
+def rebuilt(data):
+    """Two rebuilds of the module's export on a changed catalog (its first 20 items removed, 20 new
+    ones added): ``warm`` warm-started from it (``build --previous``), ``fresh`` from scratch with
+    another seed, so that IDs move."""
+    df = pd.read_parquet(data / "cat.parquet")
+    emb = np.load(data / "emb.npy")
+    new = pd.DataFrame({"item_id": [f"n{i}" for i in range(20)], "title": [f"new {i}" for i in range(20)],
+                        "category": [f"c{i % 6}" for i in range(20)]})
+    df2 = pd.concat([df.iloc[20:], new], ignore_index=True)
+    emb2 = np.concatenate([emb[20:], clustered_embeddings(20, clusters=6, seed=4)])
+    SemanticIDs(_config(), show_progress=False).fit(df2, embeddings=emb2, previous=data / "tiny-export").save(data / "warm")
+    SemanticIDs(_config().replace(seed=1), show_progress=False).fit(df2, embeddings=emb2).save(data / "fresh")
+    return {"warm": data / "warm", "fresh": data / "fresh"}
+
+
+def _churn_rows(page: str) -> dict[str, str]:
+    section = page.split(CHURN)[1].split("<h2>")[0]
+    return dict(re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td></tr>", section))
+
+
+def test_churn_section_matches_churn_py(data, rebuilt, tmp_path):
+    from semantic_ids.churn import churn
+
+    old = data / "tiny-export"
+    rep = churn(old, rebuilt["fresh"])
+    assert (rep.n_common, rep.n_added, rep.n_removed) == (N - 20, 20, 20)
+    assert rep.full_id_changed > 0 and len(rep.prefix_changed) == 4  # another seed: IDs moved
+    page = write_report(rebuilt["fresh"], tmp_path / "r", previous=old).read_text(encoding="utf-8")
+    rows = _churn_rows(page)
+    assert rows["items old / new"] == f"{N:,} / {N:,}"
+    assert rows["common / added / removed"] == f"{N - 20:,} / 20 / 20"
+    assert rows["full ID changed (common items)"] == f"{rep.full_id_changed:.2%}"
+    for d, v in enumerate(rep.prefix_changed, 1):
+        assert rows[f"prefix changed at depth {d}"] == f"{v:.2%}"
+    assert html_escaped(str(old)) in page.split(CHURN)[1].split("<h2>")[0]
+    assert "<h3>Warm start</h3>" not in page  # a fresh build has no warm-start record
+
+
+def test_warm_start_record_beside_the_churn(data, rebuilt, tmp_path):
+    from semantic_ids.churn import churn
+
+    old = data / "tiny-export"
+    rep = churn(old, rebuilt["warm"])
+    page = write_report(rebuilt["warm"], tmp_path / "r", previous=old).read_text(encoding="utf-8")
+    rows = _churn_rows(page)
+    assert rows["full ID changed (common items)"] == f"{rep.full_id_changed:.2%}"
+    w = json.loads((rebuilt["warm"] / "metrics.json").read_text())["warm_start"]
+    assert "<h3>Warm start</h3>" in page
+    assert rows["items in the previous export"] == f"{w['previous_items']:,}" == f"{N:,}"
+    assert rows["new items (not in the previous export)"] == f"{w['new_items']:,}" == "20"
+    assert rows["items in both"] == f"{N - 20:,}"
+    assert rows["kept their full ID"] == f"{w['kept_full_id']:.2%}"
+    assert rows["items kept on their old codes, off the nearest ones (hysteresis)"] == f"{w['items_kept_off_nearest']:,}"
+    for d, kept in enumerate(w["kept_prefix"], 1):
+        assert rows[f"kept their prefix at depth {d}"] == f"{kept:.2%}"
+    # two records of the same rebuild agree: kept at build time = 1 - churn measured from the files
+    for kept, changed in zip(w["kept_prefix"], rep.prefix_changed):
+        assert kept == pytest.approx(1.0 - changed, abs=1e-6)
+
+
+def test_churn_section_absent_without_previous_or_warm_start(rebuilt, export, tmp_path):
+    assert CHURN not in write_report(export).read_text(encoding="utf-8")
+    # the warm-start record alone, without a previous export to diff against
+    page = write_report(rebuilt["warm"], tmp_path / "warm").read_text(encoding="utf-8")
+    rows = _churn_rows(page)
+    assert "<h3>Warm start</h3>" in page and "items old / new" not in rows
+    assert rows["new items (not in the previous export)"] == "20"
+
+
+def test_bad_previous_export_fails_before_writing(export, tmp_path):
+    with pytest.raises(ExportError, match="nowhere"):
+        write_report(export, previous=tmp_path / "nowhere")
+    assert not (export / "report").exists()
