@@ -132,6 +132,8 @@ def _parser_report(sub) -> None:
     r.add_argument("--baselines", help="JSON rows to compare with, e.g. benchmarks/results/quality.json")
     r.add_argument("--baselines-catalog", help="keep the baseline rows of this catalog (default: inferred from the export)")
     r.add_argument("--catalog", help="the export's catalog: evaluate purity/NMI and neighbour coherence (else metrics.json)")
+    r.add_argument("--previous", metavar="OLD", help="an earlier export: add a 'Churn since the previous export' section "
+                                                     "(the numbers of `semantic-ids diff OLD DIR`)")
     _add_quality_inputs(r)
     r.add_argument("--json", action="store_true", help="print the report path as a JSON object")
     r.add_argument("--no-progress", action="store_true")

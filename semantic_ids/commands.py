@@ -108,13 +108,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rep.to_dict()))
         return 0
-    rows = [
-        ("items old / new", f"{rep.n_old:,} / {rep.n_new:,}"),
-        ("common / added / removed", f"{rep.n_common:,} / {rep.n_added:,} / {rep.n_removed:,}"),
-        ("full ID changed (common items)", f"{rep.full_id_changed:.2%}"),
-    ]
-    rows += [(f"prefix changed at depth {d}", f"{v:.2%}") for d, v in enumerate(rep.prefix_changed, 1)]
-    print_table(rows)
+    print_table(rep.table())  # the rows the HTML report's churn section shows
     return 0
 
 
@@ -287,7 +281,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         index = write_report(
             args.dir, args.out, baselines=args.baselines, baselines_catalog=args.baselines_catalog,
             catalog=args.catalog, sequences=args.sequences, embeddings=args.embeddings,
-            category_column=args.category_column, show_progress=not args.no_progress,
+            category_column=args.category_column, previous=args.previous, show_progress=not args.no_progress,
         )
     except ImportError as exc:  # matplotlib missing: the message names the extra to install
         print(f"semantic-ids: error: {exc}", file=sys.stderr)

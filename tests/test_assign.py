@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from semantic_ids import BuildConfig, SemanticIDs, build
+from semantic_ids import BuildConfig, build
 import semantic_ids.assign as assign_mod
 from semantic_ids.assign import assign_new_items, resolve_against
 from semantic_ids.cli import main

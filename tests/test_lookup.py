@@ -25,7 +25,7 @@ def export(tmp_path_factory):
         train={"epochs": 10, "batch_size": 256, "restart_every": 3},
         embedding={"use_cache": False},
     )
-    sid = SemanticIDs(cfg, show_progress=False).fit(df.iloc[:1000], embeddings=emb[:1000])
+    sid = SemanticIDs(cfg, show_progress=False).fit(emb[:1000], ids=df.iloc[:1000]["item_id"].to_numpy())
     out = sid.save(tmp_path_factory.mktemp("lk") / "export")
     return out, df, emb, sid
 

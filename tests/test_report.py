@@ -41,7 +41,7 @@ def data(tmp_path_factory):
     df.to_parquet(t / "cat.parquet")
     np.save(t / "emb.npy", emb)
     (t / "seq.jsonl").write_text("".join(json.dumps({"items": [f"i{j}" for j in range(i, i + 5)]}) + "\n" for i in range(0, 200, 5)))
-    SemanticIDs(_config(), show_progress=False).fit(df, embeddings=emb).save(t / "tiny-export")
+    SemanticIDs(_config(), show_progress=False).fit(emb, ids=df["item_id"].to_numpy()).save(t / "tiny-export")
     return t
 
 
@@ -184,7 +184,7 @@ def test_balanced_export_recomputes_raw_collision_groups(data, tmp_path):
     df = pd.read_parquet(data / "cat.parquet")
     emb = np.load(data / "emb.npy")
     cfg = _config(strategy="balanced").replace(model={"codebook_sizes": [4, 4, 4]})
-    sid = SemanticIDs(cfg, show_progress=False).fit(df, embeddings=emb)
+    sid = SemanticIDs(cfg, show_progress=False).fit(emb, ids=df["item_id"].to_numpy())
     sid.save(tmp_path / "bal")
     assert sid.metrics_["n_collided_items"] > 0  # 64 code tuples for 300 items
     raw, note = evaluation.raw_codes(read_export(tmp_path / "bal"), emb)
@@ -297,8 +297,8 @@ def rebuilt(data):
                         "category": [f"c{i % 6}" for i in range(20)]})
     df2 = pd.concat([df.iloc[20:], new], ignore_index=True)
     emb2 = np.concatenate([emb[20:], clustered_embeddings(20, clusters=6, seed=4)])
-    SemanticIDs(_config(), show_progress=False).fit(df2, embeddings=emb2, previous=data / "tiny-export").save(data / "warm")
-    SemanticIDs(_config().replace(seed=1), show_progress=False).fit(df2, embeddings=emb2).save(data / "fresh")
+    SemanticIDs(_config(), show_progress=False).fit(emb2, ids=df2["item_id"].to_numpy(), previous=data / "tiny-export").save(data / "warm")
+    SemanticIDs(_config().replace(seed=1), show_progress=False).fit(emb2, ids=df2["item_id"].to_numpy()).save(data / "fresh")
     return {"warm": data / "warm", "fresh": data / "fresh"}
 
 
@@ -323,6 +323,11 @@ def test_churn_section_matches_churn_py(data, rebuilt, tmp_path):
         assert rows[f"prefix changed at depth {d}"] == f"{v:.2%}"
     assert html_escaped(str(old)) in page.split(CHURN)[1].split("<h2>")[0]
     assert "<h3>Warm start</h3>" not in page  # a fresh build has no warm-start record
+    # the command line passes --previous through: the same section
+    from semantic_ids.cli import main
+
+    assert main(["report", str(rebuilt["fresh"]), "--out", str(tmp_path / "cli"), "--previous", str(old), "--no-progress"]) == 0
+    assert _churn_rows((tmp_path / "cli" / "index.html").read_text(encoding="utf-8")) == rows
 
 
 def test_warm_start_record_beside_the_churn(data, rebuilt, tmp_path):

@@ -121,14 +121,11 @@ def raw_codes(exp: Export, embeddings: np.ndarray | None,
     if embeddings is None:
         return None, ("raw codes are not stored for the 'balanced' strategy; pass the full catalog (or embeddings) "
                       "to recompute them; shown: the groups left after rebalancing")
-    import torch
-
     from ..collab import model_inputs
     from ..encode import encode_all
 
     x = model_inputs(exp.fusion, embeddings, exp.model.input_dim, exp.ids if ids is None else ids)
-    with torch.no_grad():
-        raw = encode_all(exp.model, x).numpy()
+    raw = encode_all(exp.model, x).numpy()
     return raw, "recomputed with the export's frozen model from the embeddings (before rebalancing)"
 
 
