@@ -41,7 +41,7 @@ import torch  # noqa: E402
 from downstream import TEMPLATES, catalog  # noqa: E402
 from results_io import environment, markdown_table, write_results  # noqa: E402
 from semantic_ids import BuildConfig, SemanticIDs  # noqa: E402
-from semantic_ids.pipeline import embed_catalog  # noqa: E402
+from semantic_ids.pipeline import read_and_embed  # noqa: E402
 from semantic_ids.catalog import load_catalog  # noqa: E402
 from semantic_ids.downstream import read_sequences  # noqa: E402
 from semantic_ids.evaluate import category_labels, co_interaction, evaluate_codes  # noqa: E402
@@ -60,7 +60,7 @@ def measure(name: str, seeds: list[int], weight_seeds: list[int]) -> list[dict]:
     held = np.concatenate([np.stack([s[-3:-1], s[-2:]], 1) for s in seqs])  # into the validation and test items
     found = category_labels(cat.frame)
     labels = found[1] if found else None
-    text = embed_catalog(cat, base, show_progress=False)[1]  # embedded once (through the cache), the same for every build
+    text = read_and_embed(cat, base, show_progress=False)[1]  # embedded once (through the cache), the same for every build
     rows = []
     for seed in seeds:
         text_seconds = None

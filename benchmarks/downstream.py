@@ -47,7 +47,7 @@ import torch  # noqa: E402
 
 from semantic_ids import BuildConfig, SemanticIDs  # noqa: E402
 from semantic_ids.embed import embed_texts  # noqa: E402
-from semantic_ids.pipeline import embed_catalog  # noqa: E402
+from semantic_ids.pipeline import read_and_embed  # noqa: E402
 from semantic_ids.catalog import load_catalog  # noqa: E402
 from semantic_ids.collisions import resolve_counter  # noqa: E402
 from semantic_ids.datasets import fetch_movielens  # noqa: E402
@@ -134,7 +134,7 @@ def arm_codes(arm: str, name: str, path: Path, ids: np.ndarray, seed: int) -> tu
     if arm in BUILDS:
         cfg = BuildConfig().replace(catalog={"template": TEMPLATES[name]}, seed=seed, **BUILDS[arm])
         start = time.perf_counter()
-        cat, emb, _ = embed_catalog(path, cfg, show_progress=False)
+        cat, emb, _ = read_and_embed(path, cfg, show_progress=False)
         sid = SemanticIDs(cfg, show_progress=False).fit(emb, ids=cat.ids)
         assert np.array_equal(sid.ids_, ids), "the build's item order should be the catalog's"
         return sid.codes_, {"build_seconds": round(time.perf_counter() - start, 1),
@@ -144,7 +144,7 @@ def arm_codes(arm: str, name: str, path: Path, ids: np.ndarray, seed: int) -> tu
         over["collab"] = {"holdout_last": 2, **over.get("collab", {})}
         cfg = BuildConfig().replace(catalog={"template": TEMPLATES[name]}, seed=seed, **over)
         start = time.perf_counter()
-        cat, emb, _ = embed_catalog(path, cfg, show_progress=False)
+        cat, emb, _ = read_and_embed(path, cfg, show_progress=False)
         sid = SemanticIDs(cfg, show_progress=False).fit(emb, ids=cat.ids, sequences=sequences_path(name))
         assert np.array_equal(sid.ids_, ids), "the build's item order should be the catalog's"
         return sid.codes_, {"build_seconds": round(time.perf_counter() - start, 1),

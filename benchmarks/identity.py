@@ -1,14 +1,15 @@
 """Refactor identity check: the same builds must give the same IDs before and after a change.
 
-    python benchmarks/identity.py --out benchmarks/results/identity.json
-    python benchmarks/identity.py --compare benchmarks/results/identity.json
+    python benchmarks/identity.py --out before.json                     # before the change
+    python benchmarks/identity.py --compare before.json --out benchmarks/results/identity.json
 
 Builds through the command line (the one entry point users run):
 MovieLens-100K (its pipeline config), Amazon Beauty with the default config and
 with ``pipelines/configs/amazon_beauty.toml``, each in memory and streaming. For
 each export it records the sha256 of ``semantic_ids.parquet`` as a file, and of
 its data alone (every column, in row order, without the schema metadata, which
-holds the config). ``--compare`` rebuilds and reports which hashes changed.
+holds the config). ``--compare`` rebuilds, prints which hashes changed and writes
+both sets of hashes with the comparison.
 Beauty needs ``../shared``; without it those rows are skipped (and said so).
 """
 
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's package, whatever is installed
 BEAUTY = ROOT.parent / "shared" / "data" / "amazon_beauty" / "items.jsonl"
 EPOCHS = 10  # every build uses the same short budget: the check is identity, not quality
 
@@ -101,25 +103,28 @@ def run_all() -> dict[str, dict[str, str]]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--out", help="write the hashes here")
-    g.add_argument("--compare", help="rebuild and compare with the hashes in this file")
+    p.add_argument("--compare", help="a hashes file written before the change: rebuild and compare")
+    p.add_argument("--out", required=True, help="write the hashes (and, with --compare, the comparison) here")
     args = p.parse_args()
     hashes = run_all()
-    if args.out:
-        Path(args.out).write_text(json.dumps(hashes, indent=2) + "\n")
-        return 0
-    ref = json.loads(Path(args.compare).read_text())
+    result: dict = {"hashes": hashes}
     bad = 0
-    print(f"\n{'build':28s} {'data':9s} {'file':9s}")
-    for name, h in hashes.items():
-        if name not in ref:
-            print(f"{name:28s} (no reference)")
-            continue
-        d = "same" if h["data_sha256"] == ref[name]["data_sha256"] else "CHANGED"
-        f = "same" if h["file_sha256"] == ref[name]["file_sha256"] else "changed"
-        bad += d != "same"
-        print(f"{name:28s} {d:9s} {f:9s}")
+    if args.compare:
+        ref = json.loads(Path(args.compare).read_text())
+        ref = ref.get("hashes", ref)
+        rows = {}
+        print(f"\n{'build':28s} {'data':9s} {'file':9s}")
+        for name, h in hashes.items():
+            if name not in ref:
+                print(f"{name:28s} (no reference)")
+                continue
+            same_data = h["data_sha256"] == ref[name]["data_sha256"]
+            same_file = h["file_sha256"] == ref[name]["file_sha256"]
+            rows[name] = {"same_data": same_data, "same_file": same_file}
+            bad += not same_data
+            print(f"{name:28s} {'same' if same_data else 'CHANGED':9s} {'same' if same_file else 'changed':9s}")
+        result.update(reference=ref, comparison=rows)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 1 if bad else 0
 
 

@@ -104,7 +104,7 @@ def build(
     return _build_in_memory(out, catalog, embeddings, sequences, previous, cfg, show_progress)
 
 
-def embed_catalog(
+def read_and_embed(
     catalog: str | Path | pd.DataFrame | Catalog,
     config: BuildConfig,
     embeddings: Any = None,
@@ -154,7 +154,7 @@ def _build_in_memory(out: Path, catalog, embeddings, sequences, previous, cfg: B
                 catalog = load_catalog(catalog, cfg.catalog, require_text=embeddings is None)
         with timer.stage("sequences"):
             sequences = read_sequences(sequences, catalog.ids, min_length=1)
-    cat, emb, facts = embed_catalog(catalog, cfg, embeddings, show_progress=show_progress, timer=timer)
+    cat, emb, facts = read_and_embed(catalog, cfg, embeddings, show_progress=show_progress, timer=timer)
     from .api import SemanticIDs
 
     sid = SemanticIDs(cfg, show_progress=show_progress).fit(emb, ids=cat.ids, sequences=sequences, previous=previous)
