@@ -16,8 +16,8 @@ def nearest(x: torch.Tensor, c: torch.Tensor, chunk: int = 4096) -> torch.Tensor
     """Index of the nearest row of ``c`` for every row of ``x`` (ties: lowest index).
 
     Chunks of 4096 rows keep the (chunk, K) distance block in cache; on CPU
-    the argmin is NumPy's, several times faster than torch's row-wise argmin
-    here, with the same first-minimum tie rule. A row's result does not depend
+    the argmin is NumPy's, faster than torch's row-wise argmin here, with the
+    same first-minimum tie rule. A row's result does not depend
     on the chunking (tested).
     """
     out = torch.empty(len(x), dtype=torch.long, device=x.device)
@@ -121,17 +121,13 @@ def bisecting_kmeans(
     ``split_iters``). Nothing is random but the training sample when N exceeds
     ``max_points_per_centroid * k``, and the seeded noise of ``kmeans`` when
     N <= k (``generator``): in between the seed does not matter, and no random
-    start amplifies last-bit changes in the embeddings (on Beauty, cached and
-    freshly computed embeddings gave the same level-1 codes; a one-off check).
+    start amplifies last-bit changes in the embeddings.
 
     Why: each split follows the direction along which *that* cluster varies
     most, so clusters nest like a topic hierarchy instead of all competing in
-    one flat Lloyd run from random points. On Amazon Beauty's MiniLM
-    embeddings its 256 clusters reach category purity 0.585 and co-interaction
-    lift 23.3 on every seed, against 0.558-0.572 and 21.3-23.3 for
-    progressive-dimension k-means and 0.523-0.550 and 18.7-22.0 for plain
-    k-means (seeds 0-9, cached and freshly computed embeddings;
-    benchmarks/first_level.py; README, "The method").
+    one flat Lloyd run from random points. ``benchmarks/first_level.py``
+    compares it with progressive-dimension and plain k-means on real catalogs
+    (category purity and co-interaction lift over seeds; docs/method.md).
 
     Points that are all identical are not split; with fewer distinct points
     than ``k``, the remaining centroids come from Lloyd's re-seeding of empty clusters.
@@ -216,11 +212,9 @@ def progressive_kmeans(
 
     Why: the first stages split the catalog along its main directions of
     variation, so clusters follow broad topics rather than the many small
-    directions in which all sentence embeddings differ. On Amazon Beauty's
-    MiniLM embeddings its 256 clusters reach category purity 0.558-0.572 and
-    co-interaction lift 21.3-23.3 (seeds 0-9), against 0.523-0.550 and 18.7-22.0
-    for plain k-means, but the result moves with the seed and with last-bit
-    changes in the embeddings; ``bisecting_kmeans`` is the default now.
+    directions in which all sentence embeddings differ. Its result moves with
+    the seed and with last-bit changes in the embeddings, so
+    ``bisecting_kmeans`` is the default (``benchmarks/first_level.py`` compares them).
     """
     x = _sample(x, k, max_points_per_centroid, generator)
     n, d = x.shape
