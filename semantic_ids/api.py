@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from . import __version__
+from . import faults
 from .catalog import Catalog, load_catalog
 from .collisions import rebalance_last_level, resolve
 from .config import BuildConfig
@@ -240,6 +241,7 @@ class SemanticIDs:
         with timer.stage("export"):
             path = write_export(out, config=self.config_, ids=self.ids_, codes=self.codes_, model=self.model_, metrics=metrics,
                                 fusion=self.fusion_)
+        faults.point("api.exported")
         self.metrics_["stages"] = timer.stages
         ckpt = getattr(self, "_checkpoint", None)
         if ckpt is not None:

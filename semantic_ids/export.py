@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
-from . import __version__
+from . import __version__, faults
 from .atomic import staged_dir
 from .manifest import (  # noqa: F401 - re-exported: users import these from semantic_ids.export
     CONFIG_FILE,
@@ -148,6 +148,7 @@ def write_export(
     info = export_info(config, model, n_items, n_levels, extra_info)
     with staged_dir(out) as stage:
         write_ids(stage / IDS_FILE, info)
+        faults.point("export.ids_written")
         state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
         # written with open() like the other files, so its mode follows the umask (save_file made it 0600)
         (stage / MODEL_FILE).write_bytes(save_bytes(state, metadata={"format_version": str(FORMAT_VERSION)}))

@@ -51,6 +51,7 @@ import pyarrow.parquet as pq
 import torch
 
 from . import __version__
+from . import faults
 from .atomic import atomic_write_table
 from .cache import cache_root, checkpoint_root
 from .catalog import CatalogError, catalog_batch, catalog_rows, parquet_text_spec
@@ -157,6 +158,7 @@ def assign_shards(
         for batch in shards.iter_batches(batch_rows):
             codes = assign_codes(model, batch.embeddings, pool)
             atomic_write_table(codes_dir / f"part-{batch.start:012d}.parquet", codes_table(batch.ids, codes, shards.id_column))
+            faults.point("stream.codes_written")
             n += len(codes)
             bar.update(len(codes))
     return n
@@ -312,6 +314,7 @@ def resolve_to_parquet(
                     if writer is None:
                         writer = pq.ParquetWriter(str(tmp), piece.schema)
                     writer.write_table(piece)
+                    faults.point("stream.resolve_partition_written")
                     bar.update(m)
             assert writer is not None
             writer.close()
@@ -393,6 +396,7 @@ def embed_catalog_batch(
     emb_cfg = dataclasses.replace(config.embedding, device=device or config.embedding.device)
     emb, _ = embed_texts(batch.texts, emb_cfg, show_progress=False)
     atomic_write_table(shard, embeddings_table(batch.ids, emb, config.catalog.id_column))
+    faults.point("stream.embed_shard_written")
     return len(batch.ids)
 
 
