@@ -254,6 +254,7 @@ with staged_dir(Path(sys.argv[1])) as stage:
         ("atomic.between_renames", ["old", "staging"], "v1"),  # the export is missing: only its backup is left
         ("atomic.swapped", ["export", "old"], "v2"),  # swapped in, the backup not yet removed
     ],
+    ids=["staged", "between_renames", "swapped"],
 )
 def test_sigkill_inside_the_swap_leaves_the_old_or_the_new_directory(tmp_path, point, left, survivor):
     parent = tmp_path / "d"
