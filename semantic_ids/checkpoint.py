@@ -19,8 +19,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save
 
-from . import __version__, faults
+from . import __version__
 from .atomic import atomic_write_bytes
+from . import faults
 from .config import ModelConfig, TrainConfig, _to_plain
 
 

@@ -29,8 +29,9 @@ import pyarrow.parquet as pq
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
-from . import __version__, faults
+from . import __version__
 from .atomic import staged_dir
+from . import faults
 from .manifest import (  # noqa: F401 - re-exported: users import these from semantic_ids.export
     CONFIG_FILE,
     FORMAT_VERSION,
