@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   install, fetch MovieLens-100K from the recbole wheel, build its semantic IDs
-#   make test   install, run the test suite
+#   make test   install, run the whole test suite, slow tests included (as CI does)
+# Quick loop while editing: python -m pytest -m "not slow" (skips the tests marked slow, each over ~5 s)
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 

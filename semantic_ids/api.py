@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import faults
 from .cache import checkpoint_root
 from .catalog import validate_ids
 from .collisions import rebalance_last_level, resolve
@@ -213,6 +214,7 @@ class SemanticIDs:
 
         path = write_export(out, config=self.config_, ids=self.ids_, codes=self.codes_, model=self.model_, metrics=metrics,
                             fusion=self.fusion_)
+        faults.point("api.exported")
         self.metrics_["stages"] = {**self.metrics_.get("stages", {}), "export": export_stage}
         ckpt = getattr(self, "_checkpoint", None)
         if ckpt is not None:

@@ -20,6 +20,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import faults
+
 
 def _fsync_dir(path: Path) -> None:
     try:
@@ -185,9 +187,11 @@ def _staged(target: Path) -> Iterator[Path]:
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
         _fsync_dir(staging)
+        faults.point("atomic.staged")
         backup = target.with_name(f".{target.name}.old-{token}")
         if target.exists():
             os.replace(target, backup)
+            faults.point("atomic.between_renames")
         try:
             os.replace(staging, target)
         except BaseException:
@@ -195,6 +199,7 @@ def _staged(target: Path) -> Iterator[Path]:
                 os.replace(backup, target)
             raise
         _fsync_dir(target.parent)
+        faults.point("atomic.swapped")
         shutil.rmtree(backup, ignore_errors=True)
     finally:
         if staging.exists():

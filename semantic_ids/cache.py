@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import faults
 from .atomic import atomic_write_bytes, atomic_write_table
 
 log = logging.getLogger(__name__)
@@ -98,3 +99,4 @@ class EmbeddingCache:
                 }
             )
             atomic_write_table(self.dir / f"shard-{uuid.uuid4().hex}.parquet", table)
+            faults.point("cache.shard_written")

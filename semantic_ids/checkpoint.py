@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save
 
 from .version import __version__
 from .atomic import atomic_write_bytes
+from . import faults
 from .config import ModelConfig, TrainConfig, _to_plain
 
 
@@ -61,6 +62,7 @@ class Checkpoint:
         # One file, replaced atomically: the epoch count and history travel with the state.
         meta = {"epochs_done": str(epochs_done), "history": json.dumps(history)}
         atomic_write_bytes(self.dir / "state.safetensors", save(tensors, metadata=meta))
+        faults.point("checkpoint.saved")
 
     def load(self, model: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator) -> tuple[int, list[dict]]:
         path = str(self.dir / "state.safetensors")

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from . import faults
 from .atomic import atomic_write_table
 from .progress import progress
 from .rqvae import RQVAE
@@ -120,6 +121,7 @@ def encode_shards(
             if adjust is not None:
                 codes = adjust(batch.start, as_tensor(batch.embeddings), codes)
             atomic_write_table(codes_dir / f"part-{batch.start:012d}.parquet", codes_table(batch.ids, codes, shards.id_column))
+            faults.point("stream.codes_written")
             n += len(codes)
             bar.update(len(codes))
     return n

@@ -31,6 +31,7 @@ from safetensors.torch import save as save_bytes
 
 from .version import __version__
 from .atomic import staged_dir
+from . import faults
 from .manifest import (  # noqa: F401 - re-exported: users import these from semantic_ids.export
     CONFIG_FILE,
     FORMAT_VERSION,
@@ -148,6 +149,7 @@ def write_export(
     info = export_info(config, model, n_items, n_levels, extra_info)
     with staged_dir(out) as stage:
         write_ids(stage / IDS_FILE, info)
+        faults.point("export.ids_written")
         state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
         # written with open() like the other files, so its mode follows the umask (save_file made it 0600)
         (stage / MODEL_FILE).write_bytes(save_bytes(state, metadata={"format_version": str(FORMAT_VERSION)}))

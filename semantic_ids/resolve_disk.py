@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from . import faults
 from .catalog import CatalogError
 from .collisions import number_groups
 from .export import ids_table
@@ -178,6 +179,7 @@ def resolve_to_parquet(
                     if writer is None:
                         writer = pq.ParquetWriter(str(tmp), piece.schema)
                     writer.write_table(piece)
+                    faults.point("stream.resolve_partition_written")
                     bar.update(m)
             assert writer is not None
             writer.close()

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from . import faults
 from .atomic import atomic_write_table
 from .catalog import catalog_batch, catalog_rows, parquet_text_spec
 from .config import BuildConfig
@@ -255,4 +256,5 @@ def embed_catalog_batch(
     emb_cfg = dataclasses.replace(config.embedding, device=device or config.embedding.device)
     emb, _ = embed_texts(batch.texts, emb_cfg, show_progress=False)
     atomic_write_table(shard, embeddings_table(batch.ids, emb, config.catalog.id_column))
+    faults.point("stream.embed_shard_written")
     return len(batch.ids)

@@ -234,6 +234,7 @@ def test_zero_norm_embeddings_are_accepted(small_catalog, small_embeddings, tiny
     assert np.array_equal(sid.raw_codes_[0], sid.raw_codes_[1])  # identical inputs, identical codes
 
 
+@pytest.mark.slow
 def test_very_long_text_is_truncated_by_the_model(tmp_path):
     from semantic_ids.config import EmbeddingConfig
     from semantic_ids.embed import embed_texts

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -10,7 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from semantic_ids import atomic
-from semantic_ids.atomic import atomic_write_bytes, atomic_write_table, recover_dir, staged_dir
+from semantic_ids.atomic import atomic_write_bytes, atomic_write_table, recover_dir, restore_if_missing, staged_dir
+
+from .conftest import ROOT
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -229,3 +234,44 @@ def test_staged_dir_recovers_interrupted_swap_first(tmp_path):
             raise RuntimeError("fail")
     assert snapshot(target) == before
     assert names(tmp_path) == ["export"]
+
+
+# --------------------------------------------------------------------------- SIGKILL inside the swap
+
+SWAP = """
+import sys
+from pathlib import Path
+from semantic_ids.atomic import staged_dir
+with staged_dir(Path(sys.argv[1])) as stage:
+    (stage / "meta.json").write_text('{"tag": "v2"}', encoding="utf-8")
+"""
+
+
+@pytest.mark.parametrize(
+    "point, left, survivor",
+    [
+        ("atomic.staged", ["export", "staging"], "v1"),  # staged and fsynced, nothing renamed yet
+        ("atomic.between_renames", ["old", "staging"], "v1"),  # the export is missing: only its backup is left
+        ("atomic.swapped", ["export", "old"], "v2"),  # swapped in, the backup not yet removed
+    ],
+    ids=["staged", "between_renames", "swapped"],
+)
+def test_sigkill_inside_the_swap_leaves_the_old_or_the_new_directory(tmp_path, point, left, survivor):
+    parent = tmp_path / "d"
+    target = parent / "export"
+    make_export(target, "v1")
+    before = snapshot(target)
+    log = tmp_path / "fault.log"
+    env = {**os.environ, "SEMANTIC_IDS_FAULT": point, "SEMANTIC_IDS_FAULT_LOG": str(log)}
+    env.pop("SEMANTIC_IDS_FAULT_MODE", None)
+    proc = subprocess.run([sys.executable, "-c", SWAP, str(target)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert log.read_text() == f"{point}@1\n"  # the kill landed at this point
+    assert sorted(n if n == "export" else n.split(".")[2].split("-")[0] for n in names(parent)) == left
+
+    expected = before if survivor == "v1" else {"meta.json": b'{"tag": "v2"}'}
+    restore_if_missing(target)  # what a reader does first
+    assert snapshot(target) == expected
+    recover_dir(target)  # what the next writer does first: the killed run's leftovers go
+    assert snapshot(target) == expected
+    assert names(parent) == ["export"]

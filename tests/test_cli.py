@@ -23,6 +23,7 @@ def catalog_files(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_build_cli_writes_export_and_summary(catalog_files, capsys):
     t = catalog_files
     rc = main(["build", "--catalog", str(t / "cat.csv"), "--out", str(t / "out"), "--config", str(t / "cfg.toml"),
@@ -113,6 +114,7 @@ def test_start_up_imports_neither_torch_nor_sentence_transformers(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_exact_lookup_without_torch(tmp_path):
     from semantic_ids import BuildConfig, SemanticIDs
 

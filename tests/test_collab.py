@@ -139,6 +139,7 @@ def test_too_few_items_with_interactions_is_a_clear_error(world):
 # -- builds ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_behaviour_moves_the_prefixes(world, cfg, fused):
     """Behaviour groups are invisible in the text; fused level-1 codes follow them."""
     df, text, group, _ = world
@@ -152,12 +153,14 @@ def test_behaviour_moves_the_prefixes(world, cfg, fused):
     assert len(np.unique(sid.codes_, axis=0)) == N
 
 
+@pytest.mark.slow
 def test_rerun_gives_identical_ids(world, cfg, fused):
     df, text, _, path = world
     again = SemanticIDs(cfg, show_progress=False).fit(text, ids=df["item_id"].to_numpy(), sequences=path)
     assert np.array_equal(again.codes_, fused[0].codes_)
 
 
+@pytest.mark.slow
 def test_export_round_trip_and_transform_contract(world, fused):
     df, text, _, _ = world
     sid, out = fused
@@ -175,6 +178,7 @@ def test_export_round_trip_and_transform_contract(world, fused):
         model_inputs(loaded.fusion_, np.zeros((2, 7), np.float32), loaded.model_.input_dim)
 
 
+@pytest.mark.slow
 def test_assign_adds_items_without_sequences_and_old_ids_stay(world, cfg, fused, tmp_path):
     df, text, _, path = world
     half = N // 2
@@ -245,6 +249,7 @@ def test_cli_build_with_sequences(world, tmp_path, capsys):
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.slow
 def test_downstream_evaluation_refuses_ids_that_saw_the_test_items(world, fused, tmp_path, monkeypatch):
     """A build with holdout_last = 0 learned from the items a leave-one-out evaluation scores."""
     from semantic_ids.downstream import evaluate_export_downstream
@@ -260,6 +265,7 @@ def test_downstream_evaluation_refuses_ids_that_saw_the_test_items(world, fused,
         evaluate_export_downstream(out, path)
 
 
+@pytest.mark.slow
 def test_lookup_takes_text_embeddings_of_a_fused_export(world, fused):
     """Nearest-code search on a build with sequences: text embeddings get predicted behaviour."""
     from semantic_ids.lookup import SemanticIDLookup

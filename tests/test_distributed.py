@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("ray", reason="the Ray engine needs the 'ray' extra: pip install 'semantic-ids[ray]'")
+pytestmark = pytest.mark.slow  # a local Ray instance: minutes on 2 cores
 
 from semantic_ids.export import read_export  # noqa: E402
 from semantic_ids.shards import write_embedding_shards  # noqa: E402

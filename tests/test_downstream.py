@@ -230,6 +230,7 @@ SMALL = RetrieverConfig(d_model=32, n_head=2, d_ff=64, n_layer=1, dropout=0.0, e
                         lr=5e-3, warmup_steps=5, beam=10, valid_users=0, max_history=5)
 
 
+@pytest.mark.slow
 def test_retriever_learns_a_pattern_popularity_cannot():
     seqs, codes = synthetic()
     split = leave_one_out(seqs, SMALL.max_history)
@@ -320,6 +321,7 @@ def small_export(tmp_path, small_catalog, small_embeddings, tiny_config):
     return out, small_catalog["item_id"].tolist()
 
 
+@pytest.mark.slow
 def test_cli_evaluate_downstream(tmp_path, small_export, capsys):
     from semantic_ids.cli import main
 

@@ -96,6 +96,7 @@ def test_quality_table_and_header_facts(export):
     assert "[model]" in page and "[train]" in page  # the saved config
 
 
+@pytest.mark.slow
 def test_baselines_rows_every_column_and_catalog_filter(export, tmp_path):
     rows = [
         {"catalog": "alpha", "method": "RQ-VAE default", "seed": 0, "items": N, "collision_rate": 0.01234, "purity_l1": 0.5,
@@ -180,6 +181,7 @@ def test_catalog_evaluation_and_sequences(export, data):
         write_report(export, data / "rep", sequences=data / "seq.jsonl")
 
 
+@pytest.mark.slow
 def test_balanced_export_recomputes_raw_collision_groups(data, tmp_path):
     df = pd.read_parquet(data / "cat.parquet")
     emb = np.load(data / "emb.npy")
@@ -196,6 +198,7 @@ def test_balanced_export_recomputes_raw_collision_groups(data, tmp_path):
     assert "raw codes are not stored" in page
 
 
+@pytest.mark.slow
 def test_atomic_no_partial_report_on_failure(export, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("plot failed")
@@ -226,6 +229,7 @@ def test_not_an_export(tmp_path, capsys):
     assert "not a semantic-ids export" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_refuses_to_replace_other_directories(export, tmp_path):
     other = tmp_path / "precious"
     other.mkdir()
@@ -243,6 +247,7 @@ def test_refuses_to_replace_other_directories(export, tmp_path):
     assert write_report(export, tmp_path / "empty").exists()
 
 
+@pytest.mark.slow
 def test_cli_report(export, tmp_path, capsys):
     (tmp_path / "q.json").write_text(json.dumps([{"catalog": "tiny", "method": "ref-method", "seed": 0}]))
     rc = main(["report", str(export), "--out", str(tmp_path / "r"), "--baselines", str(tmp_path / "q.json"), "--json"])

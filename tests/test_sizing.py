@@ -64,6 +64,7 @@ def test_default_build_of_400_items_gets_meaningful_prefixes(tmp_path):
     assert np.array_equal(again.codes_, sid.codes_)
 
 
+@pytest.mark.slow
 def test_cli_build_shows_the_warning(tmp_path):
     n = 60
     (tmp_path / "c.csv").write_text("item_id,title\n" + "".join(f"i{i},t {i}\n" for i in range(n)))

@@ -169,6 +169,7 @@ def test_streaming_build_equals_in_memory_build(tmp_path, sampled_config, emb_50
     assert not list((tmp_path / "work").glob("run-*"))
 
 
+@pytest.mark.slow
 def test_streaming_build_from_a_catalog_resumes_embedding(tmp_path, sampled_config, small_catalog, monkeypatch):
     import semantic_ids.shards as shards_mod
 
