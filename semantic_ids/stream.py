@@ -26,9 +26,11 @@ semantic ID instead of in catalog order.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -55,6 +57,7 @@ log = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
 RECON_SAMPLE = 50_000
+OWNER_FILE = "owner.json"  # in each run directory: the build's pid and host
 
 
 # -- the build ----------------------------------------------------------------------
@@ -126,6 +129,7 @@ def build_streaming(
         cfg = cfg.replace(model=warm.model_config(cfg.model))
     ray_options = dict(ray_options or {})
     work = Path(work_dir) if work_dir is not None else cache_root(cfg.embedding) / "stream"
+    remove_dead_runs(work)
     run_dir = work / f"run-{uuid.uuid4().hex[:8]}"
     timer = StageTimer()
     wall = time.perf_counter()
@@ -133,6 +137,8 @@ def build_streaming(
     embed_stats: dict[str, Any] = {"source": "given"}
     text_columns: list[str] | None = None
     try:
+        run_dir.mkdir(parents=True)
+        (run_dir / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
         if embeddings is None:
             catalog = Path(catalog)
             text_columns = list(parquet_text_spec(catalog, cfg.catalog)[0])  # recorded for later `assign` runs
@@ -243,4 +249,35 @@ def _ids_and_codes(ids_file: Path, id_column: str) -> tuple[np.ndarray, np.ndarr
     codes = table.column("codes").combine_chunks()
     width = len(codes[0]) if len(codes) else 0
     return table.column(id_column).to_numpy(), codes.flatten().to_numpy().reshape(-1, width).astype(np.int64)
+
+
+def remove_dead_runs(work: Path) -> list[Path]:
+    """Remove the run directories (``work/run-*``) of streaming builds that were killed:
+    a ``finally`` cannot run after SIGKILL. Only directories whose owner file names a
+    process of this host that no longer runs are removed; a live build's, another
+    host's, and any directory without an owner file are left alone. Returns those removed."""
+    removed = []
+    host = socket.gethostname()
+    for d in sorted(work.glob("run-*")) if work.is_dir() else []:
+        try:
+            owner = json.loads((d / OWNER_FILE).read_text())
+            pid, same_host = int(owner["pid"]), owner["host"] == host
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not same_host or _alive(pid):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        log.info("removed %s, left by a streaming build that was killed (pid %d)", d, pid)
+        removed.append(d)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 

@@ -208,7 +208,10 @@ def test_sigkill_during_a_streaming_build_resumes_to_identical_ids(tmp_path):
     for point in ["stream.codes_written@2", "stream.resolve_partition_written@2"]:
         kill_at(stream("out", "work"), point, tmp_path / "fault.log")
         assert not (tmp_path / "out").exists(), point
+    killed_runs = sorted((tmp_path / "work").glob("run-*"))
+    assert len(killed_runs) == 3  # SIGKILL skips the cleanup: each killed run left its work directory
     proc = run(stream("out", "work") + ["--json"])
     assert json.loads(proc.stdout)["embedding"]["resumed"] == n  # every shard was kept by the killed runs
+    assert not any(d.exists() for d in killed_runs)  # the next build removed the dead runs' directories
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out" / "semantic_ids.parquet"), ref)
     assert (tmp_path / "out" / "model.safetensors").read_bytes() == (tmp_path / "ref" / "model.safetensors").read_bytes()

@@ -275,3 +275,30 @@ def test_streaming_embeds_through_the_in_memory_builds_cache(tmp_path, monkeypat
     assert counts["computed"] == n
     got = EmbeddingShards(tmp_path / "shards", "item_id")
     assert np.allclose(got.take(np.arange(n)), vecs, atol=1e-6)
+
+
+def test_dead_runs_work_directories_are_removed_and_nothing_else(tmp_path):
+    """A killed streaming build leaves work/run-*; the next build removes it only when its
+    owner file names a process of this host that no longer runs."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from semantic_ids.stream import OWNER_FILE, remove_dead_runs
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    host = socket.gethostname()
+    runs = {
+        "dead": {"pid": int(dead.stdout), "host": host},
+        "live": {"pid": os.getpid(), "host": host},
+        "other-host": {"pid": int(dead.stdout), "host": host + "-elsewhere"},
+    }
+    for name, owner in runs.items():
+        (tmp_path / f"run-{name}").mkdir()
+        (tmp_path / f"run-{name}" / OWNER_FILE).write_text(json.dumps(owner))
+    (tmp_path / "run-no-owner").mkdir()  # not ours to judge
+    (tmp_path / "user-data").mkdir()
+    assert remove_dead_runs(tmp_path) == [tmp_path / "run-dead"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run-live", "run-no-owner", "run-other-host", "user-data"]
