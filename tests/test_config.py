@@ -436,3 +436,23 @@ def test_machine_local_fields_take_no_part_in_equality():
     assert local == cfg and hash(local) == hash(cfg)
     assert local.embedding.device == "cuda"
     assert cfg.replace(embedding={"batch_size": 8}) != cfg
+
+
+def test_saved_configs_of_earlier_releases_are_upgraded():
+    """What older exports hold: switches in [model]/[train], machine-local settings saved."""
+    from semantic_ids.manifest import upgrade_config
+
+    saved = {
+        "model": {"first_level": "bisecting", "layer_norm_residuals": True, "normalize_latent": False},
+        "train": {"epochs": 3, "progressive": True, "uniformity_weight": 0.5, "uniformity_t": 2.0, "checkpoint_every": 4},
+        "embedding": {"model": "m", "device": "cuda", "cache_dir": "/c", "use_cache": False, "flush_every": 3},
+    }
+    before = json.dumps(saved, sort_keys=True)
+    cfg = BuildConfig.from_dict(upgrade_config(saved))
+    assert json.dumps(saved, sort_keys=True) == before  # the input is not changed
+    assert cfg.experimental == ExperimentalConfig(layer_norm_residuals=True, progressive=True, uniformity_weight=0.5)
+    assert cfg.train.epochs == 3 and cfg.embedding.model == "m"
+    assert cfg.to_dict()["embedding"] == EmbeddingConfig(model="m").to_dict()
+    assert cfg.train.checkpoint_every == TrainConfig().checkpoint_every
+    # today's layout passes through unchanged
+    assert upgrade_config(cfg.portable_dict()) == cfg.portable_dict()

@@ -251,3 +251,15 @@ def test_train_from_a_previous_model_without_epochs_keeps_it(growth):
         if name != "latent_weight":  # refitted on the new items after training
             assert torch.equal(res.model.state_dict()[name], value), name
     assert np.array_equal(encode_all(res.model, torch.from_numpy(emb[old])).numpy(), prev.codes[:, :-1])
+
+
+def test_warm_start_refuses_other_experiment_switches(growth):
+    """The model-shaping switches of [experimental] belong to the model: a warm start keeps them."""
+    from semantic_ids.config import ExperimentalConfig
+    from semantic_ids.train import train_rqvae
+
+    out, df, emb, old = growth
+    prev = read_export(out)
+    with pytest.raises(ValueError, match=r"experimental\.layer_norm_residuals=True \(previous False\)"):
+        train_rqvae(emb, prev.config.model, prev.config.train.__class__(epochs=0), init_from=prev.model, show_progress=False,
+                    experimental=ExperimentalConfig(layer_norm_residuals=True))
