@@ -137,7 +137,7 @@ class SemanticIDs:
             warm.prepare(ids, emb.shape[1])
         with timer.stage("train"):
             result = train_rqvae(
-                emb, cfg.model, cfg.train, seed=cfg.seed, show_progress=self.show_progress,
+                emb, cfg.model, cfg.train, seed=cfg.seed, show_progress=self.show_progress, experimental=cfg.experimental,
                 checkpoint_dir=checkpoint_root(cfg), **({} if warm is None else warm.train_kwargs()),
             )
         self._checkpoint = result.checkpoint
@@ -255,8 +255,7 @@ def _last_level_costs(model: RQVAE, x: torch.Tensor):
             last = q.n_levels - 1
             r = q.residuals(z, last)
             cb = q.codebooks[last].detach()
-            if q.layer_norm:
-                r, cb = q._prep(r), q._prep(cb)
+            r, cb = q.as_compared(r), q.as_compared(cb)
             return torch.cdist(r, cb).pow(2).numpy()
 
     return costs

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save
 from .version import __version__
 from .atomic import atomic_write_bytes
 from . import faults
-from .config import ModelConfig, TrainConfig, _to_plain
+from .config import ModelConfig, TrainConfig
 
 
 def fingerprint(
@@ -31,7 +31,7 @@ def fingerprint(
     """sha256 over the training data, both configs, the seed and the library version
     (and a warm start's initial weights, so a fresh build never resumes a warm one)."""
     h = hashlib.sha256()
-    h.update(json.dumps([_to_plain(model_config), _to_plain(train_config), seed, __version__], sort_keys=True).encode())
+    h.update(json.dumps([model_config.to_dict(), train_config.to_dict(), seed, __version__], sort_keys=True).encode())
     h.update(str(tuple(x.shape)).encode())
     h.update(np.ascontiguousarray(x.numpy()).tobytes())
     if init_from is not None:

@@ -19,7 +19,6 @@ must be readable by every worker (a shared filesystem or object store URI).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 import uuid
@@ -172,7 +171,8 @@ def ray_embed_catalog(
 class _Encoder:
     """Ray actor: one RQ-VAE (rebuilt from safetensors bytes), many batches."""
 
-    def __init__(self, model_bytes: bytes, model_config: dict, input_dim: int, id_column: str, device: str, threads: int):
+    def __init__(self, model_bytes: bytes, model_config: dict, experimental: dict, input_dim: int, id_column: str, device: str,
+                 threads: int):
         from concurrent.futures import ThreadPoolExecutor
 
         import torch
@@ -183,7 +183,8 @@ class _Encoder:
         # one torch thread per worker thread (see encode.encode_workers)
         torch.set_num_threads(1)
         self.pool = ThreadPoolExecutor(threads) if threads > 1 and device == "cpu" else None
-        self.model = RQVAE(input_dim, BuildConfig.from_dict({"model": model_config}).model)
+        cfg = BuildConfig.from_dict({"model": model_config, "experimental": experimental})
+        self.model = RQVAE(input_dim, cfg.model, cfg.experimental)
         self.model.load_state_dict(load(model_bytes))
         self.model.eval().to(device)
         self.device = device
@@ -227,7 +228,8 @@ def ray_encode(
             _Encoder,
             fn_constructor_kwargs={
                 "model_bytes": model_bytes,
-                "model_config": dataclasses.asdict(model.config),
+                "model_config": model.config.to_dict(),
+                "experimental": model.experimental.to_dict(),
                 "input_dim": int(model.input_dim),
                 "id_column": id_column,
                 "device": "cuda" if gpus > 0 else "cpu",

@@ -6,7 +6,7 @@ Layout of ``DIR``::
     model.safetensors      RQ-VAE weights and buffers
     collab.safetensors     only for builds with sequences: collaborative vectors
                            of the built items and the text -> behaviour map
-    config.json            BuildConfig, input dim, codebook sizes, versions
+    config.json            BuildConfig (portable part), input dim, codebook sizes, versions
     metrics.json           quality, timings, peak memory, training history
     manifest.json          sha256 and size of every file above (written last)
 
@@ -94,11 +94,16 @@ def export_info(
     config: BuildConfig, model: RQVAE, n_items: int, n_levels: int, extra_info: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The contents of ``config.json``, also stored in the Parquet schema metadata.
-    ``n_levels`` counts the model levels plus the collision level."""
+    ``n_levels`` counts the model levels plus the collision level. The model must
+    have been built with the config's experiment switches (ValueError otherwise),
+    since a reader rebuilds it from them."""
+    if model.experimental != config.experimental:
+        raise ValueError(f"the model was built with {model.experimental}, the config has {config.experimental}; "
+                         "pass config.experimental to train_rqvae / RQVAE")
     return {
         "format_version": FORMAT_VERSION,
         "library_version": __version__,
-        "config": config.to_dict(),
+        "config": config.portable_dict(),  # machine-local settings change no result: not recorded
         "input_dim": model.input_dim,
         "codebook_sizes": list(model.codebook_sizes),
         "n_levels": int(n_levels),
@@ -188,7 +193,7 @@ def read_export(path: str | Path, *, verify: bool = True) -> Export:
     except json.JSONDecodeError as exc:
         raise ExportError(f"{path}: damaged JSON ({exc})") from None
     config = BuildConfig.from_dict(upgrade_config(info["config"]))
-    model = RQVAE(int(info["input_dim"]), config.model)
+    model = RQVAE(int(info["input_dim"]), config.model, config.experimental)
     model.load_state_dict(load_bytes(files[MODEL_FILE]))
     model.eval()
     fusion = None

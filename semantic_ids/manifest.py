@@ -18,6 +18,7 @@ import numpy as np
 
 from .version import __version__
 from .atomic import restore_if_missing
+from .config import machine_local_keys, moved_keys
 
 FORMAT_VERSION = 1
 IDS_FILE = "semantic_ids.parquet"
@@ -136,12 +137,29 @@ def _int64(column, path: Path, name: str) -> np.ndarray:
 
 
 def upgrade_config(data: dict[str, Any]) -> dict[str, Any]:
-    """Configs saved before ``model.first_level`` existed describe TIGER's all-latent
+    """A saved config in today's layout (a new dict; ``data`` is not changed).
+
+    Configs saved before ``model.first_level`` existed describe TIGER's all-latent
     model, and ``first_level = "kmeans"`` (one release) meant progressive-dimension
-    k-means: say so explicitly, since today's default differs."""
+    k-means: say so explicitly, since today's default differs. Experiment switches
+    saved under ``[model]`` / ``[train]`` move to ``[experimental]`` (same model,
+    same codes), and machine-local settings saved by older versions are dropped:
+    the reading machine's own apply.
+    """
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     model = data.get("model")
     if isinstance(model, dict) and "first_level" not in model:
-        data = {**data, "model": {**model, "first_level": "latent"}}
+        model["first_level"] = "latent"
     elif isinstance(model, dict) and model.get("first_level") == "kmeans":
-        data = {**data, "model": {**model, "first_level": "progressive"}}
+        model["first_level"] = "progressive"
+    for section, moved in moved_keys().items():
+        old = data.get(section)
+        for key, new in moved.items():
+            if isinstance(old, dict) and key in old:
+                new_section, new_key = new.split(".")
+                data.setdefault(new_section, {})[new_key] = old.pop(key)
+    for section, keys in machine_local_keys().items():
+        if isinstance(data.get(section), dict):
+            for key in keys:
+                data[section].pop(key, None)
     return data

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .kmeans import kmeans, nearest
+from .kmeans import kmeans, nearest, sq_dists
 
 
 class ResidualQuantizer(nn.Module):
@@ -48,7 +48,8 @@ class ResidualQuantizer(nn.Module):
     def n_levels(self) -> int:
         return len(self.codebook_sizes)
 
-    def _prep(self, r: torch.Tensor) -> torch.Tensor:
+    def as_compared(self, r: torch.Tensor) -> torch.Tensor:
+        """Vectors (B, D) as the levels compare them: LayerNorm-ed when ``layer_norm`` is on."""
         return F.layer_norm(r, (self.dim,)) if self.layer_norm else r
 
     def forward(
@@ -70,7 +71,7 @@ class ResidualQuantizer(nn.Module):
         loss = z.new_zeros(())
         for n in range(levels):
             r = residual
-            idx = self._nearest(r.detach(), n)
+            idx = self.level_codes(r.detach(), n)
             if anchor is not None:
                 idx = torch.where(anchor[:, n] >= 0, anchor[:, n], idx)
             q = self.codebooks[n][idx]  # (B, D), gradients reach this codebook
@@ -91,16 +92,27 @@ class ResidualQuantizer(nn.Module):
         residual = z
         codes = []
         for n in range(self.n_levels):
-            idx = self._nearest(residual, n)
+            idx = self.level_codes(residual, n)
             residual = residual - self.codebooks[n][idx]
             codes.append(idx)
         return torch.stack(codes, 1)
 
-    def _nearest(self, r: torch.Tensor, level: int) -> torch.Tensor:
+    def level_codes(self, r: torch.Tensor, level: int) -> torch.Tensor:
+        """Codes (B,) that level ``level`` gives residuals ``r`` (B, D): the nearest code
+        (ties: lowest index), compared after LayerNorm when ``layer_norm`` is on."""
         cb = self.codebooks[level].detach()
         if self.layer_norm:
-            return nearest(self._prep(r), self._prep(cb))
+            return nearest(self.as_compared(r), self.as_compared(cb))
         return nearest(r, cb)
+
+    @torch.no_grad()
+    def level_distances(self, r: torch.Tensor, level: int) -> torch.Tensor:
+        """Squared L2 distances (B, K) from residuals ``r`` (B, D) to level ``level``'s
+        K code vectors, in the space where the level chooses (both sides LayerNorm-ed
+        when ``layer_norm`` is on); a row's smallest entry is the code :meth:`level_codes`
+        picks (up to rounding at exact ties)."""
+        cb = self.codebooks[level].detach()
+        return sq_dists(self.as_compared(r), self.as_compared(cb))
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -117,7 +129,7 @@ class ResidualQuantizer(nn.Module):
         """The residual that level ``level`` quantizes, (B, D)."""
         residual = z
         for n in range(level):
-            residual = residual - self.codebooks[n][self._nearest(residual, n)]
+            residual = residual - self.codebooks[n][self.level_codes(residual, n)]
         return residual
 
     @torch.no_grad()
@@ -160,7 +172,7 @@ class ResidualQuantizer(nn.Module):
             if len(dead):
                 r = self.residuals(z, n)
                 cb = self.codebooks[n]
-                err = (r - cb[self._nearest(r, n)]).pow(2).sum(1)
+                err = (r - cb[self.level_codes(r, n)]).pow(2).sum(1)
                 # Sample among the worst-served quarter so restarts do not pile up on one outlier.
                 pool = torch.topk(err, min(len(r), max(len(dead), len(r) // 4))).indices
                 pick = pool[torch.randperm(len(pool), generator=generator)[: len(dead)]]

@@ -7,8 +7,9 @@ and the encoder -> residual quantizer -> decoder learns the remaining levels
 from what that centroid leaves (the residual, scaled to unit RMS norm). ``first_level = "latent"`` is TIGER's original: every level
 quantizes the encoder's latent.
 
-A checkpoint is the state dict plus ``ModelConfig`` and the input dimension, so
-``RQVAE(input_dim, config)`` followed by ``load_state_dict`` rebuilds it exactly.
+A checkpoint is the state dict plus ``ModelConfig``, the input dimension and the
+``ExperimentalConfig`` switches, so ``RQVAE(input_dim, config, experimental)``
+followed by ``load_state_dict`` rebuilds it exactly.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import ModelConfig
+from .config import ExperimentalConfig, ModelConfig
 from .kmeans import bisecting_kmeans, nearest, progressive_kmeans
 from .quantize import ResidualQuantizer
 
@@ -54,12 +55,19 @@ class RQVAE(nn.Module):
     ----------
     input_dim : embedding dimension (384 for MiniLM).
     config : ModelConfig
+    experimental : ExperimentalConfig, optional
+        The experiment switches the model is built and trained with (all off when
+        omitted); ``layer_norm_residuals`` and ``normalize_latent`` act here, and
+        the whole section is kept as ``self.experimental`` for the export.
     """
 
-    def __init__(self, input_dim: int, config: ModelConfig):
+    def __init__(self, input_dim: int, config: ModelConfig, experimental: ExperimentalConfig | None = None):
         super().__init__()
+        experimental = experimental or ExperimentalConfig()
+        experimental.check_model(config)
         self.input_dim = input_dim
         self.config = config
+        self.experimental = experimental
         hidden = list(config.hidden_dims)
         if config.method == "rq-kmeans":
             # Residual k-means on the embeddings themselves: no encoder or decoder.
@@ -79,7 +87,7 @@ class RQVAE(nn.Module):
             dim=latent,
             codebook_sizes=sizes[self.fixed_levels :],
             beta=config.beta,
-            layer_norm=config.layer_norm_residuals,
+            layer_norm=experimental.layer_norm_residuals,
         )
         # Mean of the training embeddings; centring makes small differences
         # between items count in the encoder (all MiniLM vectors share a large
@@ -154,7 +162,7 @@ class RQVAE(nn.Module):
 
     def _encode(self, h: torch.Tensor) -> torch.Tensor:
         z = self.encoder(h)
-        if self.config.normalize_latent:
+        if self.experimental.normalize_latent:
             z = F.layer_norm(z, (z.shape[-1],))
         return z
 

@@ -160,6 +160,7 @@ def build_streaming(
             warm.prepare(shards.ids(), shards.dim)
         with timer.stage("train"):
             result = train_rqvae(shards, cfg.model, cfg.train, seed=cfg.seed, show_progress=show_progress, checkpoint_dir=ckpt_root,
+                                 experimental=cfg.experimental,
                                  **({} if warm is None else warm.train_kwargs()))
         model = result.model
         if warm is not None:

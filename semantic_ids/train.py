@@ -8,6 +8,8 @@ returns the per-epoch history.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ import numpy as np
 import torch
 
 from .checkpoint import Checkpoint, fingerprint
-from .config import ModelConfig, TrainConfig
+from .config import ExperimentalConfig, ModelConfig, TrainConfig
 from .encode import encode_all
 from .metrics import collision_rate
 from .progress import progress
@@ -40,16 +42,16 @@ def seeded_generator(seed: int) -> torch.Generator:
     return g
 
 
-def _phases(cfg: TrainConfig, n_levels: int, fixed: int = 0) -> list[tuple[int, int]]:
+def _phases(epochs: int, progressive: bool, n_levels: int, fixed: int = 0) -> list[tuple[int, int]]:
     """(active levels, epochs) per phase: all levels at once, or progressive
     (level 1, then 1..2, ..., then all levels), splitting the epochs evenly.
     The first ``fixed`` levels (the k-means first level) are always active."""
     learned = n_levels - fixed
-    if not cfg.progressive or learned <= 1:
-        return [(n_levels, cfg.epochs)]
-    per = cfg.epochs // learned
+    if not progressive or learned <= 1:
+        return [(n_levels, epochs)]
+    per = epochs // learned
     phases = [(fixed + lvl, per) for lvl in range(1, learned)]
-    phases.append((n_levels, cfg.epochs - per * (learned - 1)))
+    phases.append((n_levels, epochs - per * (learned - 1)))
     return phases
 
 
@@ -77,11 +79,14 @@ def residual_codebooks(x: np.ndarray, sizes, *, seed: int = 0) -> list[np.ndarra
     return [books[offsets[lvl] : offsets[lvl + 1]] for lvl in range(len(sizes))]
 
 
-def train_rq_kmeans(embeddings: np.ndarray, model_config: ModelConfig, *, seed: int = 0) -> TrainResult:
+def train_rq_kmeans(
+    embeddings: np.ndarray, model_config: ModelConfig, *, seed: int = 0, experimental: ExperimentalConfig | None = None
+) -> TrainResult:
     """Greedy residual k-means (:func:`residual_codebooks`), codebooks copied into our
-    quantizer so that encoding, export and lookups are shared with the RQ-VAE path."""
+    quantizer so that encoding, export and lookups are shared with the RQ-VAE path.
+    ``experimental`` is only recorded on the model (no switch applies here)."""
     books = residual_codebooks(embeddings, model_config.codebook_sizes, seed=seed)
-    model = RQVAE(embeddings.shape[1], model_config)
+    model = RQVAE(embeddings.shape[1], model_config, experimental)
     with torch.no_grad():
         for lvl, book in enumerate(books):
             model.quantizer.codebooks[lvl].copy_(torch.from_numpy(book))
@@ -95,6 +100,12 @@ def uniformity_loss(z: torch.Tensor, t: float = 2.0) -> torch.Tensor:
     lowest when latents spread evenly, which keeps near-duplicate items apart."""
     zn = torch.nn.functional.normalize(z, dim=1)
     return torch.pdist(zn).pow(2).mul(-t).exp().mean().log()
+
+
+def _with_experimental(key: str, experimental: ExperimentalConfig) -> str:
+    """A checkpoint key that also covers the experiment switches (they change the weights)."""
+    payload = json.dumps([key, experimental.to_dict()], sort_keys=True).encode()
+    return hashlib.sha256(payload).hexdigest()[:24]
 
 
 @torch.no_grad()
@@ -121,6 +132,7 @@ def train_rqvae(
     init_from: RQVAE | None = None,
     lr_scale: float = 1.0,
     anchor: np.ndarray | None = None,
+    experimental: ExperimentalConfig | None = None,
 ) -> TrainResult:
     """Train an RQ-VAE on ``embeddings`` (N, D) float32, or on a sample of them.
 
@@ -149,10 +161,15 @@ def train_rqvae(
     ``lr_scale`` multiplies both learning rates (a warm start fine-tunes gently);
     ``anchor`` (N, L) int64, rows of ``embeddings``: codes that training uses
     instead of the nearest where >= 0 (the old items' old codes in a warm start).
+
+    ``experimental`` (off when omitted): the model switches go to the RQ-VAE,
+    ``progressive`` and the uniformity loss act here.
     """
+    exp = experimental or ExperimentalConfig()
     model_config = sized_model(model_config, len(embeddings))  # unset sizes: from the item count
     if model_config.method == "rq-kmeans":
-        return train_rq_kmeans(embeddings, model_config, seed=seed)
+        exp.check_model(model_config)
+        return train_rq_kmeans(embeddings, model_config, seed=seed, experimental=exp)
     cfg = train_config
     torch.manual_seed(seed)
     gen = seeded_generator(seed)
@@ -167,7 +184,7 @@ def train_rqvae(
         x = embeddings.take(np.arange(n_total) if sample is None else sample)
     x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     n, dim = x.shape
-    model = RQVAE(dim, model_config)
+    model = RQVAE(dim, model_config, exp)
     first = None  # level-1 codes of the training items: fixed once fitted, so computed once
     if init_from is not None:
         from .warmstart import warm_init
@@ -198,13 +215,14 @@ def train_rqvae(
     batches_per_epoch = math.ceil(n / cfg.batch_size)
     total_epochs = cfg.epochs
     no_restart_after = total_epochs - max(1, total_epochs // 10)
-    epoch_levels = [lv for lv, count in _phases(cfg, n_levels, fixed) for _ in range(count)]
+    epoch_levels = [lv for lv, count in _phases(cfg.epochs, exp.progressive, n_levels, fixed) for _ in range(count)]
     ckpt = None
     if checkpoint_dir:
         # a warm start's key also covers its learning rate, initial weights and anchors
         key = fingerprint(x, model_config, dataclasses.replace(cfg, lr=cfg.lr * lr_scale), seed, init_from)
         if anchor_t is not None:
             key = fingerprint(anchor_t.to(torch.float32), model_config, cfg, seed)[:12] + key[:12]
+        key = _with_experimental(key, exp)
         ckpt = Checkpoint(checkpoint_dir, key)
     start = 0
     if ckpt is not None and ckpt.exists():
@@ -229,9 +247,9 @@ def train_rqvae(
                 idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
                 out = model(x[idx], levels, None if first is None else first[idx], None if anchor_t is None else anchor_t[idx])
                 loss = out["loss"]
-                if cfg.uniformity_weight > 0:
-                    out["unif"] = uniformity_loss(out["z"], cfg.uniformity_t)
-                    loss = loss + cfg.uniformity_weight * out["unif"]
+                if exp.uniformity_weight > 0:
+                    out["unif"] = uniformity_loss(out["z"], exp.uniformity_t)
+                    loss = loss + exp.uniformity_weight * out["unif"]
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -130,8 +130,17 @@ def warm_init(model, previous, x: torch.Tensor, *, iters: int | None = None) -> 
     init), and with the k-means first level refines the old centroids with up to
     ``iters`` Lloyd iterations on ``x`` (default ``WARM_FIRST_LEVEL_ITERS``;
     the old residual scale is kept). Returns
-    the level-1 codes of ``x`` (k-means first level) or None.
+    the level-1 codes of ``x`` (k-means first level) or None. The experiment
+    switches that shape the model must match the previous model's (ValueError).
     """
+    diff = [
+        f"experimental.{name}={getattr(model.experimental, name)!r} (previous {getattr(previous.experimental, name)!r})"
+        for name in ("layer_norm_residuals", "normalize_latent")
+        if getattr(model.experimental, name) != getattr(previous.experimental, name)
+    ]
+    if diff:
+        raise ValueError(f"the previous export's model differs from this build's: {', '.join(diff)}; "
+                         "a warm start needs the same model config")
     model.load_state_dict(previous.state_dict())
     q = model.quantizer
     q.initialized.fill_(True)
@@ -329,9 +338,8 @@ def sticky_codes(model, x: torch.Tensor, old: np.ndarray, margin: float, nearest
     residual = z
     for n in range(q.n_levels):
         book = q.codebooks[n].detach()
-        r, b = (q._prep(residual), q._prep(book)) if q.layer_norm else (residual, book)
-        d = sq_dists(r, b)
-        chosen = _prefer_old(d, old[:, fixed + n], nearest(r, b), margin)  # nearest: the quantizer's own rule
+        d = q.level_distances(residual, n)
+        chosen = _prefer_old(d, old[:, fixed + n], q.level_codes(residual, n), margin)  # the quantizer's own rule
         codes[:, fixed + n] = chosen.numpy()
         residual = residual - book[chosen]
     return codes

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from semantic_ids import NotFittedError, SemanticIDs, __version__, build
 from semantic_ids.export import ExportError, read_export, verify_export
@@ -148,6 +149,64 @@ def test_exports_of_earlier_releases_load_as_the_model_they_hold(
     back = SemanticIDs.load(out)
     assert back.config.model.first_level == loads_as
     assert np.array_equal(back.transform(small_embeddings), sid.transform(small_embeddings))
+
+
+def test_exports_record_no_machine_local_settings(small_catalog, small_embeddings, tiny_config, tmp_path):
+    from semantic_ids.config import machine_local_keys
+
+    cfg = tiny_config.replace(embedding={"device": "cpu", "flush_every": 99}, train={"checkpoint_every": 0})
+    out = SemanticIDs(cfg, show_progress=False).fit(small_catalog, embeddings=small_embeddings).save(tmp_path / "e")
+    saved = json.loads((out / "config.json").read_text())["config"]
+    meta = json.loads(pq.read_schema(out / "semantic_ids.parquet").metadata[b"semantic_ids"])["config"]
+    assert saved == meta == cfg.portable_dict()
+    for section, keys in machine_local_keys().items():
+        assert not set(keys) & set(saved[section])
+
+
+def test_exports_with_experiment_switches_in_their_old_place_load(small_embeddings, tiny_config, tmp_path):
+    """Before the [experimental] section, the switches lived in [model] / [train], and
+    machine-local settings were saved: such an export loads as the model it holds."""
+    import hashlib
+
+    from semantic_ids.config import ExperimentalConfig
+    from semantic_ids.export import write_export
+    from semantic_ids.train import encode_all, train_rqvae
+
+    exp = ExperimentalConfig(layer_norm_residuals=True, normalize_latent=True, progressive=True, uniformity_weight=0.05)
+    cfg = tiny_config.replace(experimental=exp)
+    model = train_rqvae(small_embeddings, cfg.model, cfg.train, seed=0, show_progress=False, experimental=exp).model
+    codes = encode_all(model, torch.from_numpy(small_embeddings)).numpy()
+    ids = np.array([f"i{i}" for i in range(len(codes))], dtype=object)
+    codes = np.column_stack([codes, np.zeros(len(codes), dtype=np.int64)])
+    out = write_export(tmp_path / "old", config=cfg, model=model, metrics={}, ids=ids, codes=codes)
+
+    info = json.loads((out / "config.json").read_text())
+    old = info["config"]
+    switches = old.pop("experimental")
+    old["model"].update(layer_norm_residuals=True, normalize_latent=True)
+    old["train"].update({k: switches[k] for k in ("uniformity_weight", "uniformity_t", "progressive")}, checkpoint_every=10)
+    old["embedding"].update(device="cuda:3", cache_dir="/elsewhere", use_cache=False, flush_every=5)
+    (out / "config.json").write_text(json.dumps(info, indent=2))
+    manifest = json.loads((out / "manifest.json").read_text())
+    data = (out / "config.json").read_bytes()
+    manifest["files"]["config.json"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+    back = read_export(out)
+    assert back.config == cfg and back.config.experimental == exp
+    assert back.config.embedding.device == "cpu" and back.config.embedding.use_cache  # this machine's, not the saved ones
+    assert back.model.quantizer.layer_norm and back.model.experimental == exp
+    assert np.array_equal(encode_all(back.model, torch.from_numpy(small_embeddings)).numpy(), codes[:, :-1])
+
+
+def test_export_refuses_a_model_built_without_the_configs_switches(small_embeddings, tiny_config, tmp_path):
+    from semantic_ids.export import export_info
+    from semantic_ids.train import train_rqvae
+
+    model = train_rqvae(small_embeddings, tiny_config.model, tiny_config.train, seed=0, show_progress=False).model
+    cfg = tiny_config.replace(experimental={"normalize_latent": True})
+    with pytest.raises(ValueError, match="pass config.experimental"):
+        export_info(cfg, model, len(small_embeddings), model.n_levels + 1)
 
 
 def test_missing_export_dir(tmp_path):

@@ -1,5 +1,7 @@
 import numpy as np
+import pytest
 import torch
+import torch.nn.functional as F
 
 from semantic_ids.kmeans import kmeans, nearest, sq_dists
 from semantic_ids.quantize import ResidualQuantizer
@@ -139,3 +141,23 @@ def test_restart_unused_leaves_every_code_used():
     for lvl in range(2):
         assert len(torch.unique(codes[:, lvl])) == 8
     assert int(rq.usage.sum()) == 0  # counters cleared for the next training epoch
+
+
+@pytest.mark.parametrize("layer_norm", [False, True], ids=["plain", "layer-norm"])
+def test_level_distances_are_what_the_level_chooses_by(layer_norm):
+    g = torch.Generator().manual_seed(0)
+    rq = ResidualQuantizer(dim=6, codebook_sizes=(8, 5), layer_norm=layer_norm)
+    z = torch.randn(200, 6, generator=g)
+    codes = rq.encode(z)
+    for level, k in enumerate(rq.codebook_sizes):
+        r = rq.residuals(z, level)
+        d = rq.level_distances(r, level)
+        assert d.shape == (200, k)
+        cb = rq.codebooks[level].detach()
+        a, b = (F.layer_norm(r, (6,)), F.layer_norm(cb, (6,))) if layer_norm else (r, cb)
+        brute = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)  # (B, K), no shortcut formula
+        assert torch.allclose(d, brute, atol=1e-4)
+        assert not layer_norm or not torch.allclose(d, ((r[:, None] - cb[None]) ** 2).sum(-1), atol=1e-2)
+        # the row minimum is the code the level gives (the quantizer's own rule)
+        assert torch.equal(d.argmin(1), rq.level_codes(r, level))
+        assert torch.equal(rq.level_codes(r, level), codes[:, level])

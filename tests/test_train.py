@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from semantic_ids.config import ModelConfig, TrainConfig
+from semantic_ids.config import ConfigError, ExperimentalConfig, ModelConfig, TrainConfig
 from semantic_ids.metrics import code_stats
 from semantic_ids.rqvae import RQVAE
 from semantic_ids.encode import encode_all
@@ -68,12 +68,13 @@ def test_training_reduces_reconstruction_error():
 
 def test_progressive_training_phases():
     x = clustered_embeddings(300)
-    cfg = TrainConfig(epochs=9, batch_size=128, progressive=True)
-    res = train_rqvae(x, LATENT, cfg, seed=0, show_progress=False)
+    cfg = TrainConfig(epochs=9, batch_size=128)
+    exp = ExperimentalConfig(progressive=True)
+    res = train_rqvae(x, LATENT, cfg, seed=0, show_progress=False, experimental=exp)
     assert [h["levels"] for h in res.history] == [1, 1, 1, 2, 2, 2, 3, 3, 3]
     assert bool(res.model.quantizer.initialized.all())
     # the k-means first level is fitted before training: phases add the learned levels
-    res = train_rqvae(x, MODEL, cfg, seed=0, show_progress=False)
+    res = train_rqvae(x, MODEL, cfg, seed=0, show_progress=False, experimental=exp)
     assert [h["levels"] for h in res.history] == [2, 2, 2, 2, 3, 3, 3, 3, 3]
     assert bool(res.model.quantizer.initialized.all())
 
@@ -125,8 +126,26 @@ def test_rq_kmeans_matches_faiss_compute_codes():
 
 
 def test_rq_kmeans_rejects_non_power_of_two():
+    from semantic_ids.train import residual_codebooks
+
+    with pytest.raises(ConfigError, match="power of two"):  # the config refuses it up front
+        ModelConfig(method="rq-kmeans", codebook_sizes=(10, 16))
     with pytest.raises(ValueError, match="power-of-two"):
-        train_rqvae(clustered_embeddings(100), ModelConfig(method="rq-kmeans", codebook_sizes=(10, 16)), TrainConfig(), show_progress=False)
+        residual_codebooks(clustered_embeddings(100), (10, 16))
+
+
+def test_experimental_switches_reach_the_model():
+    x = clustered_embeddings(300)
+    exp = ExperimentalConfig(layer_norm_residuals=True, normalize_latent=True, uniformity_weight=0.1)
+    res = train_rqvae(x, MODEL, TrainConfig(epochs=2, batch_size=128), seed=0, show_progress=False, experimental=exp)
+    assert res.model.quantizer.layer_norm and res.model.experimental == exp
+    # omitted: the switches are off, as in a default build
+    off = train_rqvae(x, MODEL, TrainConfig(epochs=2, batch_size=128), seed=0, show_progress=False)
+    assert not off.model.quantizer.layer_norm and off.model.experimental == ExperimentalConfig()
+    assert not torch.equal(res.model.quantizer.codebooks[0], off.model.quantizer.codebooks[0])
+    with pytest.raises(ConfigError, match="do not apply to rq-kmeans"):
+        train_rqvae(x, ModelConfig(method="rq-kmeans", codebook_sizes=(16, 16)), TrainConfig(), show_progress=False,
+                    experimental=ExperimentalConfig(normalize_latent=True))
 
 
 def test_resume_from_checkpoint_gives_identical_weights(tmp_path, monkeypatch):
@@ -153,6 +172,11 @@ def test_resume_from_checkpoint_gives_identical_weights(tmp_path, monkeypatch):
     # a different seed does not pick up this checkpoint
     other = train_rqvae(x, MODEL, cfg, seed=2, show_progress=False, checkpoint_dir=tmp_path / "b")
     assert not torch.equal(other.model.quantizer.codebooks[0], full.model.quantizer.codebooks[0])
+    # nor do different experiment switches
+    dirs = {p.name for p in (tmp_path / "b").iterdir()}
+    train_rqvae(x, MODEL, cfg, seed=1, show_progress=False, checkpoint_dir=tmp_path / "b",
+                experimental=ExperimentalConfig(uniformity_weight=0.1))
+    assert len({p.name for p in (tmp_path / "b").iterdir()} - dirs) == 1
 
 
 @BOTH

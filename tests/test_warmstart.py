@@ -280,3 +280,15 @@ def test_streaming_warm_start_gives_the_in_memory_ids(growth, warm, tmp_path, sa
     else:
         assert ws["kept_prefix"][0] >= 0.97 and ws["kept_full_id"] >= 0.8
     assert len(np.unique(got.codes, axis=0)) == N
+
+
+def test_warm_start_refuses_other_experiment_switches(growth):
+    """The model-shaping switches of [experimental] belong to the model: a warm start keeps them."""
+    from semantic_ids.config import ExperimentalConfig
+    from semantic_ids.train import train_rqvae
+
+    out, df, emb, old = growth
+    prev = read_export(out)
+    with pytest.raises(ValueError, match=r"experimental\.layer_norm_residuals=True \(previous False\)"):
+        train_rqvae(emb, prev.config.model, prev.config.train.__class__(epochs=0), init_from=prev.model, show_progress=False,
+                    experimental=ExperimentalConfig(layer_norm_residuals=True))
