@@ -32,8 +32,8 @@ def _flush_tiny(r: torch.Tensor) -> torch.Tensor:
     """Zero entries below 1e-20 in magnitude. Sentence embeddings hold a few values
     near 1e-38, and a residual from a centroid that averages them can land there
     too; multiplied by the first layer's weights they become subnormal floats,
-    which x86 CPUs process many times slower: on Amazon Beauty they doubled the
-    backward pass (50 epochs: 19.0 s -> 14.4 s with this). Such values are 1e-12 of
+    which x86 CPUs process many times slower (benchmarks/README.md records the
+    one-off timing on Amazon Beauty). Such values are 1e-12 of
     anything else in a residual or centred embedding, so no code changes."""
     return r.masked_fill(r.abs() < TINY, 0.0)
 

@@ -54,24 +54,19 @@ from .keys import row_keys
 
 log = logging.getLogger(__name__)
 
+# How the three constants below were chosen, with the one-off measurements behind
+# them: docs/warmstart.md, "How the constants were chosen".
 # A warm start fine-tunes a trained model: both learning rates are scaled by this.
 # AdamW steps are about lr in size whatever the gradient, and the deepest codes sit
-# near ties, so every step flips some of them. Amazon Beauty, 80% -> 100% growth,
-# 50 epochs (benchmarks/churn.py): scale 1 (before anchoring, level 1 refined) kept 10%
-# of old items' full IDs; anchored on the old centroids, 0.1 kept 39%, 0.01 kept 63%
-# with collisions, purity and lift within 2% of a fresh build, 0.001 kept 83% but
-# collided 9% more.
+# near ties, so a larger step flips more of them; a smaller one collides more.
 WARM_LR_SCALE = 0.01
 # Lloyd iterations that refine the old level-1 centroids on the new catalog (0: keep
 # them). Moving a centroid shifts the residual of every item under it, hence its
-# deeper codes: on Beauty 25 iterations kept 95% of level-1 codes and 20% of full IDs
-# (with anchoring, scale 0.1), none kept 100% and 39%.
+# deeper codes.
 WARM_FIRST_LEVEL_ITERS = 0
 # Hysteresis of the final codes (:func:`sticky_codes`): an old item keeps its old code
 # at a level while its squared distance is at most (1 + margin) times the nearest
-# code's. Beauty, 80% -> 100%: margin 0 kept 63% of full IDs, 0.4 kept 81%, 1.0 kept
-# 91% (collisions as a fresh build's, purity and lift@2 at most 1.4% lower, lift@1
-# 2.4% higher), 2.0 kept 97%.
+# code's. A larger margin keeps more IDs and lets more items sit off their nearest code.
 STICKY_MARGIN = 1.0
 
 
