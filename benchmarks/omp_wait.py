@@ -2,7 +2,7 @@
 
     python benchmarks/omp_wait.py
 
-``import semantic_ids`` sets OMP_WAIT_POLICY=PASSIVE before torch loads; this
+The command line sets OMP_WAIT_POLICY=PASSIVE before torch loads; this
 runs the same training (15,000 clustered 384-d items, default model, 3 epochs,
 2 torch threads) in one fresh process per policy and prints the times and
 whether the weights are identical, once on an idle machine and once beside a

@@ -55,9 +55,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (bench
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from semantic_ids import BuildConfig, SemanticIDs  # noqa: E402
+from semantic_ids import BuildConfig  # noqa: E402
 from semantic_ids.embed import embed_texts  # noqa: E402
-from semantic_ids.pipeline import read_and_embed  # noqa: E402
+from semantic_ids.pipeline import build  # noqa: E402
 from semantic_ids.datasets import fetch_movielens  # noqa: E402
 from semantic_ids.catalog import load_catalog  # noqa: E402
 from semantic_ids.evaluate import category_labels, evaluate_codes, sequence_pairs  # noqa: E402
@@ -197,10 +197,9 @@ OURS = {
 def ours(name: str, path: Path, seed: int, method: str, ctx: dict) -> dict:
     """One build with the library (embedding through the cache), scored like every row."""
     cfg = BuildConfig().replace(catalog={"template": TEMPLATES[name]}, embedding={"cache_dir": CACHE}, seed=seed, **OURS[method])
+    out = ROOT / "out" / "bench" / (f"{name}-seed{seed}" if method == "rqvae" else f"{name}-{method}-seed{seed}")
     with cpu_clock() as spent:
-        cat, emb, _ = read_and_embed(path, cfg, show_progress=False)
-        sid = SemanticIDs(cfg, show_progress=False).fit(emb, ids=cat.ids)
-    sid.save(ROOT / "out" / "bench" / (f"{name}-seed{seed}" if method == "rqvae" else f"{name}-{method}-seed{seed}"))
+        sid = build(out, catalog=path, config=cfg, show_progress=False).estimator  # read, embed, fit, export
     m = sid.metrics_
     stats = code_stats(sid.raw_codes_, cfg.model.codebook_sizes)
     stages = m["stages"]

@@ -9,13 +9,13 @@ Steps, each in a fresh process so its peak memory is its own:
    16 Parquet shards under data/bench/ (kept for reruns);
 2. build: ``build_streaming`` with the default model and a training sample of
    ``train.max_train_items`` (100,000, the default) for ``--epochs`` epochs;
-   time and peak RSS of every stage (train, assign, resolve, export);
+   time and peak RSS of every stage (train, encode, resolve, export);
 3. assignment speed, in memory, on 262,144 rows: ours (encoder + residual
    quantization) against its FLOP count and this machine's measured matmul
    limit, and FAISS's ResidualQuantizer ``compute_codes`` (3 x 8 bits, greedy,
    trained on the same sample) on the same embeddings;
-4. ray: the assign stage as a Ray Data job on a local Ray (2 CPUs) over the
-   same shards and model: its time and its overhead over the local assign,
+4. ray: the encode stage as a Ray Data job on a local Ray (2 CPUs) over the
+   same shards and model: its time and its overhead over the local encode stage,
    and a check that it gives the same codes;
 5. lookup: load the export into ``SemanticIDLookup`` and time lookups.
 
@@ -136,7 +136,7 @@ def step_speed(args) -> dict:
 
     from semantic_ids.export import read_export
     from semantic_ids.shards import EmbeddingShards
-    from semantic_ids.stream import assign_codes
+    from semantic_ids.encode import encode_all, encode_workers
 
     threads = torch.get_num_threads()
     model = read_export(args.out).model
@@ -144,14 +144,12 @@ def step_speed(args) -> dict:
     rows = min(262144, len(shards))
     x = shards.take(np.arange(rows))
     out = {"threads": threads, "rows": rows}
-    from semantic_ids.stream import assign_workers
-
     for workers in (1, 2):
-        with assign_workers(workers) as pool:
-            assign_codes(model, x[:65536], pool)  # warm up
+        with encode_workers(workers) as pool:
+            encode_all(model, x[:65536], pool=pool)  # warm up
             t = time.perf_counter()
             for s in range(0, rows, 65536):
-                assign_codes(model, x[s : s + 65536], pool)
+                encode_all(model, x[s : s + 65536], pool=pool)
             out[f"ours_items_per_s_w{workers}"] = round(rows / (time.perf_counter() - t))
     t = time.perf_counter()
     with torch.no_grad():
@@ -193,9 +191,9 @@ def step_speed(args) -> dict:
 def step_ray(args) -> dict:
     import pyarrow.parquet as pq
 
-    from semantic_ids.distributed import init_ray, ray_assign
+    from semantic_ids.distributed import init_ray, ray_encode
+    from semantic_ids.encode import encode_shards
     from semantic_ids.export import read_export
-    from semantic_ids.stream import assign_shards
     from semantic_ids.shards import EmbeddingShards
 
     model = read_export(args.out).model
@@ -204,10 +202,10 @@ def step_ray(args) -> dict:
     init_ray(num_cpus=os.cpu_count())
     init_s = time.perf_counter() - t
     t = time.perf_counter()
-    ray_assign(model, args.data, work / "ray_codes")
+    ray_encode(model, args.data, work / "ray_codes")
     ray_s = time.perf_counter() - t
     t = time.perf_counter()
-    assign_shards(model, EmbeddingShards(args.data), work / "local_codes", show_progress=False)
+    encode_shards(model, EmbeddingShards(args.data), work / "local_codes", show_progress=False)
     local_s = time.perf_counter() - t
 
     def read(d):
@@ -286,7 +284,7 @@ def table(r: dict) -> str:
         "",
         f"Training: {b['train_items']:,} sampled items x {b['epochs']} epochs. IDs: collision rate {b['collision_rate']:.2%}, "
         f"codes used {'/'.join(map(str, b['codes_used']))}, perplexity {'/'.join(map(str, b['perplexity']))}, largest group {b['largest_group']}.",
-        f"Assign stage end to end (read shards, encode, write codes): {r['items'] / st['assign']['seconds']:,.0f} items/s.",
+        f"Encode stage end to end (read shards, encode, write codes): {r['items'] / st['encode']['seconds']:,.0f} items/s.",
         "",
         "| assignment, in memory | items/s | GFLOP/s | note |",
         "|---|---|---|---|",

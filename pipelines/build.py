@@ -44,8 +44,10 @@ def run(config_path: str, show_progress: bool = True) -> Path:
     # before any work (even fetching a built-in catalog): replace only an earlier export or an empty directory
     given = None if job["catalog"] in BUILTIN else job["catalog"]
     check_out_dir(job["out"], inputs=[given, job.get("embeddings"), config_path, job.get("work_dir"), job.get("sequences")])
+    streaming = bool(job.get("streaming")) or job.get("engine") == "ray"
+    if streaming and job.get("sequences"):  # refused before a built-in catalog is fetched
+        raise ConfigError(f"{config_path}: [job] sequences works with the in-memory build only, not streaming")
     catalog = BUILTIN[job["catalog"]]() if job["catalog"] in BUILTIN else Path(job["catalog"])
-    streaming = bool(job.get("streaming"))
     res = build(
         job["out"],
         catalog=None if streaming and job.get("embeddings") else catalog,

@@ -86,7 +86,7 @@ class SemanticIDs:
         *,
         ids: np.ndarray | None = None,
         sequences: str | Path | Sequences | None = None,
-        previous: str | Path | None = None,
+        previous: Any = None,
     ) -> "SemanticIDs":
         """Train on text embeddings, encode every item, resolve collisions.
 
@@ -98,22 +98,25 @@ class SemanticIDs:
         sequences : user sequences (a JSON Lines path or :class:`~semantic_ids.sequences.Sequences`
             over rows of ``ids``): behaviour is fused with the text embeddings
             (``config.collab``; see :mod:`semantic_ids.collab`).
-        previous : an earlier export directory: a warm-started rebuild that keeps
-            items' IDs where the retrained model agrees with the old one (see
-            :mod:`semantic_ids.warmstart`). It is read fully before any work, so
-            ``save`` may replace it.
+        previous : an earlier export directory (or a :class:`~semantic_ids.warmbuild.WarmStart`
+            of one): a warm-started rebuild that keeps items' IDs where the retrained
+            model agrees with the old one (see :mod:`semantic_ids.warmstart`). It is
+            read fully before any work, so ``save`` may replace it.
         """
+        if isinstance(X, (str, Path, pd.DataFrame)) or not hasattr(X, "shape") or y is not None:
+            raise TypeError("SemanticIDs.fit takes embeddings (N, D) and ids=...; to build from a catalog use "
+                            "semantic_ids.build(out, catalog=...) or pipeline.read_and_embed(catalog, config)")
         cfg = self.config or BuildConfig()
         ids = np.arange(len(X)) if ids is None else validate_ids(pd.DataFrame({"id": ids}), "id", "ids")
+        if np.ndim(X) != 2 or len(X) != len(ids) or len(ids) == 0:
+            raise ValueError(f"embeddings have shape {np.shape(X)}, expected (n_items={len(ids)}, dim) with n_items >= 1")
         text = check_embeddings(np.asarray(X), ids)
-        if len(text) != len(ids) or len(ids) == 0:
-            raise ValueError(f"embeddings have shape {text.shape}, expected (n_items={len(ids)}, dim) with n_items >= 1")
         warm = None
         if previous is not None:
             from .warmbuild import WarmStart
 
-            warm = WarmStart(previous)  # a bad previous export fails before any work
-            cfg = cfg.replace(model=warm.model_config(cfg.model))
+            warm = previous if isinstance(previous, WarmStart) else WarmStart(previous)  # a bad one fails before any work
+            cfg = warm.config(cfg)
         timer = StageTimer()
         wall = time.perf_counter()
         seqs = None

@@ -38,7 +38,7 @@ def _parser_build(sub) -> None:
     b.add_argument("--catalog", help="catalog file: .parquet, .csv or .jsonl (Parquet only with --streaming)")
     b.add_argument("--out", required=True, help="export directory: new, empty, or an earlier export (replaced atomically); "
                    "anything else is refused before any work")
-    b.add_argument("--config", help="TOML config file (sections: catalog, embedding, model, train, collision, collab)")
+    b.add_argument("--config", help="TOML config file (sections: catalog, embedding, model, train, collision, collab, experimental)")
     b.add_argument("--id-column", help="id column (default item_id)")
     b.add_argument("--text-columns", help="comma-separated columns that make the item text")
     b.add_argument("--template", help='text template, e.g. "Title: {title}; Brand: {brand}"')

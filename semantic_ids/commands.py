@@ -83,6 +83,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         batch_rows=args.batch_rows,
         ray_options={"address": args.ray_address} if args.ray_address else None,
         show_progress=not args.no_progress,
+        also_reads=(args.config,) if args.config else (),
     )
     return _report_build(args, res.metrics, res.out)
 

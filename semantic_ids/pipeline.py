@@ -56,6 +56,7 @@ def build(
     ray_options: dict[str, Any] | None = None,
     workers: int | None = None,
     show_progress: bool = True,
+    also_reads: tuple[str | Path, ...] = (),
 ) -> BuildResult:
     """Build the semantic IDs of a catalog and write the export directory ``out``.
 
@@ -74,12 +75,14 @@ def build(
     config : BuildConfig (default: the defaults).
     streaming, engine, work_dir, batch_rows, partitions, ray_options, workers :
         the streaming runner's options (see :func:`semantic_ids.stream.build_streaming`).
+    also_reads : other files the caller read for this build (a config file): ``out``
+        must not replace them either.
     """
     cfg = config or BuildConfig()
     streaming = streaming or engine == "ray"
     in_place = previous is not None and Path(previous).resolve() == Path(out).resolve()
     named = [c for c in (catalog, embeddings) if isinstance(c, (str, Path))]
-    out = check_out_dir(out, inputs=[*named, work_dir, sequences, None if in_place else previous])
+    out = check_out_dir(out, inputs=[*named, work_dir, sequences, None if in_place else previous, *also_reads])
     if streaming and sequences is not None:
         raise ValueError("sequences (--sequences) work with the in-memory build only; the streaming build does not fuse behaviour yet")
     if engine == "ray" and previous is not None:
@@ -148,6 +151,11 @@ def _build_in_memory(out: Path, catalog, embeddings, sequences, previous, cfg: B
 
     timer = StageTimer()
     wall = time.perf_counter()
+    if previous is not None:  # a previous export that cannot warm-start this build fails before any work
+        from .warmbuild import WarmStart
+
+        previous = WarmStart(previous)
+        previous.config(cfg)
     if sequences is not None:  # bad sequences fail before embedding or training
         if not isinstance(catalog, Catalog):
             with timer.stage("catalog"):

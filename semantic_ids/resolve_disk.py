@@ -44,6 +44,7 @@ class ResolveStats:
     largest_group: int
     n_collided_items: int
     group_sizes: dict[int, int]  # group size -> number of groups
+    collision_level_size: int = 0  # the largest collision number + 1 (the largest group's size unless numbers were carried over)
 
     def code_stats(self, codebook_sizes: tuple[int, ...]) -> dict[str, Any]:
         """The dict :func:`semantic_ids.metrics.code_stats` gives for the same codes in memory."""
@@ -145,7 +146,7 @@ def resolve_to_parquet(
         del hashes
 
         distinct = [0] * L
-        largest, collided = 0, 0
+        largest, collided, level_size = 0, 0, 0
         group_sizes: dict[int, int] = {}
         writer: pq.ParquetWriter | None = None
         tmp = out_file.with_name(f".{out_file.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -171,6 +172,7 @@ def resolve_to_parquet(
                     ids_np = table.column(id_column).to_numpy(zero_copy_only=False)
                     if number is not None:  # groups never span partitions (partitions split level 1)
                         counter = number(codes, ids_np)
+                    level_size = max(level_size, int(counter.max()) + 1)
                     largest = max(largest, int(gs.max()))
                     collided += int(gs[gs > 1].sum())
                     for s, c in zip(*np.unique(gs, return_counts=True)):
@@ -200,4 +202,5 @@ def resolve_to_parquet(
         largest_group=largest,
         n_collided_items=collided,
         group_sizes=dict(sorted(group_sizes.items())),
+        collision_level_size=level_size,
     )

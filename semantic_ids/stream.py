@@ -101,8 +101,10 @@ def build_streaming(
     workers : threads for local encoding (default: one per core).
     previous : an earlier export to warm-start from (:mod:`semantic_ids.warmbuild`):
         training starts from its model, codes are renumbered to its codes, and old
-        items keep their IDs where the new model agrees. Its ids and codes are
-        held in memory (about 40 bytes per item); the IDs are those of the
+        items keep their IDs where the new model agrees. Memory is then no longer
+        bounded by the batch: the previous export's ids and codes, every item's id
+        and previous codes, and at the end the new ids and codes (for the
+        ``warm_start`` metrics) are held in memory. The IDs are those of the
         in-memory warm start on the same embeddings while the items both builds
         hold fit in ``train.max_train_items`` (the codes are aligned on a sample
         of that size beyond it).
@@ -126,7 +128,7 @@ def build_streaming(
         from .warmbuild import WarmStart
 
         warm = WarmStart(previous)  # read fully now: the new export may replace it
-        cfg = cfg.replace(model=warm.model_config(cfg.model))
+        cfg = warm.config(cfg)
     ray_options = dict(ray_options or {})
     work = Path(work_dir) if work_dir is not None else cache_root(cfg.embedding) / "stream"
     remove_dead_runs(work)
@@ -198,7 +200,7 @@ def build_streaming(
             build={"engine": engine, "batch_rows": batch_rows, "partitions": partitions, "workers": workers or os.cpu_count()},
             codebook_sizes=model.codebook_sizes,
             code_stats_before=code,
-            collision_level_size=stats.largest_group,
+            collision_level_size=stats.collision_level_size,
             embedding={**embed_stats, "dim": model.input_dim},
             reconstruction=(recon, n_recon),
             training={"epochs": len(result.history), "train_items": min(len(shards), cfg.train.max_train_items or len(shards)),

@@ -20,10 +20,13 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import torch
 
 from . import warmstart
-from .config import ModelConfig
+from .config import BuildConfig
+
+MODEL_SWITCHES = ("layer_norm_residuals", "normalize_latent")  # experiment switches that shape the model
 
 
 class WarmStart:
@@ -33,12 +36,24 @@ class WarmStart:
     def __init__(self, path: str | Path):
         self.path = path
         self.previous = warmstart.load_previous(path)  # a bad previous export fails before any work
+        self.index = pd.Index(self.previous.ids)  # built once: the streaming build resolves partition by partition
         self.anchor: np.ndarray | None = None
         self.kept_off_nearest = 0
 
-    def model_config(self, model: ModelConfig) -> ModelConfig:
-        """The build's model config: the previous codebook sizes unless set; other differences refused."""
-        return warmstart.warm_model_config(model, self.previous.config.model, self.path)
+    def config(self, config: BuildConfig) -> BuildConfig:
+        """The build's config: the previous codebook sizes unless set. Any other difference
+        in the model, or in the experiment switches that shape it, is refused (ValueError
+        naming the fields), before the catalog is read."""
+        prev = self.previous.config
+        diff = [
+            f"experimental.{name}={getattr(config.experimental, name)!r} (previous {getattr(prev.experimental, name)!r})"
+            for name in MODEL_SWITCHES
+            if getattr(config.experimental, name) != getattr(prev.experimental, name)
+        ]
+        if diff:
+            raise ValueError(f"{self.path}: the previous export's model differs from this build's: {', '.join(diff)}; "
+                             "a warm start needs the same model config")
+        return config.replace(model=warmstart.warm_model_config(config.model, prev.model, self.path))
 
     def prepare(self, ids: np.ndarray, input_dim: int) -> None:
         """Match this build's items (``ids``, in the order of its embeddings) to the previous ones."""
@@ -66,7 +81,7 @@ class WarmStart:
 
     def resolve(self, codes: np.ndarray, ids: np.ndarray):
         """The collision level, keeping old items' numbers (a :class:`~semantic_ids.collisions.Resolution`)."""
-        return warmstart.carry_over_counter(codes, ids, self.previous.ids, self.previous.codes)
+        return warmstart.carry_over_counter(codes, ids, self.index, self.previous.codes)
 
     def number(self, codes: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """:meth:`resolve`'s collision numbers alone (for the on-disk resolution, partition by partition)."""

@@ -265,7 +265,8 @@ def common_rows(ids: np.ndarray, old_ids: np.ndarray) -> np.ndarray:
         return np.full(len(ids), -1, dtype=np.int64)
     if (np.asarray(ids).dtype.kind in "iu") != (np.asarray(old_ids).dtype.kind in "iu"):
         return np.full(len(ids), -1, dtype=np.int64)
-    return pd.Index(old_ids).get_indexer(pd.Index(ids)).astype(np.int64)
+    index = old_ids if isinstance(old_ids, pd.Index) else pd.Index(old_ids)  # callers may build it once
+    return index.get_indexer(pd.Index(ids)).astype(np.int64)
 
 
 def kept_shares(new_codes: np.ndarray, row: np.ndarray, old_codes: np.ndarray) -> dict:

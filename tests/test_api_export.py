@@ -155,7 +155,7 @@ def test_exports_record_no_machine_local_settings(small_catalog, small_embedding
     from semantic_ids.config import machine_local_keys
 
     cfg = tiny_config.replace(embedding={"device": "cpu", "flush_every": 99}, train={"checkpoint_every": 0})
-    out = SemanticIDs(cfg, show_progress=False).fit(small_catalog, embeddings=small_embeddings).save(tmp_path / "e")
+    out = SemanticIDs(cfg, show_progress=False).fit(small_embeddings, ids=small_catalog["item_id"].to_numpy()).save(tmp_path / "e")
     saved = json.loads((out / "config.json").read_text())["config"]
     meta = json.loads(pq.read_schema(out / "semantic_ids.parquet").metadata[b"semantic_ids"])["config"]
     assert saved == meta == cfg.portable_dict()
@@ -170,7 +170,8 @@ def test_exports_with_experiment_switches_in_their_old_place_load(small_embeddin
 
     from semantic_ids.config import ExperimentalConfig
     from semantic_ids.export import write_export
-    from semantic_ids.train import encode_all, train_rqvae
+    from semantic_ids.encode import encode_all
+    from semantic_ids.train import train_rqvae
 
     exp = ExperimentalConfig(layer_norm_residuals=True, normalize_latent=True, progressive=True, uniformity_weight=0.05)
     cfg = tiny_config.replace(experimental=exp)
@@ -328,8 +329,10 @@ def test_estimator_contract(small_catalog, small_embeddings, tiny_config):
     assert np.array_equal(codes, est.raw_codes_) and np.array_equal(codes, est.codes_[:, :-1])
     assert len(np.unique(est.codes_, axis=0)) == len(ids)  # the resolved IDs are unique
     # ids default to row numbers; y is ignored (scikit-learn convention)
-    plain = SemanticIDs(tiny_config, show_progress=False).fit(small_embeddings, None)
+    plain = SemanticIDs(tiny_config, show_progress=False).fit(None, ids=small_embeddings["item_id"].to_numpy())
     assert np.array_equal(plain.ids_, np.arange(len(ids))) and np.array_equal(plain.raw_codes_, codes)
+    with pytest.raises(TypeError, match=r"semantic_ids.build\(out, catalog=...\)"):  # a catalog is the step in front
+        SemanticIDs(tiny_config).fit(small_catalog)
 
 
 def test_every_public_entry_point_imports_from_the_package():

@@ -277,6 +277,7 @@ def test_streaming_warm_start_gives_the_in_memory_ids(growth, warm, tmp_path, sa
         assert np.array_equal(got.codes[order], ref.codes_)
         assert ws["kept_full_id"] == ref.metrics_["warm_start"]["kept_full_id"]
         assert ws["items_kept_off_nearest"] == ref.metrics_["warm_start"]["items_kept_off_nearest"]
+        assert res.metrics["collision_level_size"] == ref.metrics_["collision_level_size"]
     else:
         assert ws["kept_prefix"][0] >= 0.97 and ws["kept_full_id"] >= 0.8
     assert len(np.unique(got.codes, axis=0)) == N
