@@ -8,6 +8,8 @@ whole catalog IDs:
 
 - fresh: a new build of every item (what retraining did before warm starts);
 - warm: ``build --previous old`` (docs/warmstart.md), at each ``--warm-epochs``;
+- warm, streaming: the same warm start run by the streaming build (``build --streaming
+  --previous old``) over embedding shards, at the default epochs;
 - assign: ``assign`` into a copy of the old export (frozen model, old IDs never move).
 
 For each: the share of the old items that keep their full ID and their level-1 and
@@ -39,6 +41,9 @@ import torch  # noqa: E402
 from downstream import TEMPLATES, catalog  # noqa: E402
 from results_io import environment, markdown_table, write_results  # noqa: E402
 from semantic_ids import BuildConfig, SemanticIDs  # noqa: E402
+from semantic_ids.export import read_export  # noqa: E402
+from semantic_ids.shards import write_embedding_shards  # noqa: E402
+from semantic_ids.stream import build_streaming  # noqa: E402
 from semantic_ids.embed import embed_texts  # noqa: E402
 from semantic_ids.assign import assign_new_items  # noqa: E402
 from semantic_ids.catalog import load_catalog  # noqa: E402
@@ -79,7 +84,8 @@ def measure(name: str, seeds: list[int], share: float, warm_epochs: list[int | N
         SemanticIDs(cfg, show_progress=False).fit(emb[old], ids=frame.iloc[old]["item_id"].to_numpy()).save(old_dir)
         print(f"old build ({len(old)} items): {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
         old_ids, old_codes, _ = read_ids(old_dir)
-        arms: list[tuple[str, int | None]] = [("fresh", None)] + [("warm", e) for e in warm_epochs] + [("assign", None)]
+        arms: list[tuple[str, int | None]] = ([("fresh", None)] + [("warm", e) for e in warm_epochs]
+                                              + [("warm-streaming", None), ("assign", None)])
         fresh_q = None
         for arm, epochs in arms:
             start = time.perf_counter()
@@ -91,6 +97,16 @@ def measure(name: str, seeds: list[int], share: float, warm_epochs: list[int | N
                 order = pd.Index(got_ids).get_indexer(pd.Index(ids))
                 got_ids, got_codes = got_ids[order], got_codes[order]
                 sizes = SemanticIDs.load(d).model_.codebook_sizes
+            elif arm == "warm-streaming":
+                shards = work / "shards"
+                if not shards.exists():
+                    write_embedding_shards(shards, frame["item_id"].to_numpy(), emb)
+                res = build_streaming(work / f"warm-streaming-{seed}", embeddings=shards, config=cfg, previous=old_dir,
+                                      work_dir=work / "stream-work", show_progress=False)
+                exp = read_export(res.out)
+                order = pd.Index(exp.ids).get_indexer(pd.Index(ids))
+                got_ids, got_codes, sizes = exp.ids[order], exp.codes[order], exp.model.codebook_sizes
+                arm = f"warm, streaming ({cfg.train.epochs} epochs)"
             else:
                 c = cfg if epochs is None else cfg.replace(train={"epochs": epochs})
                 sid = SemanticIDs(c, show_progress=False).fit(emb, ids=frame["item_id"].to_numpy(), previous=old_dir if arm == "warm" else None)

@@ -329,7 +329,7 @@ def test_estimator_contract(small_catalog, small_embeddings, tiny_config):
     assert np.array_equal(codes, est.raw_codes_) and np.array_equal(codes, est.codes_[:, :-1])
     assert len(np.unique(est.codes_, axis=0)) == len(ids)  # the resolved IDs are unique
     # ids default to row numbers; y is ignored (scikit-learn convention)
-    plain = SemanticIDs(tiny_config, show_progress=False).fit(None, ids=small_embeddings["item_id"].to_numpy())
+    plain = SemanticIDs(tiny_config, show_progress=False).fit(small_embeddings, None)
     assert np.array_equal(plain.ids_, np.arange(len(ids))) and np.array_equal(plain.raw_codes_, codes)
     with pytest.raises(TypeError, match=r"semantic_ids.build\(out, catalog=...\)"):  # a catalog is the step in front
         SemanticIDs(tiny_config).fit(small_catalog)

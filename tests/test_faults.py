@@ -203,15 +203,18 @@ def test_sigkill_during_a_streaming_build_resumes_to_identical_ids(tmp_path):
     ref = pd.read_parquet(tmp_path / "ref" / "semantic_ids.parquet")
     shard_dir = lambda: next((tmp_path / "work" / "embeddings").iterdir())  # noqa: E731
 
+    runs = lambda: sorted((tmp_path / "work").glob("run-*"))  # noqa: E731
     kill_at(stream("out", "work"), "stream.embed_shard_written@2", tmp_path / "fault.log")
     assert len(list(shard_dir().glob("part-*.parquet"))) == 2 and not (tmp_path / "out").exists()
+    left = runs()
+    assert len(left) == 1  # SIGKILL skips the cleanup: the killed run left its work directory
     for point in ["stream.codes_written@2", "stream.resolve_partition_written@2"]:
         kill_at(stream("out", "work"), point, tmp_path / "fault.log")
         assert not (tmp_path / "out").exists(), point
-    killed_runs = sorted((tmp_path / "work").glob("run-*"))
-    assert len(killed_runs) == 3  # SIGKILL skips the cleanup: each killed run left its work directory
+        assert not left[0].exists() and len(runs()) == 1, point  # the next build removed the dead run's; left its own
+        left = runs()
     proc = run(stream("out", "work") + ["--json"])
     assert json.loads(proc.stdout)["embedding"]["resumed"] == n  # every shard was kept by the killed runs
-    assert not any(d.exists() for d in killed_runs)  # the next build removed the dead runs' directories
+    assert runs() == []  # the last dead run's directory is gone too, and the finished build removed its own
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out" / "semantic_ids.parquet"), ref)
     assert (tmp_path / "out" / "model.safetensors").read_bytes() == (tmp_path / "ref" / "model.safetensors").read_bytes()
