@@ -404,6 +404,13 @@ def block_headline() -> str:
     return "\n".join([headline_downstream(), headline_quality(), headline_decoding(), headline_scale()])
 
 
+def block_identity() -> str:
+    d = load("identity.json")
+    rows = [[name, "same" if c["same_data"] else "CHANGED", "same" if c["same_file"] else "changed",
+             d["hashes"][name]["data_sha256"][:16]] for name, c in d["comparison"].items()]
+    return table(["build", "IDs (every column, row order)", "file bytes", "data sha256 (prefix)"], rows)
+
+
 # ---------------------------------------------------------------- files and blocks
 
 FILES = {
@@ -423,6 +430,7 @@ FILES = {
         "omp-wait": block_omp_wait,
         "lookup": block_lookup,
         "scale": block_scale,
+        "identity": block_identity,
     },
 }
 
