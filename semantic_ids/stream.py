@@ -26,6 +26,7 @@ semantic ID instead of in catalog order.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -138,9 +139,10 @@ def build_streaming(
     id_column = cfg.catalog.id_column
     embed_stats: dict[str, Any] = {"source": "given"}
     text_columns: list[str] | None = None
+    owner = None
     try:
         run_dir.mkdir(parents=True)
-        (run_dir / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+        owner = _claim(run_dir)  # released when this process ends, however it ends
         if embeddings is None:
             catalog = Path(catalog)
             text_columns = list(parquet_text_spec(catalog, cfg.catalog)[0])  # recorded for later `assign` runs
@@ -233,6 +235,8 @@ def build_streaming(
         log.info("streaming build: %d items, collision rate %.4f, %.1f s", stats.n_items, code["collision_rate"], metrics["total_seconds"])
         return StreamResult(out=path, metrics=metrics)
     finally:
+        if owner is not None:
+            owner.close()
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
@@ -254,11 +258,23 @@ def _ids_and_codes(ids_file: Path, id_column: str) -> tuple[np.ndarray, np.ndarr
     return table.column(id_column).to_numpy(), codes.flatten().to_numpy().reshape(-1, width).astype(np.int64)
 
 
+def _claim(run_dir: Path):
+    """Write the run's owner file (pid, host) and hold an exclusive lock on it for the
+    life of the open file, which the OS drops when the process dies, even by SIGKILL."""
+    fh = open(run_dir / OWNER_FILE, "w")
+    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    fh.flush()
+    return fh
+
+
 def remove_dead_runs(work: Path) -> list[Path]:
     """Remove the run directories (``work/run-*``) of streaming builds that were killed:
-    a ``finally`` cannot run after SIGKILL. Only directories whose owner file names a
-    process of this host that no longer runs are removed; a live build's, another
-    host's, and any directory without an owner file are left alone. Returns those removed."""
+    a ``finally`` cannot run after SIGKILL. A directory goes only when all three say its
+    build is gone: its owner file names this host, that process no longer runs, and
+    nobody holds the owner file's lock (the lock also covers a build in another PID
+    namespace that shares this host name). A live build's directory, another host's,
+    and any directory without an owner file are left alone. Returns those removed."""
     removed = []
     host = socket.gethostname()
     for d in sorted(work.glob("run-*")) if work.is_dir() else []:
@@ -267,7 +283,7 @@ def remove_dead_runs(work: Path) -> list[Path]:
             pid, same_host = int(owner["pid"]), owner["host"] == host
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if not same_host or _alive(pid):
+        if not same_host or _alive(pid) or _locked(d / OWNER_FILE):
             continue
         shutil.rmtree(d, ignore_errors=True)
         log.info("removed %s, left by a streaming build that was killed (pid %d)", d, pid)
@@ -284,3 +300,14 @@ def _alive(pid: int) -> bool:
         return True
     return True
 
+
+def _locked(path: Path) -> bool:
+    """Whether another open file holds ``path``'s lock (a running build)."""
+    try:
+        with open(path) as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return True  # cannot tell: keep it
+    return False

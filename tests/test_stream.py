@@ -280,6 +280,7 @@ def test_streaming_embeds_through_the_in_memory_builds_cache(tmp_path, monkeypat
 def test_dead_runs_work_directories_are_removed_and_nothing_else(tmp_path):
     """A killed streaming build leaves work/run-*; the next build removes it only when its
     owner file names a process of this host that no longer runs."""
+    import fcntl
     import json
     import os
     import socket
@@ -300,5 +301,11 @@ def test_dead_runs_work_directories_are_removed_and_nothing_else(tmp_path):
         (tmp_path / f"run-{name}" / OWNER_FILE).write_text(json.dumps(owner))
     (tmp_path / "run-no-owner").mkdir()  # not ours to judge
     (tmp_path / "user-data").mkdir()
-    assert remove_dead_runs(tmp_path) == [tmp_path / "run-dead"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run-live", "run-no-owner", "run-other-host", "user-data"]
+    # a dead pid whose owner file is still locked: a live build in another PID namespace (same host name)
+    (tmp_path / "run-locked").mkdir()
+    (tmp_path / "run-locked" / OWNER_FILE).write_text(json.dumps({"pid": int(dead.stdout), "host": host}))
+    with open(tmp_path / "run-locked" / OWNER_FILE) as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert remove_dead_runs(tmp_path) == [tmp_path / "run-dead"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run-live", "run-locked", "run-no-owner", "run-other-host", "user-data"]
+    assert remove_dead_runs(tmp_path) == [tmp_path / "run-locked"]  # its lock released: now it is a dead run's
