@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from semantic_ids.pipeline import build  # noqa: E402
+from semantic_ids.pipeline import build, check_options  # noqa: E402
 from semantic_ids.cli import EXPECTED_ERRORS  # noqa: E402
 from semantic_ids.commands import print_table, summary_rows  # noqa: E402
 from semantic_ids.config import BuildConfig, ConfigError, load_toml  # noqa: E402
@@ -44,9 +44,11 @@ def run(config_path: str, show_progress: bool = True) -> Path:
     # before any work (even fetching a built-in catalog): replace only an earlier export or an empty directory
     given = None if job["catalog"] in BUILTIN else job["catalog"]
     check_out_dir(job["out"], inputs=[given, job.get("embeddings"), config_path, job.get("work_dir"), job.get("sequences")])
-    streaming = bool(job.get("streaming")) or job.get("engine") == "ray"
-    if streaming and job.get("sequences"):  # refused before a built-in catalog is fetched
-        raise ConfigError(f"{config_path}: [job] sequences works with the in-memory build only, not streaming")
+    streaming = bool(job.get("streaming"))
+    try:  # refused before a built-in catalog is fetched
+        check_options(streaming=streaming, engine=job.get("engine", "local"), sequences=job.get("sequences"), previous=None)
+    except ValueError as exc:
+        raise ConfigError(f"{config_path}: [job] {exc}") from None
     catalog = BUILTIN[job["catalog"]]() if job["catalog"] in BUILTIN else Path(job["catalog"])
     res = build(
         job["out"],

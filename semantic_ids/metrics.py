@@ -103,8 +103,8 @@ def build_metrics(
         code_stats_before = code_stats(raw_codes, codebook_sizes)
     n = code_stats_before["n_items"]
     if codes is not None:
-        after = code_stats(codes[:, :-1], codebook_sizes)["collision_rate"]
         moved = int((codes[:, :-1] != raw_codes).any(axis=1).sum())
+        after = code_stats_before["collision_rate"] if moved == 0 else code_stats(codes[:, :-1], codebook_sizes)["collision_rate"]
         unique = bool(len(group_sizes(codes)) == len(codes))
         level_size = int(codes[:, -1].max()) + 1 if len(codes) else 0
     else:  # the counter level, resolved on disk: no rebalancing; unique by construction

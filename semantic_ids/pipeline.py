@@ -83,14 +83,12 @@ def build(
     in_place = previous is not None and Path(previous).resolve() == Path(out).resolve()
     named = [c for c in (catalog, embeddings) if isinstance(c, (str, Path))]
     out = check_out_dir(out, inputs=[*named, work_dir, sequences, None if in_place else previous, *also_reads])
-    if streaming and sequences is not None:
-        raise ValueError("sequences (--sequences) work with the in-memory build only; the streaming build does not fuse behaviour yet")
-    if engine == "ray" and previous is not None:
-        raise ValueError("a previous export (--previous) works with the local engine only, not --engine ray")
-    if previous is not None:
-        from .manifest import verify_export
+    check_options(streaming=streaming, engine=engine, sequences=sequences, previous=previous)
+    if previous is not None:  # read and checked once, before the catalog: a bad one fails before any work
+        from .warmbuild import WarmStart
 
-        verify_export(previous)  # a missing or damaged previous export fails before the catalog is read
+        previous = WarmStart(previous)
+        previous.config(cfg)
     if streaming:
         from .stream import build_streaming
 
@@ -105,6 +103,14 @@ def build(
     if catalog is None:
         raise ValueError("an in-memory build needs a catalog (--catalog; only --streaming builds start from embeddings alone)")
     return _build_in_memory(out, catalog, embeddings, sequences, previous, cfg, show_progress)
+
+
+def check_options(*, streaming: bool, engine: str, sequences: Any, previous: Any) -> None:
+    """Refuse option combinations the runners do not support (ValueError naming the options)."""
+    if (streaming or engine == "ray") and sequences is not None:
+        raise ValueError("sequences (--sequences) work with the in-memory build only; the streaming build does not fuse behaviour yet")
+    if engine == "ray" and previous is not None:
+        raise ValueError("a previous export (--previous) works with the local engine only, not --engine ray")
 
 
 def read_and_embed(
@@ -151,18 +157,14 @@ def _build_in_memory(out: Path, catalog, embeddings, sequences, previous, cfg: B
 
     timer = StageTimer()
     wall = time.perf_counter()
-    if previous is not None:  # a previous export that cannot warm-start this build fails before any work
-        from .warmbuild import WarmStart
-
-        previous = WarmStart(previous)
-        previous.config(cfg)
-    if sequences is not None:  # bad sequences fail before embedding or training
-        if not isinstance(catalog, Catalog):
-            with timer.stage("catalog"):
-                catalog = load_catalog(catalog, cfg.catalog, require_text=embeddings is None)
-        with timer.stage("sequences"):
-            sequences = read_sequences(sequences, catalog.ids, min_length=1)
-    cat, emb, facts = read_and_embed(catalog, cfg, embeddings, show_progress=show_progress, timer=timer)
+    cat = catalog
+    if not isinstance(cat, Catalog):
+        with timer.stage("catalog"):  # read and check the catalog before torch and sentence-transformers load
+            cat = load_catalog(catalog, cfg.catalog, require_text=embeddings is None)
+    if sequences is not None:
+        with timer.stage("sequences"):  # bad sequences fail before embedding or training
+            sequences = read_sequences(sequences, cat.ids, min_length=1)
+    cat, emb, facts = read_and_embed(cat, cfg, embeddings, show_progress=show_progress, timer=timer)
     from .api import SemanticIDs
 
     sid = SemanticIDs(cfg, show_progress=show_progress).fit(emb, ids=cat.ids, sequences=sequences, previous=previous)

@@ -100,7 +100,7 @@ def build_streaming(
     ray_options : passed to :mod:`semantic_ids.distributed` (``address``,
         ``concurrency``, ``num_gpus``, ``batch_size``).
     workers : threads for local encoding (default: one per core).
-    previous : an earlier export to warm-start from (:mod:`semantic_ids.warmbuild`):
+    previous : an earlier export (or a :class:`~semantic_ids.warmbuild.WarmStart` of one) to warm-start from:
         training starts from its model, codes are renumbered to its codes, and old
         items keep their IDs where the new model agrees. Memory is then no longer
         bounded by the batch: the previous export's ids and codes, every item's id
@@ -120,15 +120,16 @@ def build_streaming(
         )
     if catalog is None and embeddings is None:
         raise ValueError("build_streaming needs a catalog or an embeddings dataset")
-    in_place = previous is not None and Path(previous).resolve() == Path(out).resolve()
-    out = check_out_dir(out, inputs=[catalog, embeddings, work_dir, None if in_place else previous])  # before any heavy work
+    prev_path = getattr(previous, "path", previous)  # a path or a WarmStart of one
+    in_place = prev_path is not None and Path(prev_path).resolve() == Path(out).resolve()
+    out = check_out_dir(out, inputs=[catalog, embeddings, work_dir, None if in_place else prev_path])  # before any heavy work
     warm = None
     if previous is not None:
         if engine == "ray":
             raise ValueError("a previous export (--previous) works with the local engine only, not engine='ray'")
         from .warmbuild import WarmStart
 
-        warm = WarmStart(previous)  # read fully now: the new export may replace it
+        warm = previous if isinstance(previous, WarmStart) else WarmStart(previous)  # read fully: the export may replace it
         cfg = warm.config(cfg)
     ray_options = dict(ray_options or {})
     work = Path(work_dir) if work_dir is not None else cache_root(cfg.embedding) / "stream"
