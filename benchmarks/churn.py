@@ -13,7 +13,7 @@ whole catalog IDs:
 - assign: ``assign`` into a copy of the old export (frozen model, old IDs never move).
 
 For each: the share of the old items that keep their full ID and their level-1 and
-level-2 prefixes (``semantic_ids.churn``), collisions before resolution, category
+level-2 prefixes (``semantic_ids.quality.churn``), collisions before resolution, category
 purity@1/@2 and co-interaction lift@1/@2 over every user sequence, and the change
 of each quality number against the fresh build of the same seed. Embeddings come
 from the cache. Prints a table and writes benchmarks/results/churn.json and churn.md.
@@ -41,16 +41,16 @@ import torch  # noqa: E402
 from downstream import TEMPLATES, catalog  # noqa: E402
 from results_io import environment, markdown_table, write_results  # noqa: E402
 from semantic_ids import BuildConfig, SemanticIDs  # noqa: E402
-from semantic_ids.export import read_export  # noqa: E402
-from semantic_ids.shards import write_embedding_shards  # noqa: E402
-from semantic_ids.stream import build_streaming  # noqa: E402
-from semantic_ids.embed import embed_texts  # noqa: E402
-from semantic_ids.assign import assign_new_items  # noqa: E402
-from semantic_ids.catalog import load_catalog  # noqa: E402
-from semantic_ids.churn import churn_codes  # noqa: E402
-from semantic_ids.downstream import read_sequences  # noqa: E402
-from semantic_ids.evaluate import category_labels, evaluate_codes  # noqa: E402
-from semantic_ids.manifest import read_ids  # noqa: E402
+from semantic_ids.export.io import read_export  # noqa: E402
+from semantic_ids.stages.shards import write_embedding_shards  # noqa: E402
+from semantic_ids.runners.streaming import build_streaming  # noqa: E402
+from semantic_ids.stages.embed import embed_texts  # noqa: E402
+from semantic_ids.runners.assign import assign_new_items  # noqa: E402
+from semantic_ids.stages.catalog import load_catalog  # noqa: E402
+from semantic_ids.quality.churn import churn_codes  # noqa: E402
+from semantic_ids.quality.downstream import read_sequences  # noqa: E402
+from semantic_ids.quality.evaluate import category_labels, evaluate_codes  # noqa: E402
+from semantic_ids.export.manifest import read_ids  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 QUALITY = ("collisions", "purity@1", "purity@2", "lift@1", "lift@2")

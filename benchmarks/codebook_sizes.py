@@ -6,7 +6,7 @@
 For each catalog (MovieLens-100K, and Amazon Beauty when ../shared has it) and
 each subsample size N (seeded random subsample of the catalog's items), build
 with level sizes K x K x K for K in {auto/4, auto, 4 x auto, 256} (auto =
-``semantic_ids.sizing.auto_codebook_sizes(N)``, the default when
+``semantic_ids.model.sizing.auto_codebook_sizes(N)``, the default when
 ``model.codebook_sizes`` is unset; 256 = the default before it) on the same
 embeddings, and report at depth 1: items per level-1 code in use, purity and
 its chance level (same group sizes, shuffled labels), NMI, and the 10-nearest-
@@ -34,11 +34,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (bench
 import numpy as np  # noqa: E402
 
 from semantic_ids import BuildConfig, SemanticIDs  # noqa: E402
-from semantic_ids.catalog import Catalog, load_catalog  # noqa: E402
-from semantic_ids.datasets import fetch_movielens  # noqa: E402
-from semantic_ids.embed import embed_texts  # noqa: E402
-from semantic_ids.evaluate import category_labels, evaluate_codes, prefix_groups  # noqa: E402
-from semantic_ids.sizing import auto_codebook_sizes  # noqa: E402
+from semantic_ids.stages.catalog import Catalog, load_catalog  # noqa: E402
+from semantic_ids.stages.catalog.datasets import fetch_movielens  # noqa: E402
+from semantic_ids.stages.embed import embed_texts  # noqa: E402
+from semantic_ids.quality.evaluate import category_labels, evaluate_codes, prefix_groups  # noqa: E402
+from semantic_ids.model.sizing import auto_codebook_sizes  # noqa: E402
 
 BEAUTY = ROOT.parent / "shared" / "data" / "amazon_beauty" / "items.jsonl"
 TEMPLATES = {

@@ -41,10 +41,10 @@ import torch  # noqa: E402
 from downstream import TEMPLATES, catalog  # noqa: E402
 from results_io import environment, markdown_table, write_results  # noqa: E402
 from semantic_ids import BuildConfig, SemanticIDs  # noqa: E402
-from semantic_ids.pipeline import read_and_embed  # noqa: E402
-from semantic_ids.catalog import load_catalog  # noqa: E402
-from semantic_ids.downstream import read_sequences  # noqa: E402
-from semantic_ids.evaluate import category_labels, co_interaction, evaluate_codes  # noqa: E402
+from semantic_ids.runners.build import read_and_embed  # noqa: E402
+from semantic_ids.stages.catalog import load_catalog  # noqa: E402
+from semantic_ids.quality.downstream import read_sequences  # noqa: E402
+from semantic_ids.quality.evaluate import category_labels, co_interaction, evaluate_codes  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 ARMS = {"text only": None, "sequences w=0.3": 0.3, "sequences w=0.5 (default)": 0.5, "sequences w=0.7": 0.7}

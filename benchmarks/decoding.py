@@ -31,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from semantic_ids.collisions import resolve_counter  # noqa: E402
+from semantic_ids.stages.resolve import resolve_counter  # noqa: E402
 from semantic_ids.decoding.trie import PrefixTrie  # noqa: E402
 
 try:

@@ -46,14 +46,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from semantic_ids import BuildConfig, SemanticIDs  # noqa: E402
-from semantic_ids.embed import embed_texts  # noqa: E402
-from semantic_ids.pipeline import read_and_embed  # noqa: E402
-from semantic_ids.catalog import load_catalog  # noqa: E402
-from semantic_ids.collisions import resolve_counter  # noqa: E402
-from semantic_ids.datasets import fetch_movielens  # noqa: E402
-from semantic_ids.sizing import auto_codebook_sizes  # noqa: E402
-from semantic_ids.downstream import leave_one_out, paired_bootstrap, read_sequences, recall_ndcg, target_ranks  # noqa: E402
-from semantic_ids.downstream.retriever import GenerativeRetriever, RetrieverConfig, popularity_ranking  # noqa: E402
+from semantic_ids.stages.embed import embed_texts  # noqa: E402
+from semantic_ids.runners.build import read_and_embed  # noqa: E402
+from semantic_ids.stages.catalog import load_catalog  # noqa: E402
+from semantic_ids.stages.resolve import resolve_counter  # noqa: E402
+from semantic_ids.stages.catalog.datasets import fetch_movielens  # noqa: E402
+from semantic_ids.model.sizing import auto_codebook_sizes  # noqa: E402
+from semantic_ids.quality.downstream import leave_one_out, paired_bootstrap, read_sequences, recall_ndcg, target_ranks  # noqa: E402
+from semantic_ids.quality.downstream.retriever import GenerativeRetriever, RetrieverConfig, popularity_ranking  # noqa: E402
 
 BEAUTY = ROOT.parent / "shared" / "data" / "amazon_beauty"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -67,7 +67,7 @@ BUILDS = {
     "rq-kmeans": {"model": {"method": "rq-kmeans"}},
     "rqvae-latent": {"model": {"first_level": "latent", "latent_dim": 6, "hidden_dims": [512, 256, 128]}, "train": {"epochs": 200}},
 }
-# builds with the users' sequences fused in (semantic_ids.collab), the signal learned from the training
+# builds with the users' sequences fused in (semantic_ids.model.collab), the signal learned from the training
 # parts only (holdout_last = 2: no validation or test item); "ours-seq" is the default weight, and
 # "rq-kmeans-seq" quantizes the same fused vectors with RQ-KMeans
 SEQ_BUILDS = {
@@ -113,8 +113,8 @@ def embeddings(name: str, path: Path) -> np.ndarray:
 def bisecting_rq(emb: np.ndarray, seed: int, sizes: tuple[int, ...]) -> np.ndarray:
     """(N, L) codes: level 1 = our bisecting k-means; the deeper levels = greedy residual k-means
     of the residual x - c1 (FAISS), i.e. the default's level 1 with RQ-KMeans' finer levels."""
-    from semantic_ids.kmeans import bisecting_kmeans, nearest
-    from semantic_ids.train import residual_codebooks
+    from semantic_ids.model.kmeans import bisecting_kmeans, nearest
+    from semantic_ids.stages.train import residual_codebooks
 
     x = torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32))
     c = bisecting_kmeans(x, sizes[0], generator=torch.Generator().manual_seed(seed))
@@ -154,7 +154,7 @@ def arm_codes(arm: str, name: str, path: Path, ids: np.ndarray, seed: int) -> tu
 
         import pandas as pd
 
-        from semantic_ids.assign import assign_new_items
+        from semantic_ids.runners.assign import assign_new_items
 
         cfg = BuildConfig().replace(catalog={"template": TEMPLATES[name]}, seed=seed)
         frame, emb = load_catalog(path, cfg.catalog).frame, embeddings(name, path)
@@ -290,7 +290,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS / "downstream"), help="results path without extension")
     args = ap.parse_args()
     logging.basicConfig(format="%(asctime)s %(name)s %(message)s", level=logging.WARNING)
-    logging.getLogger("semantic_ids.downstream").setLevel(logging.INFO)  # one line per epoch
+    logging.getLogger("semantic_ids.quality.downstream").setLevel(logging.INFO)  # one line per epoch
     fields = {"device": args.device, **json.loads(args.config)}
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -10,9 +10,9 @@ pipelines/configs/amazon_beauty.toml, cached under data/cache): category purity
 and co-interaction lift of the 256 level-1 groups from
 - FAISS ``Kmeans`` (plain Lloyd, 25 iterations, all points);
 - FAISS ``ResidualQuantizer``'s first level (its progressive-dimension k-means);
-- ours, ``semantic_ids.kmeans.progressive_kmeans`` (FAISS's schedule in torch; the
+- ours, ``semantic_ids.model.kmeans.progressive_kmeans`` (FAISS's schedule in torch; the
   previous default, ``first_level = "progressive"``);
-- ours, ``semantic_ids.kmeans.bisecting_kmeans`` (the default model's level 1).
+- ours, ``semantic_ids.model.kmeans.bisecting_kmeans`` (the default model's level 1).
 Part 2 (``--latents``): the default model with ``[model] latent_dim`` set to each
 value (and ``hidden_dims`` to ``--hidden`` if given): collision rate, codes used,
 depth-1 and depth-2 purity and lift, train + assign seconds.
@@ -40,11 +40,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from semantic_ids import BuildConfig, SemanticIDs  # noqa: E402
-from semantic_ids.embed import embed_texts  # noqa: E402
-from semantic_ids.catalog import load_catalog  # noqa: E402
-from semantic_ids.evaluate import category_labels, evaluate_codes, sequence_pairs  # noqa: E402
-from semantic_ids.kmeans import bisecting_kmeans, nearest, progressive_kmeans  # noqa: E402
-from semantic_ids.metrics import code_stats, perplexity  # noqa: E402
+from semantic_ids.stages.embed import embed_texts  # noqa: E402
+from semantic_ids.stages.catalog import load_catalog  # noqa: E402
+from semantic_ids.quality.evaluate import category_labels, evaluate_codes, sequence_pairs  # noqa: E402
+from semantic_ids.model.kmeans import bisecting_kmeans, nearest, progressive_kmeans  # noqa: E402
+from semantic_ids.stages.metrics import code_stats, perplexity  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import BEAUTY, CACHE  # noqa: E402

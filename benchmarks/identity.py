@@ -48,7 +48,7 @@ def data_sha(path: Path) -> str:
 
 def builds(tmp: Path) -> list[tuple[str, list[str]]]:
     """(name, CLI arguments after ``semantic-ids build``) for every build."""
-    from semantic_ids.datasets import fetch_movielens
+    from semantic_ids.stages.catalog.datasets import fetch_movielens
 
     ml = fetch_movielens(str(ROOT / "data" / "ml-100k"))
     rows: list[tuple[str, list[str]]] = []
@@ -88,7 +88,7 @@ def run_all() -> dict[str, dict[str, str]]:
         tmp = Path(tmp_s)
         for name, args in builds(tmp):
             dest = tmp / name.replace("/", "-")
-            cmd = [sys.executable, "-m", "semantic_ids.cli", "build", *args, "--out", str(dest), "--seed", "0",
+            cmd = [sys.executable, "-m", "semantic_ids.cli.main", "build", *args, "--out", str(dest), "--seed", "0",
                    "--epochs", str(EPOCHS), "--no-progress", "--json"]
             env = {**os.environ, "HF_HUB_OFFLINE": "1"}
             t = time.perf_counter()

@@ -24,11 +24,11 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from semantic_ids.ann import CodeIndex  # noqa: E402
-from semantic_ids.collisions import resolve_counter  # noqa: E402
+from semantic_ids.lookup.ann import CodeIndex  # noqa: E402
+from semantic_ids.stages.resolve import resolve_counter  # noqa: E402
 from semantic_ids.lookup import SemanticIDLookup  # noqa: E402
 from semantic_ids.resources import rss_bytes  # noqa: E402
-from semantic_ids.tokens import format_sids  # noqa: E402
+from semantic_ids.export.tokens import format_sids  # noqa: E402
 
 
 def synthetic(n: int, dim: int = 6, seed: int = 0, int_ids: bool = False):

@@ -24,7 +24,7 @@ SCRIPT = """
 import sys, time, numpy as np, torch
 sys.path.insert(0, {root!r})
 from semantic_ids.config import ModelConfig, TrainConfig
-from semantic_ids.train import train_rqvae
+from semantic_ids.stages.train import train_rqvae
 torch.set_num_threads(2)
 rng = np.random.default_rng(0)
 x = rng.normal(size=(200, 384))[rng.integers(0, 200, 15000)] + 0.5 * rng.normal(size=(15000, 384))

@@ -103,7 +103,7 @@ def semantic_id_rqvae(emb: np.ndarray, seed: int = 0, levels: int = 3, k: int = 
 
 # the same MLP shape as our all-latent RQ-VAE (first_level = "latent", latent 6), so the
 # peer differs from that row only in its quantizer and training
-from semantic_ids.rqvae import mlp as _mlp  # noqa: E402
+from semantic_ids.model.rqvae import mlp as _mlp  # noqa: E402
 
 
 VQP_DEFAULTS = {

@@ -23,7 +23,7 @@ data/cache after the first run), and on the same embeddings, in the same process
 
 Every row: codes before collision resolution; collision rate, largest group, codes
 used per level, level-1 perplexity; purity and NMI (category labels) and
-co-interaction lift (user sequences) at depths 1 and 2 (semantic_ids.evaluate);
+co-interaction lift (user sequences) at depths 1 and 2 (semantic_ids.quality.evaluate);
 reconstruction error where the method has a decoder; seconds = train + assign
 (wall clock), cpu_seconds = the process CPU time of the same work (all threads;
 steadier than wall time on a shared machine), load_1m = the machine's 1-minute
@@ -56,12 +56,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from semantic_ids import BuildConfig  # noqa: E402
-from semantic_ids.embed import embed_texts  # noqa: E402
-from semantic_ids.pipeline import build  # noqa: E402
-from semantic_ids.datasets import fetch_movielens  # noqa: E402
-from semantic_ids.catalog import load_catalog  # noqa: E402
-from semantic_ids.evaluate import category_labels, evaluate_codes, sequence_pairs  # noqa: E402
-from semantic_ids.metrics import code_stats  # noqa: E402
+from semantic_ids.stages.embed import embed_texts  # noqa: E402
+from semantic_ids.runners.build import build  # noqa: E402
+from semantic_ids.stages.catalog.datasets import fetch_movielens  # noqa: E402
+from semantic_ids.stages.catalog import load_catalog  # noqa: E402
+from semantic_ids.quality.evaluate import category_labels, evaluate_codes, sequence_pairs  # noqa: E402
+from semantic_ids.stages.metrics import code_stats  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402
@@ -106,7 +106,7 @@ def letter_codes(ids: np.ndarray) -> np.ndarray:
 
 
 def coherence(codes: np.ndarray, ctx: dict) -> dict:
-    """Purity, NMI and co-interaction lift at depths 1 and 2 (see semantic_ids.evaluate)."""
+    """Purity, NMI and co-interaction lift at depths 1 and 2 (see semantic_ids.quality.evaluate)."""
     m = evaluate_codes(codes[:, :3], (256, 256, 256), labels=ctx.get("labels"), pairs=ctx.get("pairs"), depths=(1, 2))
 
     def get(key: str, digits: int):
@@ -161,7 +161,7 @@ PEERS = {
 def cpu_clock():
     """Process CPU seconds (all threads) spent inside the library's train and assign calls
     during a fit, so our rows count the same work as ``cpu_seconds`` of the peers."""
-    import semantic_ids.api as api
+    import semantic_ids.runners.estimator as api
 
     spent = {"cpu": 0.0}
     originals = {name: getattr(api, name) for name in ("train_rqvae", "encode_all")}

@@ -48,7 +48,7 @@ def peak_mb() -> float:
 
 # -- 1. data ------------------------------------------------------------------------
 def make_data(out: Path, n: int, seed: int = 0, shards: int = 16) -> dict:
-    from semantic_ids.shards import write_embedding_shards
+    from semantic_ids.stages.shards import write_embedding_shards
 
     done = out / "DONE"
     if done.exists() and json.loads(done.read_text())["n"] == n:
@@ -84,7 +84,7 @@ def config(epochs: int):
 
 # -- 2. build -----------------------------------------------------------------------
 def step_build(args) -> dict:
-    from semantic_ids.stream import build_streaming
+    from semantic_ids.runners.streaming import build_streaming
 
     res = build_streaming(args.out, embeddings=args.data, config=config(args.epochs), work_dir=args.work, workers=args.workers, show_progress=False)
     m = res.metrics
@@ -134,9 +134,9 @@ def step_speed(args) -> dict:
     import faiss
     import torch
 
-    from semantic_ids.export import read_export
-    from semantic_ids.shards import EmbeddingShards
-    from semantic_ids.encode import encode_all, encode_workers
+    from semantic_ids.export.io import read_export
+    from semantic_ids.stages.shards import EmbeddingShards
+    from semantic_ids.stages.encode import encode_all, encode_workers
 
     threads = torch.get_num_threads()
     model = read_export(args.out).model
@@ -191,10 +191,10 @@ def step_speed(args) -> dict:
 def step_ray(args) -> dict:
     import pyarrow.parquet as pq
 
-    from semantic_ids.distributed import init_ray, ray_encode
-    from semantic_ids.encode import encode_shards
-    from semantic_ids.export import read_export
-    from semantic_ids.shards import EmbeddingShards
+    from semantic_ids.runners.ray import init_ray, ray_encode
+    from semantic_ids.stages.encode import encode_shards
+    from semantic_ids.export.io import read_export
+    from semantic_ids.stages.shards import EmbeddingShards
 
     model = read_export(args.out).model
     work = Path(args.work)

@@ -27,10 +27,10 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 from semantic_ids import BuildConfig, SemanticIDs  # noqa: E402
-from semantic_ids.catalog import load_catalog  # noqa: E402
+from semantic_ids.stages.catalog import load_catalog  # noqa: E402
 from semantic_ids.config import CatalogConfig, EmbeddingConfig  # noqa: E402
-from semantic_ids.embed import embed_texts  # noqa: E402
-from semantic_ids.evaluate import category_labels, evaluate_codes, sequence_pairs  # noqa: E402
+from semantic_ids.stages.embed import embed_texts  # noqa: E402
+from semantic_ids.quality.evaluate import category_labels, evaluate_codes, sequence_pairs  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import BEAUTY, CACHE  # noqa: E402

@@ -22,12 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from semantic_ids.pipeline import build, check_options  # noqa: E402
-from semantic_ids.cli import EXPECTED_ERRORS  # noqa: E402
-from semantic_ids.commands import print_table, summary_rows  # noqa: E402
+from semantic_ids.runners.build import build, check_options  # noqa: E402
+from semantic_ids.cli.main import EXPECTED_ERRORS  # noqa: E402
+from semantic_ids.cli.commands import print_table, summary_rows  # noqa: E402
 from semantic_ids.config import BuildConfig, ConfigError, load_toml  # noqa: E402
-from semantic_ids.datasets import fetch_movielens  # noqa: E402
-from semantic_ids.outdir import check_out_dir  # noqa: E402
+from semantic_ids.stages.catalog.datasets import fetch_movielens  # noqa: E402
+from semantic_ids.export.outdir import check_out_dir  # noqa: E402
 
 BUILTIN = {"movielens-100k": lambda: fetch_movielens("data/ml-100k")}
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from semantic_ids import NotFittedError, SemanticIDs, __version__, build
-from semantic_ids.export import ExportError, read_export, verify_export
-from semantic_ids.tokens import parse_sid
+from semantic_ids.export.io import ExportError, read_export, verify_export
+from semantic_ids.export.tokens import parse_sid
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def test_failed_run_leaves_previous_export_untouched(fitted, small_catalog, smal
     out = fitted.save(tmp_path / "e")
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
-    import semantic_ids.export as export_mod
+    import semantic_ids.export.io as export_mod
 
     def boom(*a, **k):
         raise OSError("disk full")
@@ -169,9 +169,9 @@ def test_exports_with_experiment_switches_in_their_old_place_load(small_embeddin
     import hashlib
 
     from semantic_ids.config import ExperimentalConfig
-    from semantic_ids.export import write_export
-    from semantic_ids.encode import encode_all
-    from semantic_ids.train import train_rqvae
+    from semantic_ids.export.io import write_export
+    from semantic_ids.stages.encode import encode_all
+    from semantic_ids.stages.train import train_rqvae
 
     exp = ExperimentalConfig(layer_norm_residuals=True, normalize_latent=True, progressive=True, uniformity_weight=0.05)
     cfg = tiny_config.replace(experimental=exp)
@@ -201,8 +201,8 @@ def test_exports_with_experiment_switches_in_their_old_place_load(small_embeddin
 
 
 def test_export_refuses_a_model_built_without_the_configs_switches(small_embeddings, tiny_config, tmp_path):
-    from semantic_ids.export import export_info
-    from semantic_ids.train import train_rqvae
+    from semantic_ids.export.io import export_info
+    from semantic_ids.stages.train import train_rqvae
 
     model = train_rqvae(small_embeddings, tiny_config.model, tiny_config.train, seed=0, show_progress=False).model
     cfg = tiny_config.replace(experimental={"normalize_latent": True})
@@ -250,7 +250,7 @@ def test_embeddings_from_parquet_keyed_by_id(small_catalog, small_embeddings, ti
 def test_collision_ids_do_not_depend_on_catalog_order(small_catalog, small_embeddings, tiny_config):
     a = SemanticIDs(tiny_config, show_progress=False).fit(small_embeddings, ids=small_catalog["item_id"].to_numpy())
     # Same model applied to a reversed catalog: the counter level follows item id order.
-    from semantic_ids.collisions import resolve
+    from semantic_ids.stages.resolve import resolve
 
     rev = resolve(a.raw_codes_[::-1], a.ids_[::-1]).codes
     assert np.array_equal(rev[::-1], a.codes_)
@@ -297,7 +297,7 @@ def test_zero_norm_embeddings_are_accepted(small_catalog, small_embeddings, tiny
 @pytest.mark.slow
 def test_very_long_text_is_truncated_by_the_model(tmp_path):
     from semantic_ids.config import EmbeddingConfig
-    from semantic_ids.embed import embed_texts
+    from semantic_ids.stages.embed import embed_texts
 
     long = "lipstick " * 200_000  # ~1.8 MB of text
     emb, _ = embed_texts([long, "lipstick"], EmbeddingConfig(use_cache=False), show_progress=False)

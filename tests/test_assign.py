@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from semantic_ids import BuildConfig, build
-import semantic_ids.assign as assign_mod
-from semantic_ids.assign import assign_new_items, resolve_against
-from semantic_ids.cli import main
+import semantic_ids.runners.assign as assign_mod
+from semantic_ids.runners.assign import assign_new_items, resolve_against
+from semantic_ids.cli.main import main
 from semantic_ids.lookup import SemanticIDLookup
 
 from .conftest import clustered_embeddings
@@ -80,7 +80,7 @@ def test_interrupted_assign_leaves_export_intact(base, tmp_path, monkeypatch):
     out, df, emb = base
     d = copy(out, tmp_path, "i")
     before = {p.name: p.read_bytes() for p in d.iterdir()}
-    import semantic_ids.export as export_mod
+    import semantic_ids.export.io as export_mod
 
     def boom(*a, **k):
         raise KeyboardInterrupt
@@ -159,7 +159,7 @@ def _no_embedding(monkeypatch):
 
 
 def test_assign_refuses_catalog_without_the_exports_text_columns(base, tmp_path, monkeypatch):
-    from semantic_ids.catalog import CatalogError
+    from semantic_ids.stages.catalog import CatalogError
 
     out, df, emb = base
     d = copy(out, tmp_path, "t")
@@ -168,7 +168,7 @@ def test_assign_refuses_catalog_without_the_exports_text_columns(base, tmp_path,
     renamed = df.rename(columns={"title": "name"})
     with pytest.raises(CatalogError, match=r"\['title'\] not found.*export's item text comes from columns \['title'\]"):
         assign_new_items(d, renamed, show_progress=False)
-    from semantic_ids.catalog import load_catalog
+    from semantic_ids.stages.catalog import load_catalog
 
     other = load_catalog(renamed)  # a ready Catalog whose text comes from other columns
     with pytest.raises(CatalogError, match=r"from columns \['name'\], the export's from \['title'\]"):
@@ -201,7 +201,7 @@ def test_ids_only_catalog_with_embeddings_in_memory(tmp_path):
     args = ["build", "--catalog", str(tmp_path / "ids.csv"), "--out", str(tmp_path / "out"), "--config", str(tmp_path / "c.toml"), "--no-progress"]
     assert main([*args, "--embeddings", str(tmp_path / "e.npy")]) == 0
     assert len(pd.read_parquet(tmp_path / "out" / "semantic_ids.parquet")) == n
-    from semantic_ids.catalog import CatalogError, load_catalog
+    from semantic_ids.stages.catalog import CatalogError, load_catalog
 
     with pytest.raises(CatalogError, match="no text columns"):  # without embeddings the text is needed
         load_catalog(tmp_path / "ids.csv")

@@ -1,4 +1,4 @@
-"""Tests for semantic_ids.atomic: atomic files and all-or-nothing directory swaps."""
+"""Tests for semantic_ids.export.atomic: atomic files and all-or-nothing directory swaps."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from semantic_ids import atomic
-from semantic_ids.atomic import atomic_write_bytes, atomic_write_table, recover_dir, restore_if_missing, staged_dir
+from semantic_ids.export import atomic
+from semantic_ids.export.atomic import atomic_write_bytes, atomic_write_table, recover_dir, restore_if_missing, staged_dir
 
 from .conftest import ROOT
 
@@ -241,7 +241,7 @@ def test_staged_dir_recovers_interrupted_swap_first(tmp_path):
 SWAP = """
 import sys
 from pathlib import Path
-from semantic_ids.atomic import staged_dir
+from semantic_ids.export.atomic import staged_dir
 with staged_dir(Path(sys.argv[1])) as stage:
     (stage / "meta.json").write_text('{"tag": "v2"}', encoding="utf-8")
 """

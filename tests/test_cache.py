@@ -1,4 +1,4 @@
-"""Tests for semantic_ids.cache: the sharded Parquet embedding cache."""
+"""Tests for semantic_ids.stages.cache: the sharded Parquet embedding cache."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pytest
 
-from semantic_ids.cache import EmbeddingCache, default_cache_dir, text_key
+from semantic_ids.stages.cache import EmbeddingCache, default_cache_dir, text_key
 
 
 def _emb(n: int, dim: int = 4, seed: int = 0) -> np.ndarray:
@@ -124,7 +124,7 @@ def test_unreadable_shard_is_skipped(tmp_path, caplog):
     emb = _emb(1)
     cache.put(["good"], emb)
     (cache.dir / "shard-0000broken.parquet").write_bytes(b"not parquet at all")
-    with caplog.at_level(logging.WARNING, logger="semantic_ids.cache"):
+    with caplog.at_level(logging.WARNING, logger="semantic_ids.stages.cache"):
         got = cache.get(["good", "other"])
     assert set(got) == {"good"}
     np.testing.assert_array_equal(got["good"], emb[0])

@@ -1,4 +1,4 @@
-"""Tests for semantic_ids.catalog: reading files, id validation, text building."""
+"""Tests for semantic_ids.stages.catalog: reading files, id validation, text building."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from semantic_ids.catalog import (
+from semantic_ids.stages.catalog import (
     Catalog,
     CatalogError,
     default_template,
@@ -393,7 +393,7 @@ def test_template_bad_format_spec_is_catalog_error():
 
 def test_n_empty_text_and_warning(caplog):
     df = pd.DataFrame({"item_id": [1, 2, 3, 4], "title": ["a", None, "", "  "]})
-    with caplog.at_level(logging.WARNING, logger="semantic_ids.catalog"):
+    with caplog.at_level(logging.WARNING, logger="semantic_ids.stages.catalog"):
         cat = load_catalog(df)
     assert cat.texts == ["title: a", "", "", ""]
     assert cat.n_empty_text == 3
@@ -402,7 +402,7 @@ def test_n_empty_text_and_warning(caplog):
 
 def test_no_empty_text_no_warning(caplog):
     df = pd.DataFrame({"item_id": [1, 2], "title": ["a", "b"]})
-    with caplog.at_level(logging.WARNING, logger="semantic_ids.catalog"):
+    with caplog.at_level(logging.WARNING, logger="semantic_ids.stages.catalog"):
         cat = load_catalog(df)
     assert cat.n_empty_text == 0
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

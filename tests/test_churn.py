@@ -1,4 +1,4 @@
-"""ID churn between two exports (``semantic_ids.churn``, ``semantic-ids diff``) on hand-made exports."""
+"""ID churn between two exports (``semantic_ids.quality.churn``, ``semantic-ids diff``) on hand-made exports."""
 
 import json
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from semantic_ids import BuildConfig, ExportError
-from semantic_ids.churn import churn, churn_codes
-from semantic_ids.cli import main
-from semantic_ids.export import write_export
-from semantic_ids.rqvae import RQVAE
+from semantic_ids.quality.churn import churn, churn_codes
+from semantic_ids.cli.main import main
+from semantic_ids.export.io import write_export
+from semantic_ids.model.rqvae import RQVAE
 
 CFG = BuildConfig().replace(model={"codebook_sizes": [4, 4], "hidden_dims": [8]})
 
@@ -81,7 +81,7 @@ def test_diff_does_not_import_torch(tmp_path):
     a, b = export(tmp_path / "a", OLD_IDS, OLD), export(tmp_path / "b", NEW_IDS, NEW)
     probe = (
         "import sys\n"
-        "from semantic_ids.cli import main\n"
+        "from semantic_ids.cli.main import main\n"
         f"code = main(['diff', {str(a)!r}, {str(b)!r}, '--json'])\n"
         "assert code == 0 and 'torch' not in sys.modules, sorted(sys.modules)\n"
     )

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from semantic_ids.cli import main
+from semantic_ids.cli.main import main
 
 from .conftest import clustered_embeddings
 

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 
 from semantic_ids import BuildConfig, SemanticIDs
-from semantic_ids.assign import assign_new_items
-from semantic_ids.cli import main
-from semantic_ids.collab import cooccurrence, fit_fusion, fuse_vectors, model_inputs, ppmi, randomized_svd
+from semantic_ids.runners.assign import assign_new_items
+from semantic_ids.cli.main import main
+from semantic_ids.model.collab import cooccurrence, fit_fusion, fuse_vectors, model_inputs, ppmi, randomized_svd
 from semantic_ids.config import CollabConfig, ConfigError
-from semantic_ids.sequences import SequenceError
-from semantic_ids.evaluate import purity
+from semantic_ids.stages.sequences import SequenceError
+from semantic_ids.quality.evaluate import purity
 
 from .conftest import clustered_embeddings
 
@@ -61,7 +61,7 @@ def fused(world, cfg, tmp_path_factory):
 
 
 def _rows(df, path):
-    from semantic_ids.sequences import read_sequences
+    from semantic_ids.stages.sequences import read_sequences
 
     return read_sequences(path, df["item_id"].to_numpy(), min_length=1).items
 
@@ -212,7 +212,7 @@ def test_bad_sequences_fail_before_any_work(world, cfg, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("training started")
 
-    monkeypatch.setattr("semantic_ids.api.train_rqvae", boom)
+    monkeypatch.setattr("semantic_ids.runners.estimator.train_rqvae", boom)
     with pytest.raises(SequenceError) as e:
         SemanticIDs(cfg, show_progress=False).fit(text, ids=df["item_id"].to_numpy(), sequences=bad)
     msg = str(e.value)
@@ -252,7 +252,7 @@ def test_cli_build_with_sequences(world, tmp_path, capsys):
 @pytest.mark.slow
 def test_downstream_evaluation_refuses_ids_that_saw_the_test_items(world, fused, tmp_path, monkeypatch):
     """A build with holdout_last = 0 learned from the items a leave-one-out evaluation scores."""
-    from semantic_ids.downstream import evaluate_export_downstream
+    from semantic_ids.quality.downstream import evaluate_export_downstream
 
     _, _, _, path = world
     _, out = fused
@@ -260,7 +260,7 @@ def test_downstream_evaluation_refuses_ids_that_saw_the_test_items(world, fused,
     def boom(*a, **k):
         raise AssertionError("training started")
 
-    monkeypatch.setattr("semantic_ids.downstream.evaluate_downstream", boom)
+    monkeypatch.setattr("semantic_ids.quality.downstream.evaluate_downstream", boom)
     with pytest.raises(ValueError, match="holdout_last=0: its IDs saw the validation and test items"):
         evaluate_export_downstream(out, path)
 

@@ -1,4 +1,4 @@
-"""Tests for semantic_ids.collisions: the counter level that makes IDs unique."""
+"""Tests for semantic_ids.stages.resolve: the counter level that makes IDs unique."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from semantic_ids.collisions import Resolution, id_order, resolve, resolve_counter
+from semantic_ids.stages.resolve import Resolution, id_order, resolve, resolve_counter
 
 
 def test_hand_made_int_ids():
@@ -172,7 +172,7 @@ def test_property_unique_and_permutation_invariant(data):
 
 
 def test_balanced_moves_colliders_to_free_last_codes():
-    from semantic_ids.collisions import rebalance_last_level
+    from semantic_ids.stages.resolve import rebalance_last_level
 
     codes = np.array([[0, 1], [0, 1], [0, 1], [0, 2], [1, 1], [1, 1]])
     ids = np.array(["a", "b", "c", "d", "e", "f"], dtype=object)
@@ -190,7 +190,7 @@ def test_balanced_moves_colliders_to_free_last_codes():
 
 
 def test_balanced_falls_back_to_counter_when_codes_run_out():
-    from semantic_ids.collisions import rebalance_last_level, resolve
+    from semantic_ids.stages.resolve import rebalance_last_level, resolve
 
     codes = np.array([[0, 0]] * 3)
     ids = np.array([1, 2, 3])

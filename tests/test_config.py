@@ -45,7 +45,7 @@ def test_defaults():
     assert cfg.catalog.id_column == "item_id"
     assert cfg.catalog.text_columns is None
     assert cfg.embedding.model == DEFAULT_MODEL
-    assert cfg.model.codebook_sizes is None  # sized from the catalog at build time (semantic_ids.sizing)
+    assert cfg.model.codebook_sizes is None  # sized from the catalog at build time (semantic_ids.model.sizing)
     assert cfg.collision.strategy == "counter"
     assert cfg.seed == 0
 
@@ -440,7 +440,7 @@ def test_machine_local_fields_take_no_part_in_equality():
 
 def test_saved_configs_of_earlier_releases_are_upgraded():
     """What older exports hold: switches in [model]/[train], machine-local settings saved."""
-    from semantic_ids.manifest import upgrade_config
+    from semantic_ids.export.manifest import upgrade_config
 
     saved = {
         "model": {"first_level": "bisecting", "layer_norm_residuals": True, "normalize_latent": False},

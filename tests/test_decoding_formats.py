@@ -15,9 +15,9 @@ from semantic_ids.decoding.formats import (
 )
 from semantic_ids.decoding.trie import PrefixTrie
 from semantic_ids.decoding.vocab import SIDVocab
-from semantic_ids.manifest import ExportError
-from semantic_ids.export import read_export
-from semantic_ids.tokens import format_sid
+from semantic_ids.export.manifest import ExportError
+from semantic_ids.export.io import read_export
+from semantic_ids.export.tokens import format_sid
 from tests.test_decoding_vocab import make_tiny_export
 
 

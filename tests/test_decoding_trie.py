@@ -212,7 +212,7 @@ def test_load_refuses_damaged_or_foreign_files(tmp_path):
 
 
 def test_from_export_maps_leaves_to_export_rows(tmp_path):
-    from semantic_ids.export import read_export
+    from semantic_ids.export.io import read_export
 
     path = make_tiny_export(tmp_path / "export")
     ex = read_export(path)

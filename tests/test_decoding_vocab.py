@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from semantic_ids.decoding.vocab import SIDVocab, VocabError
-from semantic_ids.tokens import format_sid, parse_sid
+from semantic_ids.export.tokens import format_sid, parse_sid
 from tests.conftest import clustered_embeddings
 
 
@@ -100,7 +100,7 @@ def test_dict_json_round_trip():
 
 
 def test_from_export_uses_codebook_sizes_and_collision_counter(tiny_export):
-    from semantic_ids.export import read_export
+    from semantic_ids.export.io import read_export
 
     ex = read_export(tiny_export)
     v = SIDVocab.from_export(tiny_export)

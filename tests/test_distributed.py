@@ -9,9 +9,9 @@ import pytest
 pytest.importorskip("ray", reason="the Ray engine needs the 'ray' extra: pip install 'semantic-ids[ray]'")
 pytestmark = pytest.mark.slow  # a local Ray instance: minutes on 2 cores
 
-from semantic_ids.export import read_export  # noqa: E402
-from semantic_ids.shards import write_embedding_shards  # noqa: E402
-from semantic_ids.stream import build_streaming  # noqa: E402
+from semantic_ids.export.io import read_export  # noqa: E402
+from semantic_ids.stages.shards import write_embedding_shards  # noqa: E402
+from semantic_ids.runners.streaming import build_streaming  # noqa: E402
 
 from .conftest import clustered_embeddings  # noqa: E402
 
@@ -20,7 +20,7 @@ from .conftest import clustered_embeddings  # noqa: E402
 def local_ray():
     import ray
 
-    from semantic_ids.distributed import init_ray
+    from semantic_ids.runners.ray import init_ray
 
     init_ray(num_cpus=2)
     yield

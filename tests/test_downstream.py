@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from semantic_ids.decoding.trie import PrefixTrie
-from semantic_ids.downstream import (
+from semantic_ids.quality.downstream import (
     SequenceError,
     Sequences,
     evaluate_downstream,
@@ -20,9 +20,9 @@ from semantic_ids.downstream import (
     target_ranks,
     training_windows,
 )
-from semantic_ids.downstream.beam import beam_search
-from semantic_ids.downstream.model import BOS, GPT, PAD, GPTConfig
-from semantic_ids.downstream.retriever import GenerativeRetriever, RetrieverConfig, popularity_scores, training_batch
+from semantic_ids.quality.downstream.beam import beam_search
+from semantic_ids.quality.downstream.model import BOS, GPT, PAD, GPTConfig
+from semantic_ids.quality.downstream.retriever import GenerativeRetriever, RetrieverConfig, popularity_scores, training_batch
 
 
 def write_jsonl(path, rows):
@@ -323,7 +323,7 @@ def small_export(tmp_path, small_catalog, small_embeddings, tiny_config):
 
 @pytest.mark.slow
 def test_cli_evaluate_downstream(tmp_path, small_export, capsys):
-    from semantic_ids.cli import main
+    from semantic_ids.cli.main import main
 
     out, ids = small_export
     rng = np.random.default_rng(0)
@@ -341,7 +341,7 @@ def test_cli_evaluate_downstream(tmp_path, small_export, capsys):
 
 
 def test_cli_decoding_files(tmp_path, small_export, capsys):
-    from semantic_ids.cli import main
+    from semantic_ids.cli.main import main
     from semantic_ids.decoding.formats import verify_decoding_files
 
     out, ids = small_export

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from semantic_ids.config import EmbeddingConfig
-from semantic_ids.embed import EmbeddingError, embed_texts, given_embeddings, load_embeddings, normalize, resolve_model_path
+from semantic_ids.stages.embed import EmbeddingError, embed_texts, given_embeddings, load_embeddings, normalize, resolve_model_path
 
 
 def test_default_model_resolves_to_packaged_weights():
@@ -87,7 +87,7 @@ def test_ragged_parquet_embeddings_name_the_items(tmp_path):
 @pytest.mark.parametrize("show", [False, True])
 def test_no_progress_hides_the_loading_weights_bar(capfd, show):
     """transformers' own "Loading weights" bar follows show_progress (issue 16)."""
-    from semantic_ids import embed
+    from semantic_ids.stages import embed
 
     cfg = EmbeddingConfig(use_cache=False, max_seq_length=61 if show else 62)  # a fresh load each time
     embed._MODELS.pop((cfg.model, cfg.device, cfg.max_seq_length), None)

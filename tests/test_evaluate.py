@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from semantic_ids.cli import main
-from semantic_ids.evaluate import (
+from semantic_ids.cli.main import main
+from semantic_ids.quality.evaluate import (
     category_labels,
     co_interaction,
     evaluate_codes,
@@ -131,7 +131,7 @@ def test_chance_purity_agrees_with_exhaustive_enumeration():
     """Reference: the exact mean purity over every distinct arrangement of the labels."""
     from itertools import permutations
 
-    from semantic_ids.evaluate import chance_purity, purity
+    from semantic_ids.quality.evaluate import chance_purity, purity
 
     groups = np.array([0, 0, 0, 1, 1, 2])
     labels = np.array(["a", "a", "b", "b", "c", "c"], dtype=object)

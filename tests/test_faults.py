@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 
 from semantic_ids import faults
-from semantic_ids.export import verify_export
+from semantic_ids.export.io import verify_export
 
 from .conftest import ROOT, clustered_embeddings
 
@@ -84,7 +84,7 @@ def kill_at(cmd: list[str], point: str, log: Path) -> None:
 
 def checkpoint_epochs(tmp: Path) -> list[int]:
     """Epochs done by each training checkpoint under the cache (none once an export removed it)."""
-    from semantic_ids.checkpoint import Checkpoint
+    from semantic_ids.stages.checkpoint import Checkpoint
 
     states = sorted((tmp / "cache" / "checkpoints").glob("*/state.safetensors"))
     return [Checkpoint(s.parent.parent, s.parent.name).epochs_done() for s in states]

@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from semantic_ids import BuildConfig, SemanticIDs, build
-from semantic_ids.embed import embed_texts
-from semantic_ids.catalog import load_catalog
-from semantic_ids.datasets import fetch_movielens
-from semantic_ids.tokens import parse_sid
+from semantic_ids.stages.embed import embed_texts
+from semantic_ids.stages.catalog import load_catalog
+from semantic_ids.stages.catalog.datasets import fetch_movielens
+from semantic_ids.export.tokens import parse_sid
 
 from .conftest import ROOT
 
@@ -61,7 +61,7 @@ def test_movielens_end_to_end(movielens_items, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["n_items"] == 1682 and m["unique_after_resolution"]
     assert m["collision_rate"] < 0.05
-    # codebook sizes unset: sized from the catalog (issue 16; semantic_ids.sizing), 1,682 items -> 3 x 64
+    # codebook sizes unset: sized from the catalog (issue 16; semantic_ids.model.sizing), 1,682 items -> 3 x 64
     # (before: 3 x 256, about 6.6 items per level-1 code); measured: every code of every level used
     assert m["codebook_sizes"] == [64, 64, 64]
     assert m["codes_used"][0] == 64 and min(m["codes_used"]) >= 56  # no level collapses
@@ -109,7 +109,7 @@ def test_beauty_meets_the_bar(beauty_dir, beauty_build):
     # level-1 category purity >= 0.56 and co-interaction lift >= 21. Bisecting k-means has no
     # random start, so freshly computed and cached embeddings (which differ in the last bits)
     # give the same level 1: purity 0.585, lift 23.3 (README "Measured")
-    from semantic_ids.evaluate import evaluate_export
+    from semantic_ids.quality.evaluate import evaluate_export
 
     # (embeddings for the neighbour share come from the build's cache)
     ev = evaluate_export(out, beauty_dir / "items.jsonl", sequences=beauty_dir / "sequences.jsonl")

@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from semantic_ids import BuildConfig, SemanticIDs
-from semantic_ids.ann import CodeIndex
+from semantic_ids.lookup.ann import CodeIndex
 from semantic_ids.lookup import SemanticIDLookup
-from semantic_ids.tokens import TokenError, format_sid
+from semantic_ids.export.tokens import TokenError, format_sid
 
 from .conftest import clustered_embeddings
 
@@ -75,7 +75,7 @@ def test_unknown_and_malformed_inputs(lk):
 
 def test_search_texts_embeds_with_the_exports_settings(export, monkeypatch):
     """A fresh lookup reads the export on the first text query and embeds with its embedding config."""
-    import semantic_ids.embed
+    import semantic_ids.stages.embed
 
     out, _, emb, sid = export
     seen = []
@@ -84,7 +84,7 @@ def test_search_texts_embeds_with_the_exports_settings(export, monkeypatch):
         seen.append((list(texts), config, show_progress))
         return emb[[int(t[1:]) for t in texts]], {"cached": 0, "computed": len(texts)}
 
-    monkeypatch.setattr(semantic_ids.embed, "embed_texts", fake_embed)
+    monkeypatch.setattr(semantic_ids.stages.embed, "embed_texts", fake_embed)
     fresh = SemanticIDLookup.load(out)
     nb = fresh.search_texts(["t3", "t7"], k=4)
     assert seen == [(["t3", "t7"], sid.config_.embedding, False)]

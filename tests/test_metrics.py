@@ -1,4 +1,4 @@
-"""Tests for semantic_ids.metrics on hand-computed inputs, plus invariants."""
+"""Tests for semantic_ids.stages.metrics on hand-computed inputs, plus invariants."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from semantic_ids.metrics import code_stats, collision_rate, group_sizes, perplexity
+from semantic_ids.stages.metrics import code_stats, collision_rate, group_sizes, perplexity
 
 # Four items; (0, 0) is shared by two of them.
 CODES = np.array([[0, 0], [0, 0], [0, 1], [1, 1]])

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from semantic_ids.config import ModelConfig, TrainConfig
-from semantic_ids.evaluate import purity
-from semantic_ids.kmeans import bisecting_kmeans, lloyd, nearest, progressive_kmeans
-from semantic_ids.rqvae import RQVAE
-from semantic_ids.encode import encode_all
-from semantic_ids.train import train_rqvae
+from semantic_ids.quality.evaluate import purity
+from semantic_ids.model.kmeans import bisecting_kmeans, lloyd, nearest, progressive_kmeans
+from semantic_ids.model.rqvae import RQVAE
+from semantic_ids.stages.encode import encode_all
+from semantic_ids.stages.train import train_rqvae
 
 from .conftest import clustered_embeddings
 
@@ -124,7 +124,7 @@ def test_tiny_input_values_are_flushed_without_changing_codes(trained):
     several-fold; the encoder input zeroes them, so the codes are those of zeros there."""
     import copy
 
-    from semantic_ids.rqvae import _flush_tiny
+    from semantic_ids.model.rqvae import _flush_tiny
 
     r = _flush_tiny(torch.tensor([5e-38, -3e-25, 1e-20, -2e-12, 0.5, 0.0]))
     assert r.tolist() == [0.0, 0.0, pytest.approx(1e-20), pytest.approx(-2e-12), 0.5, 0.0]

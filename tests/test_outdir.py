@@ -1,4 +1,4 @@
-"""Writers never remove or move a file they did not write (semantic_ids.outdir).
+"""Writers never remove or move a file they did not write (semantic_ids.export.outdir).
 
 Every refusal must happen before any heavy work (embedding, training), name the
 path, and leave the user's files byte-identical.
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from semantic_ids import SemanticIDs
-from semantic_ids.cli import main
-from semantic_ids.outdir import OutputPathError, check_out_dir
+from semantic_ids.cli.main import main
+from semantic_ids.export.outdir import OutputPathError, check_out_dir
 
 from .conftest import clustered_embeddings
 
@@ -47,9 +47,9 @@ def no_heavy_work(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("heavy work started before the output path was checked")
 
-    import semantic_ids.api as api
-    import semantic_ids.embed as embed
-    import semantic_ids.stream as stream
+    import semantic_ids.runners.estimator as api
+    import semantic_ids.stages.embed as embed
+    import semantic_ids.runners.streaming as stream
 
     monkeypatch.setattr(api, "train_rqvae", boom)
     monkeypatch.setattr(embed, "embed_texts", boom)
@@ -183,8 +183,8 @@ def test_cli_build_into_new_subdir_of_project(user_project, monkeypatch, tmp_pat
 
 
 def test_assign_refuses_export_with_user_files(fitted, tmp_path, monkeypatch):
-    from semantic_ids.assign import assign_new_items
-    import semantic_ids.assign as assign_mod
+    from semantic_ids.runners.assign import assign_new_items
+    import semantic_ids.runners.assign as assign_mod
 
     out = fitted.save(tmp_path / "exp")
     (out / "new_items.csv").write_text("item_id,title\nz1,new product\n")

@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from semantic_ids.kmeans import kmeans, nearest, sq_dists
-from semantic_ids.quantize import ResidualQuantizer
+from semantic_ids.model.kmeans import kmeans, nearest, sq_dists
+from semantic_ids.model.quantize import ResidualQuantizer
 
 
 def test_sq_dists_matches_cdist():

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 from semantic_ids import BuildConfig, SemanticIDs
-from semantic_ids.cli import main
-from semantic_ids.export import ExportError, read_export
-from semantic_ids.metrics import group_sizes
-from semantic_ids.report import ReportError, write_report
-from semantic_ids.report import evaluation, plots
+from semantic_ids.cli.main import main
+from semantic_ids.export.io import ExportError, read_export
+from semantic_ids.stages.metrics import group_sizes
+from semantic_ids.quality.report import ReportError, write_report
+from semantic_ids.quality.report import evaluation, plots
 
 from .conftest import clustered_embeddings
 
@@ -172,7 +172,7 @@ def test_catalog_evaluation_and_sequences(export, data):
     for key in ["purity@1", "nmi@1", "neighbour_share@1", "co_share@1", "lift@1", "sequence_pairs"]:
         assert f"<code>{key}</code>" in page, key
     assert "purity @ depth 1 (category)" in page and "evaluated against" in page
-    from semantic_ids.evaluate import evaluate_export
+    from semantic_ids.quality.evaluate import evaluate_export
 
     q = evaluate_export(export, data / "cat.parquet", sequences=data / "seq.jsonl", embeddings=data / "emb.npy")
     ours = re.search(r"<tr class=ours>(.*?)</tr>", page).group(1)
@@ -313,7 +313,7 @@ def _churn_rows(page: str) -> dict[str, str]:
 
 
 def test_churn_section_matches_churn_py(data, rebuilt, tmp_path):
-    from semantic_ids.churn import churn
+    from semantic_ids.quality.churn import churn
 
     old = data / "tiny-export"
     rep = churn(old, rebuilt["fresh"])
@@ -329,14 +329,14 @@ def test_churn_section_matches_churn_py(data, rebuilt, tmp_path):
     assert html_escaped(str(old)) in page.split(CHURN)[1].split("<h2>")[0]
     assert "<h3>Warm start</h3>" not in page  # a fresh build has no warm-start record
     # the command line passes --previous through: the same section
-    from semantic_ids.cli import main
+    from semantic_ids.cli.main import main
 
     assert main(["report", str(rebuilt["fresh"]), "--out", str(tmp_path / "cli"), "--previous", str(old), "--no-progress"]) == 0
     assert _churn_rows((tmp_path / "cli" / "index.html").read_text(encoding="utf-8")) == rows
 
 
 def test_warm_start_record_beside_the_churn(data, rebuilt, tmp_path):
-    from semantic_ids.churn import churn
+    from semantic_ids.quality.churn import churn
 
     old = data / "tiny-export"
     rep = churn(old, rebuilt["warm"])

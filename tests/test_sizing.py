@@ -1,4 +1,4 @@
-"""Codebook sizes from the catalog size (semantic_ids.sizing) and the sparse-prefix warning."""
+"""Codebook sizes from the catalog size (semantic_ids.model.sizing) and the sparse-prefix warning."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from semantic_ids import BuildConfig, SemanticIDs
-from semantic_ids.sizing import ITEMS_PER_CODE, auto_codebook_sizes, sized_config, warn_if_sparse
+from semantic_ids.model.sizing import ITEMS_PER_CODE, auto_codebook_sizes, sized_config, warn_if_sparse
 
 from .conftest import clustered_embeddings
 
@@ -38,11 +38,11 @@ def test_rule_values_and_previous_default_from_5120_items():
 
 def test_explicit_sizes_are_kept_and_sparse_ones_warn(caplog):
     cfg = BuildConfig().replace(model={"codebook_sizes": [256, 256, 256]})
-    with caplog.at_level(logging.WARNING, logger="semantic_ids.sizing"):
+    with caplog.at_level(logging.WARNING, logger="semantic_ids.model.sizing"):
         assert sized_config(cfg, 400) is cfg
     assert "400 items for 256 level-1 codes is 1.6 items per code" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="semantic_ids.sizing"):
+    with caplog.at_level(logging.WARNING, logger="semantic_ids.model.sizing"):
         auto = sized_config(BuildConfig(), 400)
     assert auto.model.codebook_sizes == (16, 16, 16) and not caplog.text
     assert not warn_if_sparse(20 * 16, (16,)) and warn_if_sparse(20 * 16 - 1, (16,))

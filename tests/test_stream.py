@@ -14,15 +14,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from semantic_ids import SemanticIDs
-from semantic_ids.catalog import CatalogError, iter_catalog_batches, load_catalog
-from semantic_ids.collisions import resolve_counter
-from semantic_ids.embed import EmbeddingError
-from semantic_ids.export import read_export
-from semantic_ids.metrics import code_stats
-from semantic_ids.shards import EmbeddingShards, write_embedding_shards
-from semantic_ids.encode import codes_table
-from semantic_ids.resolve_disk import resolve_to_parquet
-from semantic_ids.stream import build_streaming
+from semantic_ids.stages.catalog import CatalogError, iter_catalog_batches, load_catalog
+from semantic_ids.stages.resolve import resolve_counter
+from semantic_ids.stages.embed import EmbeddingError
+from semantic_ids.export.io import read_export
+from semantic_ids.stages.metrics import code_stats
+from semantic_ids.stages.shards import EmbeddingShards, write_embedding_shards
+from semantic_ids.stages.encode import codes_table
+from semantic_ids.stages.resolve_disk import resolve_to_parquet
+from semantic_ids.runners.streaming import build_streaming
 
 from .conftest import clustered_embeddings
 
@@ -171,7 +171,7 @@ def test_streaming_build_equals_in_memory_build(tmp_path, sampled_config, emb_50
 
 @pytest.mark.slow
 def test_streaming_build_from_a_catalog_resumes_embedding(tmp_path, sampled_config, small_catalog, monkeypatch):
-    import semantic_ids.shards as shards_mod
+    import semantic_ids.stages.shards as shards_mod
 
     path = tmp_path / "cat.parquet"
     small_catalog.to_parquet(path)
@@ -233,7 +233,7 @@ def test_streaming_build_rejects_what_it_cannot_do(tmp_path, sampled_config):
 def test_cli_streaming_build(tmp_path, sampled_config, emb_500, ids_500, capsys):
     import json
 
-    from semantic_ids.cli import main
+    from semantic_ids.cli.main import main
 
     write_embedding_shards(tmp_path / "emb", ids_500, emb_500, rows_per_shard=200)
     m, t = sampled_config.model, sampled_config.train
@@ -255,10 +255,10 @@ def test_cli_streaming_build(tmp_path, sampled_config, emb_500, ids_500, capsys)
 
 def test_streaming_embeds_through_the_in_memory_builds_cache(tmp_path, monkeypatch):
     """Texts the in-memory build cached are not embedded again by the streaming build."""
-    from semantic_ids import embed
-    from semantic_ids.cache import EmbeddingCache
+    from semantic_ids.stages import embed
+    from semantic_ids.stages.cache import EmbeddingCache
     from semantic_ids.config import BuildConfig
-    from semantic_ids.shards import embed_catalog
+    from semantic_ids.stages.shards import embed_catalog
 
     n = 50
     df = pd.DataFrame({"item_id": [f"i{i}" for i in range(n)], "title": [f"thing {i}" for i in range(n)]})
@@ -287,7 +287,7 @@ def test_dead_runs_work_directories_are_removed_and_nothing_else(tmp_path):
     import subprocess
     import sys
 
-    from semantic_ids.stream import OWNER_FILE, remove_dead_runs
+    from semantic_ids.runners.streaming import OWNER_FILE, remove_dead_runs
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
     host = socket.gethostname()

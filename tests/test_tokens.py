@@ -1,4 +1,4 @@
-"""Tests for semantic_ids.tokens: codes <-> "<a_12><b_200>..." strings."""
+"""Tests for semantic_ids.export.tokens: codes <-> "<a_12><b_200>..." strings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from semantic_ids.tokens import LETTERS, TokenError, format_sid, format_sids, parse_sid
+from semantic_ids.export.tokens import LETTERS, TokenError, format_sid, format_sids, parse_sid
 
 codes_st = st.lists(st.integers(min_value=0, max_value=10**6), min_size=1, max_size=len(LETTERS))
 

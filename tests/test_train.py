@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from semantic_ids.config import ConfigError, ExperimentalConfig, ModelConfig, TrainConfig
-from semantic_ids.metrics import code_stats
-from semantic_ids.rqvae import RQVAE
-from semantic_ids.encode import encode_all
-from semantic_ids.train import train_rqvae
+from semantic_ids.stages.metrics import code_stats
+from semantic_ids.model.rqvae import RQVAE
+from semantic_ids.stages.encode import encode_all
+from semantic_ids.stages.train import train_rqvae
 
 from .conftest import ROOT, clustered_embeddings
 
@@ -126,7 +126,7 @@ def test_rq_kmeans_matches_faiss_compute_codes():
 
 
 def test_rq_kmeans_rejects_non_power_of_two():
-    from semantic_ids.train import residual_codebooks
+    from semantic_ids.stages.train import residual_codebooks
 
     with pytest.raises(ConfigError, match="power of two"):  # the config refuses it up front
         ModelConfig(method="rq-kmeans", codebook_sizes=(10, 16))
@@ -150,7 +150,7 @@ def test_experimental_switches_reach_the_model():
 
 def test_resume_from_checkpoint_gives_identical_weights(tmp_path, monkeypatch):
     from semantic_ids import faults
-    from semantic_ids.checkpoint import Checkpoint
+    from semantic_ids.stages.checkpoint import Checkpoint
 
     x = clustered_embeddings(300)
     cfg = TrainConfig(epochs=8, batch_size=64, restart_every=3, checkpoint_every=2)
@@ -200,7 +200,7 @@ def test_omp_wait_policy_changes_no_weight(tmp_path):
     script = (
         "import sys, numpy as np, torch\n"
         "from semantic_ids.config import ModelConfig, TrainConfig\n"
-        "from semantic_ids.train import train_rqvae\n"
+        "from semantic_ids.stages.train import train_rqvae\n"
         "torch.set_num_threads(2)\n"
         "x = np.random.default_rng(0).normal(size=(3000, 48)).astype(np.float32)\n"
         "r = train_rqvae(x, ModelConfig(codebook_sizes=(16, 16), latent_dim=4, hidden_dims=(64, 32)),\n"
@@ -219,7 +219,7 @@ def test_omp_wait_policy_changes_no_weight(tmp_path):
 
 def test_progress_bar_shows_last_measured_collision_rate():
     """The collision rate is measured every few epochs; the bar never shows nan."""
-    from semantic_ids.train import postfix_fields
+    from semantic_ids.stages.train import postfix_fields
 
     history = [{"epoch": 0, "loss": 1.0, "codes_used": [4, 4]}]
     assert "col" not in postfix_fields(history[0], history)  # nothing measured yet: no field

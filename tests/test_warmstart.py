@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from semantic_ids import BuildConfig, ExportError, SemanticIDs
-from semantic_ids.cli import main
-from semantic_ids.collisions import resolve_counter
-from semantic_ids.export import read_export
-from semantic_ids.encode import encode_all
-from semantic_ids.warmstart import (
+from semantic_ids.cli.main import main
+from semantic_ids.stages.resolve import resolve_counter
+from semantic_ids.export.io import read_export
+from semantic_ids.stages.encode import encode_all
+from semantic_ids.stages.warm.algorithms import (
     align_levels, anchor_codes, carry_over_counter, common_rows, kept_shares, matching, nth_free, sticky_codes,
 )
 
@@ -150,7 +150,7 @@ def test_cli_rebuild_in_place_then_diff(growth, tmp_path, capsys):
 
 
 def test_previous_errors_name_the_path_before_training(growth, tmp_path, monkeypatch):
-    import semantic_ids.api as api
+    import semantic_ids.runners.estimator as api
 
     out, df, emb, _ = growth
 
@@ -241,7 +241,7 @@ def test_align_levels_undoes_a_renumbering(growth):
 
 def test_train_from_a_previous_model_without_epochs_keeps_it(growth):
     """init_from alone (no anchors, no epochs): the previous model's weights, centroids and codes."""
-    from semantic_ids.train import train_rqvae
+    from semantic_ids.stages.train import train_rqvae
 
     out, df, emb, old = growth
     prev = read_export(out)
@@ -259,8 +259,8 @@ def test_streaming_warm_start_gives_the_in_memory_ids(growth, warm, tmp_path, sa
     embeddings, config and seed it gives the in-memory warm start's IDs (its training
     sample and alignment sample both hold every old item when ``max_train_items`` is
     unset). With a smaller sample it still keeps most IDs."""
-    from semantic_ids.shards import write_embedding_shards
-    from semantic_ids.stream import build_streaming
+    from semantic_ids.stages.shards import write_embedding_shards
+    from semantic_ids.runners.streaming import build_streaming
 
     out, df, emb, old = growth
     ids = df["item_id"].to_numpy(dtype=object)
@@ -286,7 +286,7 @@ def test_streaming_warm_start_gives_the_in_memory_ids(growth, warm, tmp_path, sa
 def test_warm_start_refuses_other_experiment_switches(growth):
     """The model-shaping switches of [experimental] belong to the model: a warm start keeps them."""
     from semantic_ids.config import ExperimentalConfig
-    from semantic_ids.train import train_rqvae
+    from semantic_ids.stages.train import train_rqvae
 
     out, df, emb, old = growth
     prev = read_export(out)

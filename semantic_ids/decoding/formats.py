@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from ..version import __version__
-from .. import outdir
-from ..atomic import staged_dir
+from ..export import outdir
+from ..export.atomic import staged_dir
 from .trie import PrefixTrie
 from .vocab import SIDVocab, read_export_codes
 

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic import atomic_write_bytes
-from ..tokens import format_sid
+from ..export.atomic import atomic_write_bytes
+from ..export.tokens import format_sid
 from .vocab import SIDVocab, VocabError, _check_codes, read_export_codes
 
 # Dense child tables up to 4M entries (16 MiB as int32) per level: covers the

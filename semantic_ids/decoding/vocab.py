@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from ..manifest import parse_ids, read_verified
-from ..tokens import LETTERS
+from ..export.manifest import parse_ids, read_verified
+from ..export.tokens import LETTERS
 
 
 class VocabError(ValueError):

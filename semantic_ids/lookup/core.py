@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..tokens import format_sids
+from ..export.tokens import format_sids
 from .index import CodeKeys, ItemRows, UnknownIDError, is_single_id, is_single_sid
 from .query import encode, read_query_model
 from .search import Neighbors, neighbors, search_codes, similar_rows
 
 if TYPE_CHECKING:
-    from ..ann import CodeIndex
+    from .ann import CodeIndex
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class SemanticIDLookup:
             self._build_index()
 
     def _build_index(self) -> None:
-        from ..ann import CodeIndex  # FAISS: only for nearest-code search
+        from .ann import CodeIndex  # FAISS: only for nearest-code search
 
         kind, split = self._index_args
         self._code_index = CodeIndex(
@@ -116,7 +116,7 @@ class SemanticIDLookup:
         Exact lookups need only the ids table and ``config.json``; the model
         (and torch) is read on the first nearest-code, embedding or text query.
         """
-        from ..manifest import read_ids
+        from ..export.manifest import read_ids
 
         ids, codes, info = read_ids(path)
         obj = cls(ids, codes, info["codebook_sizes"], index_kind=index_kind)

@@ -16,8 +16,8 @@ from itertools import repeat
 
 import numpy as np
 
-from ..keys import radix_strides
-from ..tokens import TokenError, parse_sid
+from ..model.keys import radix_strides
+from ..export.tokens import TokenError, parse_sid
 
 
 class UnknownIDError(KeyError):

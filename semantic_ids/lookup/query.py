@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..manifest import ExportError
+from ..export.manifest import ExportError
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def read_query_model(path: str | Path, codes: np.ndarray) -> QueryModel:
     Raises :class:`~semantic_ids.manifest.ExportError` when the export no longer
     holds ``codes`` (a writer replaced it in between).
     """
-    from ..export import read_export
+    from ..export.io import read_export
 
     exp = read_export(path)
     if not np.array_equal(exp.codes, codes):
@@ -51,7 +51,7 @@ def read_query_model(path: str | Path, codes: np.ndarray) -> QueryModel:
     config = exp.config.embedding
 
     def embed(texts: Sequence[str]) -> np.ndarray:
-        from ..embed import embed_texts
+        from ..stages.embed import embed_texts
 
         return embed_texts(list(texts), config, show_progress=False)[0]
 
@@ -68,7 +68,7 @@ def encode(model, fusion, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarra
     the model's input dimension pass through. Raises ValueError on the wrong
     dimension, NaN or infinity.
     """
-    from ..collab import model_inputs
+    from ..model.collab import model_inputs
 
     emb = np.asarray(embeddings, dtype=np.float32)
     if emb.ndim == 1:

@@ -17,7 +17,7 @@ import numpy as np
 from .index import CodeKeys
 
 if TYPE_CHECKING:
-    from ..ann import CodeIndex
+    from .ann import CodeIndex
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""The ``semantic-ids`` command line: ``main`` (parsers, exit codes) and ``commands`` (handlers)."""

