@@ -22,10 +22,11 @@ import pandas as pd
 from .estimator import SemanticIDs
 from ..export.atomic import dir_lock
 from ..stages.catalog import Catalog, CatalogError, load_catalog
-from ..stages.resolve import id_order
+from ..stages.resolve import number_collisions
 from ..stages.embed import check_embeddings, embed_texts, load_embeddings
 from ..export.io import ExportError, write_export
 from ..export.outdir import check_out_dir
+from ..model.keys import rows_of
 from ..stages.encode import encode_all
 
 log = logging.getLogger(__name__)
@@ -43,20 +44,10 @@ class AssignResult:
 def resolve_against(existing: np.ndarray, new_raw: np.ndarray, new_ids: np.ndarray) -> np.ndarray:
     """Collision level for new items given existing resolved codes (N, L + 1).
 
-    Returns (M, L + 1) codes for the new items; existing codes are untouched.
+    Returns (M, L + 1) codes for the new items; existing codes are untouched
+    (:func:`~semantic_ids.stages.resolve.number_collisions` with ``existing``).
     """
-    L = new_raw.shape[1]
-    ex = pd.DataFrame(existing[:, :L]).assign(c=existing[:, L])
-    base = ex.groupby(list(range(L)), sort=False)["c"].max() + 1 if len(ex) else pd.Series(dtype=np.int64)
-    new = pd.DataFrame(new_raw).assign(rank=id_order(new_ids))
-    new["base"] = 0
-    if len(base):
-        key = pd.MultiIndex.from_frame(new[list(range(L))])
-        new["base"] = base.reindex(key).fillna(0).to_numpy(dtype=np.int64)
-    # number new items within a tuple by id rank
-    new["within"] = new.groupby(list(range(L)), sort=False)["rank"].rank(method="first").astype(np.int64) - 1
-    counter = (new["base"] + new["within"]).to_numpy(dtype=np.int64)
-    return np.column_stack([new_raw.astype(np.int64), counter])
+    return number_collisions(new_raw, new_ids, existing=existing).codes
 
 
 def assign_new_items(
@@ -127,7 +118,7 @@ def _assign(export_dir, catalog, embeddings, batch_size: int, show_progress: boo
             f"new catalog ids are {'integers' if cat.ids.dtype.kind in 'iu' else 'strings'} but the export's are "
             f"{'integers' if sid.ids_.dtype.kind in 'iu' else 'strings'}"
         )
-    present = pd.Index(sid.ids_).get_indexer(pd.Index(cat.ids)) >= 0
+    present = rows_of(cat.ids, sid.ids_, missing="-1") >= 0
     new_pos = np.flatnonzero(~present)
     new_ids = cat.ids[new_pos]
     if isinstance(embeddings, (str, Path)):
