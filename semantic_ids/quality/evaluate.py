@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..model.keys import rows_of
 from ..stages.metrics import code_stats
 
 log = logging.getLogger(__name__)
@@ -203,14 +204,13 @@ def evaluate_export(
     """
     from ..runners.estimator import SemanticIDs
     from ..stages.catalog import load_catalog
-    from ..stages.embed import embed_texts, given_embeddings
+    from ..stages.embed import item_embeddings
 
     sid = SemanticIDs.load(export_dir, show_progress=show_progress)
     cat = load_catalog(catalog, sid.config_.catalog)
     rows = export_rows(sid.ids_, cat)  # fail before embedding
-    emb = given_embeddings(embeddings, cat.ids, sid.config_.catalog.id_column)
-    if emb is None:
-        emb = embed_texts(cat.texts, sid.config_.embedding, show_progress=show_progress)[0]
+    emb = item_embeddings(cat.ids, cat.texts, sid.config_.embedding, given=embeddings,
+                          id_column=sid.config_.catalog.id_column, show_progress=show_progress)[0]
     emb = sid.features(emb, cat.ids)  # the model's input space (text and behaviour for builds with sequences)
     return evaluate_catalog(
         rows, sid.codes_, sid.model_.codebook_sizes, cat, embeddings=emb, sequences=sequences,
@@ -220,11 +220,7 @@ def evaluate_export(
 
 def export_rows(ids: np.ndarray, cat) -> np.ndarray:
     """The export row of each catalog item; a ValueError names items the export lacks."""
-    rows = pd.Index(ids).get_indexer(pd.Index(cat.ids))
-    missing = np.flatnonzero(rows < 0)
-    if len(missing):
-        raise ValueError(f"{len(missing)} catalog item(s) are not in the export, e.g. {cat.ids[missing[:5]].tolist()}")
-    return rows
+    return rows_of(cat.ids, ids, what="catalog item(s) are not in the export")
 
 
 def evaluate_catalog(

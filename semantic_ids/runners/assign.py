@@ -23,7 +23,7 @@ from .estimator import SemanticIDs
 from ..export.atomic import dir_lock
 from ..stages.catalog import Catalog, CatalogError, load_catalog
 from ..stages.resolve import number_collisions
-from ..stages.embed import check_embeddings, embed_texts, load_embeddings
+from ..stages.embed import item_embeddings
 from ..export.io import ExportError, write_export
 from ..export.outdir import check_out_dir
 from ..model.keys import rows_of
@@ -121,19 +121,9 @@ def _assign(export_dir, catalog, embeddings, batch_size: int, show_progress: boo
     present = rows_of(cat.ids, sid.ids_, missing="-1") >= 0
     new_pos = np.flatnonzero(~present)
     new_ids = cat.ids[new_pos]
-    if isinstance(embeddings, (str, Path)):
-        path = Path(embeddings)
-        # keyed files need only the new items; a .npy follows the catalog's order
-        emb = (load_embeddings(path, cat.ids)[new_pos] if path.suffix == ".npy"
-               else load_embeddings(path, new_ids, cfg.catalog.id_column))
-    elif embeddings is not None:
-        arr = np.asarray(embeddings)
-        if arr.ndim != 2 or len(arr) != len(cat):
-            raise ValueError(f"embeddings have shape {arr.shape}, expected (n_items={len(cat)}, dim) in catalog order")
-        emb = check_embeddings(arr, cat.ids)[new_pos]
-    else:
-        texts = [cat.texts[i] for i in new_pos]
-        emb = embed_texts(texts, cfg.embedding, show_progress=show_progress)[0] if texts else np.zeros((0, sid.embedding_dim_), np.float32)
+    # keyed files are read for the new items alone; a .npy or an array follows the catalog's order
+    emb = item_embeddings(cat.ids, None if embeddings is not None else cat.texts, cfg.embedding, given=embeddings,
+                          id_column=cfg.catalog.id_column, rows=new_pos, show_progress=show_progress)[0]
     if len(new_pos) and emb.shape[1] != sid.embedding_dim_:
         raise ValueError(f"embeddings have dim {emb.shape[1]}, the export's model expects {sid.embedding_dim_}")
     if len(new_pos) == 0:
