@@ -233,8 +233,9 @@ def export_value(col: str, quality: dict, exp: Export) -> Any:
 
 
 def churn_since(previous: str | Path | None, export_dir: Path) -> ChurnReport | None:
-    """:func:`semantic_ids.churn.churn` from ``previous`` to this export (None without one),
-    the numbers ``semantic-ids diff PREVIOUS DIR`` prints."""
+    """:func:`semantic_ids.churn.churn` from ``previous`` (an earlier export to compare
+    with; ``report --previous``) to this export (None without one), the numbers
+    ``semantic-ids diff PREVIOUS DIR`` prints."""
     if previous is None:
         return None
     rep = churn(previous, export_dir)

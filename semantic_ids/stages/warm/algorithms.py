@@ -49,6 +49,7 @@ import torch
 from ..resolve import Resolution, number_collisions
 from ...config import ModelConfig
 from ...model.kmeans import lloyd
+from ...model.sizing import sized_model
 from ...model.keys import kept_prefixes, rows_of
 
 log = logging.getLogger(__name__)
@@ -87,16 +88,16 @@ def load_previous(path: str | Path):
     return exp
 
 
-def warm_model_config(model: ModelConfig, previous_model: ModelConfig, path: str | Path) -> ModelConfig:
-    """The model config of a warm-started rebuild: the previous export's codebook
-    sizes when ``model`` leaves them unset; any other difference from the previous
-    model (sizes, layers, first level...) is refused, naming the fields."""
-    if model.codebook_sizes is None:
-        model = dataclasses.replace(model, codebook_sizes=tuple(previous_model.codebook_sizes))
+def warm_model_config(model: ModelConfig, previous: ModelConfig, path: str | Path) -> ModelConfig:
+    """The model config of a warm-started rebuild on the ``previous`` export's model config:
+    its codebook sizes when ``model`` leaves them unset (:func:`~semantic_ids.model.sizing.choose_codebook_sizes`);
+    any other difference from the previous model (sizes, layers, first level...) is
+    refused, naming the fields."""
+    model = sized_model(model, previous=previous)
     diff = [
-        f"{f.name}={getattr(model, f.name)!r} (previous {getattr(previous_model, f.name)!r})"
+        f"{f.name}={getattr(model, f.name)!r} (previous {getattr(previous, f.name)!r})"
         for f in dataclasses.fields(ModelConfig)
-        if tuple_or(getattr(model, f.name)) != tuple_or(getattr(previous_model, f.name))
+        if tuple_or(getattr(model, f.name)) != tuple_or(getattr(previous, f.name))
     ]
     if diff:
         raise ValueError(f"{path}: the previous export's model differs from this build's: {', '.join(diff)}; "
@@ -108,10 +109,10 @@ def tuple_or(v):
     return tuple(v) if isinstance(v, (list, tuple)) else v
 
 
-def check_input_dim(previous_model, dim: int, path: str | Path) -> None:
-    """The previous model must take inputs of this build's dimension."""
-    if int(previous_model.input_dim) != int(dim):
-        raise ValueError(f"{path}: the previous export's model takes inputs of dim {previous_model.input_dim}, "
+def check_input_dim(previous, dim: int, path: str | Path) -> None:
+    """The previous export's model (``previous``) must take inputs of this build's dimension."""
+    if int(previous.input_dim) != int(dim):
+        raise ValueError(f"{path}: the previous export's model takes inputs of dim {previous.input_dim}, "
                          f"this build's embeddings have dim {dim}; a warm start needs the same embedding model "
                          "(and sequences fused in both builds or in neither)")
 
