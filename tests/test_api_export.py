@@ -51,7 +51,7 @@ def test_export_schema_and_metadata(fitted, tmp_path):
     assert df["semantic_id"].is_unique
     meta = json.loads(table.schema.metadata[b"semantic_ids"])
     assert meta["library_version"] == __version__
-    assert meta["codebook_sizes"] == [16, 16, 16]
+    assert meta["config"]["model"]["codebook_sizes"] == [16, 16, 16] and "codebook_sizes" not in meta
     assert meta["embedding_model"] == "all-MiniLM-L6-v2"
     assert meta["config"]["model"]["latent_dim"] == 8
     metrics = json.loads((out / "metrics.json").read_text())

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..export.manifest import parse_ids, read_verified
 from ..export.tokens import LETTERS
+from ..model.sizing import codebook_sizes_of
 
 
 class VocabError(ValueError):
@@ -62,7 +63,7 @@ def read_export_codes(path: str | Path) -> ExportCodes:
     manifest, files = read_verified(path)
     ids, codes, info = parse_ids(path, files)
     try:
-        sizes = tuple(int(k) for k in info["codebook_sizes"])
+        sizes = codebook_sizes_of(info)
     except (KeyError, TypeError, ValueError) as exc:
         raise VocabError(f"{path / 'config.json'}: damaged or incomplete ({exc!r})") from None
     sha = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()

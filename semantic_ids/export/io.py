@@ -105,7 +105,6 @@ def export_info(
         "library_version": __version__,
         "config": config.portable_dict(),  # machine-local settings change no result: not recorded
         "input_dim": model.input_dim,
-        "codebook_sizes": list(model.codebook_sizes),
         "n_levels": int(n_levels),
         "embedding_model": config.embedding.model,
         "id_column": config.catalog.id_column,

@@ -117,9 +117,10 @@ class SemanticIDLookup:
         (and torch) is read on the first nearest-code, embedding or text query.
         """
         from ..export.manifest import read_ids
+        from ..model.sizing import codebook_sizes_of
 
         ids, codes, info = read_ids(path)
-        obj = cls(ids, codes, info["codebook_sizes"], index_kind=index_kind)
+        obj = cls(ids, codes, codebook_sizes_of(info), index_kind=index_kind)
         obj._path = Path(path)
         return obj
 

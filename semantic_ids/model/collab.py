@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import CollabConfig
+from .keys import rows_of
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +144,7 @@ class Fusion:
             raise ValueError(f"text embeddings should have shape (n, {self.text_dim}), got {text.shape}")
         collab = self.predict(text)
         if ids is not None and len(ids):
-            import pandas as pd
-
-            rows = pd.Index(self.ids).get_indexer(pd.Index(np.asarray(ids)))
+            rows = rows_of(ids, self.ids, missing="-1")
             known = rows >= 0
             collab[known] = self.vectors[rows[known]]
         return fuse_vectors(text, collab, self.config.weight)
@@ -184,8 +183,14 @@ def _fit_fusion(text, ids, sequences, config: CollabConfig, seed: int) -> Fusion
     weight = np.asarray(counts.sum(1)).ravel()
     warm = weight > 0
     if warm.sum() <= config.dim:
+        why = ""
+        if counts.nnz == 0:  # say why: no two different items ever sit within a window of each other
+            longest = max((len(s) for s in seqs), default=0)
+            why = (f" (no two different items co-occur within {config.window} positions of one user's sequence: "
+                   f"the longest sequence holds {longest} item(s)"
+                   + (f" after holding out the last {cut}" if cut else "") + ")")
         raise ValueError(
-            f"sequences give interactions for {int(warm.sum())} of {n} items, too few to learn "
+            f"sequences give interactions for {int(warm.sum())} of {n} items{why}, too few to learn "
             f"{config.dim}-dimensional collaborative vectors; lower collab.dim or build without sequences"
         )
     u, s = randomized_svd(ppmi(counts), config.dim, seed=seed)

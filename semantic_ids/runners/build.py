@@ -131,7 +131,7 @@ def read_and_embed(
     import contextlib
 
     from ..stages.catalog import load_catalog
-    from ..stages.embed import embed_texts, given_embeddings
+    from ..stages.embed import item_embeddings
 
     def stage(name):
         return timer.stage(name) if timer is not None else contextlib.nullcontext()
@@ -141,11 +141,8 @@ def read_and_embed(
         with stage("catalog"):  # read and check the catalog before torch and sentence-transformers load
             cat = load_catalog(catalog, config.catalog, require_text=embeddings is None)
     with stage("embed"):
-        emb = given_embeddings(embeddings, cat.ids, config.catalog.id_column)
-        facts: dict[str, Any] = {"source": "given"}
-        if emb is None:
-            emb, counts = embed_texts(cat.texts, config.embedding, show_progress=show_progress)
-            facts = {"source": config.embedding.model, **counts}
+        emb, facts = item_embeddings(cat.ids, cat.texts, config.embedding, given=embeddings,
+                                     id_column=config.catalog.id_column, show_progress=show_progress)
     return cat, emb, facts
 
 

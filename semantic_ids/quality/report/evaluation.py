@@ -96,13 +96,12 @@ def model_inputs_of(exp: Export, ids: np.ndarray, embeddings: Any, texts: list[s
     array), else computed from ``texts``; through :func:`semantic_ids.collab.model_inputs`
     (fused with behaviour for a build with sequences)."""
     from ...model.collab import model_inputs
-    from ...stages.embed import embed_texts, given_embeddings
+    from ...stages.embed import item_embeddings
 
-    emb = given_embeddings(embeddings, ids, exp.config.catalog.id_column)
-    if emb is None:
-        if texts is None:
-            raise ReportError("no embeddings given and no texts to compute them from")
-        emb = embed_texts(texts, exp.config.embedding, show_progress=show_progress)[0]
+    if embeddings is None and texts is None:
+        raise ReportError("no embeddings given and no texts to compute them from")
+    emb = item_embeddings(ids, texts, exp.config.embedding, given=embeddings, id_column=exp.config.catalog.id_column,
+                          show_progress=show_progress)[0]
     return model_inputs(exp.fusion, emb, exp.model.input_dim, ids)
 
 
@@ -234,8 +233,9 @@ def export_value(col: str, quality: dict, exp: Export) -> Any:
 
 
 def churn_since(previous: str | Path | None, export_dir: Path) -> ChurnReport | None:
-    """:func:`semantic_ids.churn.churn` from ``previous`` to this export (None without one),
-    the numbers ``semantic-ids diff PREVIOUS DIR`` prints."""
+    """:func:`semantic_ids.churn.churn` from ``previous`` (an earlier export to compare
+    with; ``report --previous``) to this export (None without one), the numbers
+    ``semantic-ids diff PREVIOUS DIR`` prints."""
     if previous is None:
         return None
     rep = churn(previous, export_dir)

@@ -85,7 +85,7 @@ def plot_training(mpl, exp: Export, path: Path) -> str | None:
     ax.set_title("loss terms (mean per item)")
     ax.legend(fontsize=8, loc="upper right")
 
-    sizes = list(exp.info.get("codebook_sizes") or exp.config.model.codebook_sizes)
+    sizes = list(exp.config.model.codebook_sizes)  # the one stored copy (older exports stored two, equal)
     ax = axes[0, 1]
     used = _ragged(history, "codes_used")
     for lvl in range(used.shape[1]):
@@ -145,7 +145,7 @@ def plot_training(mpl, exp: Export, path: Path) -> str | None:
 def plot_usage(mpl, exp: Export, path: Path) -> str:
     """Items per code on each model level, codes sorted by use, beside a uniform spread."""
     codes = exp.codes[:, :-1]
-    sizes = list(exp.info.get("codebook_sizes") or exp.config.model.codebook_sizes)
+    sizes = list(exp.config.model.codebook_sizes)  # the one stored copy (older exports stored two, equal)
     n_levels = codes.shape[1]
     cols = min(n_levels, 3)
     rows = math.ceil(n_levels / cols)
