@@ -9,6 +9,11 @@ sentence-transformers.
 Exit codes: 0 success; 1 ``lookup`` found no item for at least one id (every
 id is still reported, misses marked); 2 bad input or a failed command (the
 message says why); 130 interrupted.
+
+Only :class:`~semantic_ids.errors.SemanticIDsError` (bad input) becomes a
+one-line message and status 2; any other exception is a bug and ends in its
+traceback (status 1). A closed stdout (``semantic-ids lookup ... | head -1``)
+ends the command quietly.
 """
 
 from __future__ import annotations
@@ -20,10 +25,10 @@ import os
 import sys
 
 from . import commands
+from ..errors import SemanticIDsError
 
-# CatalogError, ConfigError, EmbeddingError, ExportError, OutputPathError, TokenError
-# are ValueErrors and UnknownIDError a KeyError: catching the bases keeps their modules unloaded
-EXPECTED_ERRORS = (FileNotFoundError, KeyError, ValueError)
+# What the user can get wrong; anything else is a bug and keeps its traceback.
+EXPECTED_ERRORS = (SemanticIDsError,)
 
 
 def _add_quality_inputs(p: argparse.ArgumentParser) -> None:
@@ -174,11 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     # waiting changes no result. It must be set before torch loads; a user's value is kept.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a reader that left shows here, inside the handler below
+        return code
     except EXPECTED_ERRORS as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"semantic-ids: error: {msg}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return _stdout_closed()
     except KeyboardInterrupt:
         print("semantic-ids: interrupted; any earlier export is untouched", file=sys.stderr)
         return 130
@@ -188,6 +197,20 @@ def main(argv: list[str] | None = None) -> int:
         # ours needs it (files are written and fsynced, handles closed by then), so move
         # what exists to the permanent generation and exit at once.
         gc.freeze()
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout left (``| head -1``): exit quietly, as the Python docs' "Note on
+    SIGPIPE" recommends. Output still buffered would fail again at exit, so stdout is pointed
+    at /dev/null first; the status is 141 (128 + SIGPIPE), what a shell pipeline reports for a
+    writer the pipe stopped."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real file descriptor (e.g. stdout replaced in tests)
+        pass
+    return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -30,12 +30,9 @@ from ..model.rqvae import RQVAE
 from ..stages.sequences import Sequences, read_sequences
 from ..model.sizing import sized_config
 from ..stages.train import train_rqvae
+from ..errors import NotFittedError
 
 log = logging.getLogger(__name__)
-
-
-class NotFittedError(RuntimeError):
-    """The estimator was used before ``fit`` or ``load``."""
 
 
 class SemanticIDs:

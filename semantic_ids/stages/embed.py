@@ -19,12 +19,9 @@ import pandas as pd
 from .cache import EmbeddingCache, default_cache_dir
 from ..config import DEFAULT_MODEL, EmbeddingConfig
 from ..progress import progress
+from ..errors import EmbeddingError
 
 log = logging.getLogger(__name__)
-
-
-class EmbeddingError(ValueError):
-    """Embeddings are missing, of the wrong shape, or not finite."""
 
 
 def resolve_model_path(name: str) -> str:
