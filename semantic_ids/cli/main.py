@@ -31,6 +31,21 @@ from ..errors import SemanticIDsError
 EXPECTED_ERRORS = (SemanticIDsError,)
 
 
+def _at_least(low: int):
+    """An argparse type: an integer >= ``low`` (else argparse's usage error, exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} should be >= {low}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
 def _add_quality_inputs(p: argparse.ArgumentParser) -> None:
     """What ``evaluate`` and ``report`` read beside the catalog."""
     p.add_argument("--sequences", help="JSON Lines of user sequences: {\"user_id\": ..., \"items\": [ids in time order]}")
@@ -85,8 +100,8 @@ def _parser_lookup(sub) -> None:
     q.add_argument("--sid", nargs="+", help="semantic ID(s) -> item (with --k: nearest valid items, for generated codes)")
     q.add_argument("--prefix", help="a semantic-ID prefix, e.g. '<a_12><b_200>' -> items under it and their count")
     q.add_argument("--text", nargs="+", help="text(s) -> codes under the frozen model and the k nearest items")
-    lk.add_argument("--k", type=int, help="number of nearest items")
-    lk.add_argument("--limit", type=int, default=50, help="items shown for --prefix (the count is always exact)")
+    lk.add_argument("--k", type=_at_least(1), help="number of nearest items")
+    lk.add_argument("--limit", type=_at_least(0), default=50, help="items shown for --prefix (the count is always exact)")
     lk.add_argument("--json", action="store_true", help="one JSON object per line")
     lk.set_defaults(func=commands.cmd_lookup)
 

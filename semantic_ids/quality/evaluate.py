@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..stages.metrics import code_stats
+from ..errors import CatalogError, SequenceError
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,8 @@ def sequence_pairs(sequences: str | Path, ids: np.ndarray) -> tuple[np.ndarray, 
     pos = {v: i for i, v in enumerate(ids.tolist())}
     a, b = [], []
     unknown = 0
+    if not Path(sequences).is_file():
+        raise SequenceError(f"sequences file {str(sequences)!r} does not exist")
     with open(sequences, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -138,7 +141,7 @@ def sequence_pairs(sequences: str | Path, ids: np.ndarray) -> tuple[np.ndarray, 
                 if ids.dtype.kind in "iu":
                     items = [int(i) for i in items]
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise ValueError(f"{sequences}:{lineno}: each line should be a JSON object with an 'items' list of item ids ({exc!r})") from None
+                raise SequenceError(f"{sequences}:{lineno}: each line should be a JSON object with an 'items' list of item ids ({exc!r})") from None
             rows = np.fromiter((pos.get(i, -1) for i in items), dtype=np.int64, count=len(items))
             unknown += int((rows < 0).sum())
             ok = (rows[:-1] >= 0) & (rows[1:] >= 0)
@@ -154,7 +157,7 @@ def category_labels(frame: pd.DataFrame, column: str | None = None) -> tuple[str
     candidates = [column] if column else [c for c in ("categories", "category", "genres", "genre") if c in frame.columns]
     for col in candidates:
         if col not in frame.columns:
-            raise ValueError(f"category column {col!r} not in the catalog; columns are {list(frame.columns)}")
+            raise CatalogError(f"category column {col!r} not in the catalog; columns are {list(frame.columns)}")
         values = frame[col].tolist()
         labels = []
         for v in values:
@@ -235,7 +238,7 @@ def export_rows(ids: np.ndarray, cat) -> np.ndarray:
     rows = pd.Index(ids).get_indexer(pd.Index(cat.ids))
     missing = np.flatnonzero(rows < 0)
     if len(missing):
-        raise ValueError(f"{len(missing)} catalog item(s) are not in the export, e.g. {cat.ids[missing[:5]].tolist()}")
+        raise CatalogError(f"{len(missing)} catalog item(s) are not in the export, e.g. {cat.ids[missing[:5]].tolist()}")
     return rows
 
 

@@ -27,6 +27,7 @@ from ..stages.embed import check_embeddings, embed_texts, load_embeddings
 from ..export.io import ExportError, write_export
 from ..export.outdir import check_out_dir
 from ..stages.encode import encode_all
+from ..errors import EmbeddingError
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def _new_catalog(sid: SemanticIDs, catalog, embeddings) -> Catalog:
     used = sid.metrics_.get("text_columns")
     if cfg.template is None and cfg.text_columns is None and used is not None:
         if not used:
-            raise ValueError(
+            raise EmbeddingError(
                 "the export was built from given embeddings (no text columns); pass embeddings for the new items"
             )
         cfg = dataclasses.replace(cfg, text_columns=tuple(used))
@@ -123,7 +124,7 @@ def _assign(export_dir, catalog, embeddings, batch_size: int, show_progress: boo
     cfg = sid.config_
     cat = _new_catalog(sid, catalog, embeddings)
     if len(cat.ids) and len(sid.ids_) and (cat.ids.dtype.kind in "iu") != (sid.ids_.dtype.kind in "iu"):
-        raise ValueError(
+        raise CatalogError(
             f"new catalog ids are {'integers' if cat.ids.dtype.kind in 'iu' else 'strings'} but the export's are "
             f"{'integers' if sid.ids_.dtype.kind in 'iu' else 'strings'}"
         )
@@ -138,13 +139,13 @@ def _assign(export_dir, catalog, embeddings, batch_size: int, show_progress: boo
     elif embeddings is not None:
         arr = np.asarray(embeddings)
         if arr.ndim != 2 or len(arr) != len(cat):
-            raise ValueError(f"embeddings have shape {arr.shape}, expected (n_items={len(cat)}, dim) in catalog order")
+            raise EmbeddingError(f"embeddings have shape {arr.shape}, expected (n_items={len(cat)}, dim) in catalog order")
         emb = check_embeddings(arr, cat.ids)[new_pos]
     else:
         texts = [cat.texts[i] for i in new_pos]
         emb = embed_texts(texts, cfg.embedding, show_progress=show_progress)[0] if texts else np.zeros((0, sid.embedding_dim_), np.float32)
     if len(new_pos) and emb.shape[1] != sid.embedding_dim_:
-        raise ValueError(f"embeddings have dim {emb.shape[1]}, the export's model expects {sid.embedding_dim_}")
+        raise EmbeddingError(f"embeddings have dim {emb.shape[1]}, the export's model expects {sid.embedding_dim_}")
     if len(new_pos) == 0:
         log.info("no new items: all %d catalog items are already in %s", len(cat), export_dir)
         return AssignResult(0, int(present.sum()), 0, new_ids, np.zeros((0, sid.codes_.shape[1]), np.int64))
