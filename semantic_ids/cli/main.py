@@ -7,13 +7,11 @@ module, so ``--help`` and bad input answer without loading torch or
 sentence-transformers.
 
 Exit codes: 0 success; 1 ``lookup`` found no item for at least one id (every
-id is still reported, misses marked); 2 bad input or a failed command (the
-message says why); 130 interrupted.
-
-Only :class:`~semantic_ids.errors.SemanticIDsError` (bad input) becomes a
-one-line message and status 2; any other exception is a bug and ends in its
-traceback (status 1). A closed stdout (``semantic-ids lookup ... | head -1``)
-ends the command quietly.
+id is still reported, misses marked); 2 bad input: a
+:class:`~semantic_ids.errors.SemanticIDsError` (the message says why, no
+traceback); 130 interrupted; 141 the reader of stdout left early
+(``semantic-ids lookup ... | head -1``), quietly. Any other exception is a bug:
+it propagates with its traceback (Python's status 1).
 """
 
 from __future__ import annotations
@@ -22,13 +20,15 @@ import argparse
 import gc
 import logging
 import os
+import select
 import sys
 
 from . import commands
 from ..errors import SemanticIDsError
 
-# What the user can get wrong; anything else is a bug and keeps its traceback.
-EXPECTED_ERRORS = (SemanticIDsError,)
+EXIT_USER_ERROR = 2  # a SemanticIDsError: bad input, the message says why
+EXIT_INTERRUPTED = 130
+EXIT_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
 
 
 def _at_least(low: int):
@@ -197,15 +197,17 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args)
         sys.stdout.flush()  # a reader that left shows here, inside the handler below
         return code
-    except EXPECTED_ERRORS as exc:
+    except SemanticIDsError as exc:  # bad input; anything else is a bug and keeps its traceback
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"semantic-ids: error: {msg}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     except BrokenPipeError:
-        return _stdout_closed()
+        if not _stdout_closed():
+            raise  # some other pipe broke: a bug, with its traceback
+        return EXIT_PIPE
     except KeyboardInterrupt:
         print("semantic-ids: interrupted; any earlier export is untouched", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         # The interpreter's exit-time garbage collection walks every object torch and
         # its dependencies created, seconds after the summary on busy cores. Nothing of
@@ -214,18 +216,24 @@ def main(argv: list[str] | None = None) -> int:
         gc.freeze()
 
 
-def _stdout_closed() -> int:
-    """The reader of stdout left (``| head -1``): exit quietly, as the Python docs' "Note on
-    SIGPIPE" recommends. Output still buffered would fail again at exit, so stdout is pointed
-    at /dev/null first; the status is 141 (128 + SIGPIPE), what a shell pipeline reports for a
-    writer the pipe stopped."""
+def _stdout_closed() -> bool:
+    """Whether the reader of stdout left (``| head -1``); if so, stdout is pointed at
+    /dev/null, as the Python docs' "Note on SIGPIPE" recommends, so that the interpreter's
+    flush at exit does not fail again. The end of a pipe whose reader closed polls as
+    POLLERR; a BrokenPipeError from any other pipe is not this."""
     try:
+        fd = sys.stdout.fileno()
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(fd, select.POLLOUT)
+            if not any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0)):
+                return False
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, fd)
         os.close(devnull)
-    except (OSError, ValueError):  # no real file descriptor (e.g. stdout replaced in tests)
-        pass
-    return 141
+    except (OSError, ValueError):  # no real file descriptor (stdout replaced): not a closed pipe
+        return False
+    return True
 
 
 if __name__ == "__main__":  # pragma: no cover
