@@ -3,9 +3,10 @@
 Every error the library raises because of its input (a missing or malformed
 file, a bad option or config value, an export that does not fit the request)
 is a :class:`SemanticIDsError`. Any other exception (a ``KeyError``,
-``ValueError`` or ``RuntimeError`` that is not one) is a bug in the library or
-in a dependency. One ``except`` tells the two apart, as scikit-learn's
-``sklearn.exceptions`` allows::
+``ValueError`` or ``RuntimeError`` that is not one) is a bug: in the library, in
+a dependency, or in calling code that hands a low-level function arrays of the
+wrong shape (e.g. logits to the decoding helpers). One ``except`` tells the user's
+errors apart, as scikit-learn's ``sklearn.exceptions`` allows::
 
     try:
         build(out, catalog=path)
