@@ -38,6 +38,7 @@ from ..export import outdir
 from ..export.atomic import staged_dir
 from .trie import PrefixTrie
 from .vocab import SIDVocab, read_export_codes
+from ..errors import DecodingFilesError
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,6 @@ FILES = {
     "trie": ("trie.safetensors",),
 }
 FORMATS = tuple(FILES)
-
-
-class DecodingFilesError(ValueError):
-    """The output directory holds files this tool did not write, or the request is malformed;
-    nothing was changed."""
 
 
 def _foreign(path: Path) -> list[str] | None:

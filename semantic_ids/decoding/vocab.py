@@ -29,10 +29,7 @@ import numpy as np
 from ..export.manifest import parse_ids, read_verified
 from ..export.tokens import LETTERS
 from ..model.sizing import codebook_sizes_of
-
-
-class VocabError(ValueError):
-    """Codes or token ids that do not fit a vocabulary, or a vocabulary that is malformed."""
+from ..errors import VocabError
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from itertools import repeat
 
 import numpy as np
 
+from ..errors import DuplicateIdError, MissingIdError
+
 
 def row_keys(codes: np.ndarray) -> np.ndarray:
     """(N, L) integer codes -> (N,) void keys, equal exactly when rows are equal."""
@@ -57,14 +59,6 @@ def kept_prefixes(new_codes: np.ndarray, old_row: np.ndarray, old_codes: np.ndar
 # -- item ids -> rows ---------------------------------------------------------------------
 
 
-class MissingIdError(ValueError):
-    """Item ids that a mapping does not hold (``rows_of(..., missing="raise")``); ``ids`` lists them."""
-
-    def __init__(self, message: str, ids: list):
-        super().__init__(message)
-        self.ids = ids
-
-
 def _is_int_kind(ids: np.ndarray) -> bool:
     return ids.dtype.kind in "iu"
 
@@ -93,7 +87,7 @@ class IdRows:
             self._map = dict(zip(values, range(len(values))))
             dups = [] if len(self._map) == len(values) else [v for v, c in _counts(values).items() if c > 1]
         if dups:
-            raise ValueError(f"{len(dups)} duplicate item id(s), e.g. {dups[:5]}")
+            raise DuplicateIdError(f"{len(dups)} duplicate item id(s), e.g. {dups[:5]}")
 
     def __len__(self) -> int:
         return len(self.ids)

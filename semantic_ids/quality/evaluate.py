@@ -24,6 +24,7 @@ import pandas as pd
 
 from ..model.keys import rows_of
 from ..stages.metrics import code_stats
+from ..errors import CatalogError, SequenceError
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def category_labels(frame: pd.DataFrame, column: str | None = None) -> tuple[str
     candidates = [column] if column else [c for c in ("categories", "category", "genres", "genre") if c in frame.columns]
     for col in candidates:
         if col not in frame.columns:
-            raise ValueError(f"category column {col!r} not in the catalog; columns are {list(frame.columns)}")
+            raise CatalogError(f"category column {col!r} not in the catalog; columns are {list(frame.columns)}")
         values = frame[col].tolist()
         labels = []
         for v in values:

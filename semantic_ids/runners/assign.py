@@ -28,6 +28,7 @@ from ..export.io import ExportError, write_export
 from ..export.outdir import check_out_dir
 from ..model.keys import rows_of
 from ..stages.encode import encode_all
+from ..errors import EmbeddingError
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def _new_catalog(sid: SemanticIDs, catalog, embeddings) -> Catalog:
     used = sid.metrics_.get("text_columns")
     if cfg.template is None and cfg.text_columns is None and used is not None:
         if not used:
-            raise ValueError(
+            raise EmbeddingError(
                 "the export was built from given embeddings (no text columns); pass embeddings for the new items"
             )
         cfg = dataclasses.replace(cfg, text_columns=tuple(used))
@@ -114,7 +115,7 @@ def _assign(export_dir, catalog, embeddings, batch_size: int, show_progress: boo
     cfg = sid.config_
     cat = _new_catalog(sid, catalog, embeddings)
     if len(cat.ids) and len(sid.ids_) and (cat.ids.dtype.kind in "iu") != (sid.ids_.dtype.kind in "iu"):
-        raise ValueError(
+        raise CatalogError(
             f"new catalog ids are {'integers' if cat.ids.dtype.kind in 'iu' else 'strings'} but the export's are "
             f"{'integers' if sid.ids_.dtype.kind in 'iu' else 'strings'}"
         )
@@ -125,7 +126,7 @@ def _assign(export_dir, catalog, embeddings, batch_size: int, show_progress: boo
     emb = item_embeddings(cat.ids, None if embeddings is not None else cat.texts, cfg.embedding, given=embeddings,
                           id_column=cfg.catalog.id_column, rows=new_pos, show_progress=show_progress)[0]
     if len(new_pos) and emb.shape[1] != sid.embedding_dim_:
-        raise ValueError(f"embeddings have dim {emb.shape[1]}, the export's model expects {sid.embedding_dim_}")
+        raise EmbeddingError(f"embeddings have dim {emb.shape[1]}, the export's model expects {sid.embedding_dim_}")
     if len(new_pos) == 0:
         log.info("no new items: all %d catalog items are already in %s", len(cat), export_dir)
         return AssignResult(0, int(present.sum()), 0, new_ids, np.zeros((0, sid.codes_.shape[1]), np.int64))

@@ -28,6 +28,7 @@ import pandas as pd
 from ..stages.catalog import Catalog
 from ..config import BuildConfig
 from ..export.outdir import check_out_dir
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def build(
         from .streaming import build_streaming
 
         if catalog is None and embeddings is None:
-            raise ValueError("a streaming build needs a catalog (--catalog, Parquet) or an embeddings dataset (--embeddings: a Parquet file or directory of shards)")
+            raise ConfigError("a streaming build needs a catalog (--catalog, Parquet) or an embeddings dataset (--embeddings: a Parquet file or directory of shards)")
         res = build_streaming(
             out, catalog=None if embeddings is not None else catalog, embeddings=embeddings, config=cfg, work_dir=work_dir,
             batch_rows=batch_rows, partitions=partitions, engine=engine, ray_options=ray_options, workers=workers,
@@ -101,16 +102,16 @@ def build(
         )
         return BuildResult(out=res.out, metrics=res.metrics)
     if catalog is None:
-        raise ValueError("an in-memory build needs a catalog (--catalog; only --streaming builds start from embeddings alone)")
+        raise ConfigError("an in-memory build needs a catalog (--catalog; only --streaming builds start from embeddings alone)")
     return _build_in_memory(out, catalog, embeddings, sequences, previous, cfg, show_progress)
 
 
 def check_options(*, streaming: bool, engine: str, sequences: Any, previous: Any) -> None:
     """Refuse option combinations the runners do not support (ValueError naming the options)."""
     if (streaming or engine == "ray") and sequences is not None:
-        raise ValueError("sequences (--sequences) work with the in-memory build only; the streaming build does not fuse behaviour yet")
+        raise ConfigError("sequences (--sequences) work with the in-memory build only; the streaming build does not fuse behaviour yet")
     if engine == "ray" and previous is not None:
-        raise ValueError("a previous export (--previous) works with the local engine only, not --engine ray")
+        raise ConfigError("a previous export (--previous) works with the local engine only, not --engine ray")
 
 
 def read_and_embed(

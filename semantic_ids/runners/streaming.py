@@ -53,6 +53,7 @@ from ..model.rqvae import RQVAE
 from ..stages.shards import EmbeddingShards, embed_catalog, embeddings_fingerprint
 from ..model.sizing import sized_config
 from ..stages.train import train_rqvae
+from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -112,21 +113,21 @@ def build_streaming(
     """
     cfg = config or BuildConfig()
     if engine not in ENGINES:
-        raise ValueError(f"engine={engine!r}; use one of {ENGINES}")
+        raise ConfigError(f"engine={engine!r}; use one of {ENGINES}")
     if cfg.collision.strategy != "counter":
-        raise ValueError(
+        raise ConfigError(
             f"collision.strategy={cfg.collision.strategy!r} is not available in the streaming build (counter only); "
             "use the in-memory build for 'balanced'"
         )
     if catalog is None and embeddings is None:
-        raise ValueError("build_streaming needs a catalog or an embeddings dataset")
+        raise ConfigError("build_streaming needs a catalog or an embeddings dataset")
     prev_path = getattr(previous, "path", previous)  # a path or a WarmStart of one
     in_place = prev_path is not None and Path(prev_path).resolve() == Path(out).resolve()
     out = check_out_dir(out, inputs=[catalog, embeddings, work_dir, None if in_place else prev_path])  # before any heavy work
     warm = None
     if previous is not None:
         if engine == "ray":
-            raise ValueError("a previous export (--previous) works with the local engine only, not engine='ray'")
+            raise ConfigError("a previous export (--previous) works with the local engine only, not engine='ray'")
         from ..stages.warm.start import WarmStart
 
         warm = previous if isinstance(previous, WarmStart) else WarmStart(previous)  # read fully: the export may replace it

@@ -20,12 +20,9 @@ from .cache import EmbeddingCache, default_cache_dir
 from ..config import DEFAULT_MODEL, EmbeddingConfig
 from ..model.keys import rows_of
 from ..progress import progress
+from ..errors import EmbeddingError
 
 log = logging.getLogger(__name__)
-
-
-class EmbeddingError(ValueError):
-    """Embeddings are missing, of the wrong shape, or not finite."""
 
 
 def resolve_model_path(name: str) -> str:
@@ -166,19 +163,19 @@ def load_embeddings(path: str | Path, ids: np.ndarray, id_column: str = "item_id
     if not path.exists():
         raise EmbeddingError(f"{path}: embeddings file not found")
     if path.suffix == ".npy":
-        emb = np.load(path, allow_pickle=False)
+        emb = _read(path, lambda: np.load(path, allow_pickle=False))
         if emb.ndim != 2 or len(emb) != len(ids):
             raise EmbeddingError(
                 f"{path}: shape {emb.shape} should be (n_items={len(ids)}, dim) in catalog order"
             )
         return check_embeddings(emb, ids, str(path))
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
+        with _read(path, lambda: np.load(path, allow_pickle=False)) as z:
             if "ids" not in z or "embeddings" not in z:
                 raise EmbeddingError(f"{path}: .npz should hold arrays 'ids' and 'embeddings', has {list(z)}")
-            key_ids, emb = z["ids"], z["embeddings"]
+            key_ids, emb = _read(path, lambda: (z["ids"], z["embeddings"]))
     else:
-        frame = pd.read_parquet(path)
+        frame = _read(path, lambda: pd.read_parquet(path))
         if id_column not in frame.columns or "embedding" not in frame.columns:
             raise EmbeddingError(
                 f"{path}: should have columns {id_column!r} and 'embedding', has {list(frame.columns)}"
@@ -192,7 +189,8 @@ def load_embeddings(path: str | Path, ids: np.ndarray, id_column: str = "item_id
                 f"{path}: every embedding should have {lengths.max()} values; item(s) "
                 f"{[key_ids[i] for i in bad]} have {[int(lengths[i]) if lengths[i] >= 0 else None for i in bad]}"
             )
-        emb = np.stack([np.asarray(v, dtype=np.float32) for v in values]) if len(values) else np.zeros((0, 0))
+        stack = lambda: np.stack([np.asarray(v, dtype=np.float32) for v in values])  # noqa: E731
+        emb = _read(path, stack) if len(values) else np.zeros((0, 0))
     try:
         where = rows_of(ids, key_ids, missing="-1")
     except ValueError as exc:  # the file repeats ids
@@ -203,6 +201,16 @@ def load_embeddings(path: str | Path, ids: np.ndarray, id_column: str = "item_id
             f"{path}: no embedding for {len(missing)} catalog item(s), e.g. {[ids[i] for i in missing[:5]]}"
         )
     return check_embeddings(np.asarray(emb)[where], ids, str(path))
+
+
+def _read(path: Path, read):
+    """``read()``, with a file the readers reject (not .npy/.npz/Parquet, damaged, pickled
+    objects) as an EmbeddingError naming it."""
+    try:
+        return read()
+    except (OSError, ValueError, EOFError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise EmbeddingError(f"{path}: cannot read embeddings from it ({exc}); expected a .npy (N, D) array, a .npz "
+                             "with 'ids' and 'embeddings', or Parquet with an 'embedding' column of float lists") from None
 
 
 def given_embeddings(embeddings, ids: np.ndarray, id_column: str = "item_id") -> np.ndarray | None:

@@ -32,6 +32,7 @@ from ..model.keys import radix_strides
 from .metrics import code_stats_of_counts
 from ..progress import progress
 from .shards import shard_files
+from ..errors import ConfigError
 
 
 @dataclass
@@ -108,7 +109,7 @@ def resolve_to_parquet(
     sizes = tuple(int(k) for k in codebook_sizes)
     L = len(sizes)
     if float(np.prod([float(k) for k in sizes])) >= 2.0**63:
-        raise ValueError(f"codebook sizes {list(sizes)}: their product must fit in 63 bits for the streaming build")
+        raise ConfigError(f"codebook sizes {list(sizes)}: their product must fit in 63 bits for the streaming build")
     strides = radix_strides(sizes)
     n_parts = max(1, min(int(partitions), sizes[0]))
     part_dir = out_file.parent / f".{out_file.name}.partitions-{uuid.uuid4().hex[:8]}"

@@ -18,12 +18,9 @@ from typing import Iterable
 import numpy as np
 
 from ..model.keys import IdRows
+from ..errors import SequenceError
 
 log = logging.getLogger(__name__)
-
-
-class SequenceError(ValueError):
-    """A sequences file is malformed or names items the catalog does not have."""
 
 
 @dataclass(frozen=True)

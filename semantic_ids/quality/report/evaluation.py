@@ -22,12 +22,9 @@ import numpy as np
 
 from ..churn import ChurnReport, churn
 from ...export.io import Export
+from ...errors import ReportError
 
 log = logging.getLogger(__name__)
-
-
-class ReportError(ValueError):
-    """The report cannot be written: a bad output directory or baselines file."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +170,7 @@ def load_baselines(baselines: str | Path | Sequence[dict]) -> list[dict]:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: baselines file not found") from None
+            raise ReportError(f"{path}: baselines file not found") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ReportError(f"{path}: baselines file is not valid JSON ({exc})") from None
     else:

@@ -17,18 +17,19 @@ import numpy as np
 from ...export.io import Export
 from ...stages.metrics import group_sizes, perplexity
 from ...export.tokens import LETTERS
+from ...errors import MissingExtraError
 
 INSTALL_HINT = "pip install 'semantic-ids[report]'"
 
 
 def matplotlib_parts():
-    """(matplotlib, Figure, FigureCanvasAgg); an ImportError naming the extra when it is missing."""
+    """(matplotlib, Figure, FigureCanvasAgg); a MissingExtraError (an ImportError) naming the extra when it is missing."""
     try:
         import matplotlib
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as exc:
-        raise ImportError(f"the report's plots need matplotlib, which is not installed ({exc}); {INSTALL_HINT}") from exc
+        raise MissingExtraError(f"the report's plots need matplotlib, which is not installed ({exc}); {INSTALL_HINT}") from exc
     return matplotlib, Figure, FigureCanvasAgg
 
 

@@ -51,6 +51,7 @@ from ...config import ModelConfig
 from ...model.kmeans import lloyd
 from ...model.sizing import sized_model
 from ...model.keys import kept_prefixes, rows_of
+from ...errors import ExportError
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def load_previous(path: str | Path):
     """The previous export (:class:`~semantic_ids.export.Export`), checksums verified.
 
     Raises :class:`~semantic_ids.export.ExportError` naming ``path`` when it is
-    missing or not an export, and ``ValueError`` for a model a warm start cannot
+    missing or not an export, or for a model a warm start cannot
     continue (``method = "rq-kmeans"`` has no trained weights to start from).
     """
     from ...export.io import ExportError, read_export
@@ -84,7 +85,7 @@ def load_previous(path: str | Path):
         raise ExportError(f"{path}: previous export not found")
     exp = read_export(path)
     if exp.config.model.method != "rqvae":
-        raise ValueError(f"{path}: a warm start needs an RQ-VAE export, this one used method={exp.config.model.method!r}")
+        raise ExportError(f"{path}: a warm start needs an RQ-VAE export, this one used method={exp.config.model.method!r}")
     return exp
 
 
@@ -100,7 +101,7 @@ def warm_model_config(model: ModelConfig, previous: ModelConfig, path: str | Pat
         if tuple_or(getattr(model, f.name)) != tuple_or(getattr(previous, f.name))
     ]
     if diff:
-        raise ValueError(f"{path}: the previous export's model differs from this build's: {', '.join(diff)}; "
+        raise ExportError(f"{path}: the previous export's model differs from this build's: {', '.join(diff)}; "
                          "a warm start needs the same model config")
     return model
 
@@ -112,7 +113,7 @@ def tuple_or(v):
 def check_input_dim(previous, dim: int, path: str | Path) -> None:
     """The previous export's model (``previous``) must take inputs of this build's dimension."""
     if int(previous.input_dim) != int(dim):
-        raise ValueError(f"{path}: the previous export's model takes inputs of dim {previous.input_dim}, "
+        raise ExportError(f"{path}: the previous export's model takes inputs of dim {previous.input_dim}, "
                          f"this build's embeddings have dim {dim}; a warm start needs the same embedding model "
                          "(and sequences fused in both builds or in neither)")
 
@@ -134,7 +135,7 @@ def warm_init(model, previous, x: torch.Tensor, *, iters: int | None = None) -> 
         if getattr(model.experimental, name) != getattr(previous.experimental, name)
     ]
     if diff:
-        raise ValueError(f"the previous export's model differs from this build's: {', '.join(diff)}; "
+        raise ExportError(f"the previous export's model differs from this build's: {', '.join(diff)}; "
                          "a warm start needs the same model config")
     model.load_state_dict(previous.state_dict())
     q = model.quantizer

@@ -25,6 +25,7 @@ import torch
 from . import algorithms as warmstart
 from ...config import BuildConfig
 from ...model.keys import IdRows
+from ...errors import ExportError
 
 MODEL_SWITCHES = ("layer_norm_residuals", "normalize_latent")  # experiment switches that shape the model
 
@@ -51,7 +52,7 @@ class WarmStart:
             if getattr(config.experimental, name) != getattr(previous.experimental, name)
         ]
         if diff:
-            raise ValueError(f"{self.path}: the previous export's model differs from this build's: {', '.join(diff)}; "
+            raise ExportError(f"{self.path}: the previous export's model differs from this build's: {', '.join(diff)}; "
                              "a warm start needs the same model config")
         return config.replace(model=warmstart.warm_model_config(config.model, previous.model, self.path))
 
