@@ -51,11 +51,105 @@ def small_catalog() -> pd.DataFrame:
 @pytest.fixture
 def tiny_config() -> BuildConfig:
     """A fast config: 3 levels x 16 codes, small MLP, few epochs."""
+    return _tiny_config()
+
+
+def _tiny_config() -> BuildConfig:
     return BuildConfig().replace(
         model={"codebook_sizes": [16, 16, 16], "latent_dim": 8, "hidden_dims": [64, 32]},
         train={"epochs": 12, "batch_size": 128, "restart_every": 4},
         embedding={"use_cache": False},
     )
+
+
+# -- one tiny export for the whole session ---------------------------------------------------
+
+
+def make_tiny_export(path, n: int = 200) -> Path:
+    """The cheapest real export: ``n`` items, 3 levels x 8 codes, clustered embeddings; ``path``."""
+    from semantic_ids import SemanticIDs
+
+    config = BuildConfig().replace(
+        model={"codebook_sizes": [8, 8, 8], "latent_dim": 8, "hidden_dims": [32]},
+        train={"epochs": 4, "batch_size": 128, "restart_every": 2},
+        embedding={"use_cache": False},
+    )
+    ids = np.array([f"item-{i:04d}" for i in range(n)])
+    SemanticIDs(config, show_progress=False).fit(clustered_embeddings(n, clusters=6), ids=ids).save(path)
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory) -> Path:
+    """A session's one tiny export (200 items, 3 x 8 codes): read it, never write into it;
+    :func:`copy_export` gives a test its own copy to change."""
+    return make_tiny_export(tmp_path_factory.mktemp("tiny") / "export")
+
+
+@pytest.fixture(scope="session")
+def tiny_fitted():
+    """The 400-item ``small_catalog`` fitted with ``tiny_config``, once a session (read only)."""
+    n = 400
+    ids = np.array([f"item-{i:04d}" for i in range(n)])
+    from semantic_ids import SemanticIDs
+
+    return SemanticIDs(_tiny_config(), show_progress=False).fit(clustered_embeddings(n), ids=ids)
+
+
+def copy_export(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+# -- a stand-in for the sentence-transformers model --------------------------------------------
+
+
+class FakeEmbedder:
+    """Stands in for ``embed_texts(texts, config, *, show_progress)``: records each call in
+    ``calls`` as (texts, config, show_progress) and answers ``answer(texts)`` ((n, dim) float32),
+    by default a unit vector seeded by each text, so a text always gets the same vector.
+    ``interrupt_on=k`` raises KeyboardInterrupt on the k-th call, as a user's Ctrl-C would."""
+
+    def __init__(self, answer=None, *, dim: int = 32, interrupt_on: int | None = None):
+        self.answer, self.dim, self.interrupt_on = answer, dim, interrupt_on
+        self.calls: list[tuple[list[str], object, bool]] = []
+
+    def __call__(self, texts, config, *, show_progress: bool = True):
+        texts = list(texts)
+        self.calls.append((texts, config, show_progress))
+        if self.interrupt_on == len(self.calls):
+            raise KeyboardInterrupt
+        if self.answer is not None:
+            emb = np.asarray(self.answer(texts), dtype=np.float32)
+        else:
+            emb = np.stack([_text_vector(s, self.dim) for s in texts]) if texts else np.zeros((0, self.dim), np.float32)
+        return emb, {"cached": 0, "computed": len(texts)}
+
+    @property
+    def texts(self) -> list[str]:
+        return [s for call in self.calls for s in call[0]]
+
+
+def _text_vector(text: str, dim: int) -> np.ndarray:
+    import zlib
+
+    v = np.random.default_rng(zlib.crc32(text.encode())).normal(size=dim)
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+@pytest.fixture
+def fake_embedder(monkeypatch):
+    """``fake_embedder(answer=None, *, target=..., **kw)`` installs a :class:`FakeEmbedder` in
+    place of ``target`` (default: ``semantic_ids.stages.embed.embed_texts``) and returns it."""
+
+    def install(answer=None, *, target: str = "semantic_ids.stages.embed.embed_texts", **kw) -> FakeEmbedder:
+        fake = FakeEmbedder(answer, **kw)
+        monkeypatch.setattr(target, fake)
+        return fake
+
+    return install
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,9 @@ from semantic_ids.export.tokens import parse_sid
 
 
 @pytest.fixture
-def fitted(small_catalog, small_embeddings, tiny_config):
-    return SemanticIDs(tiny_config, show_progress=False).fit(small_embeddings, ids=small_catalog["item_id"].to_numpy())
+def fitted(tiny_fitted):
+    """The session's fitted ``small_catalog`` (``tiny_config``); tests only read it and save it."""
+    return tiny_fitted
 
 
 def test_fit_gives_unique_ids_for_every_item(fitted, small_catalog):

@@ -176,18 +176,13 @@ def test_assign_refuses_catalog_without_the_exports_text_columns(base, tmp_path,
     assert {p.name: p.read_bytes() for p in d.iterdir()} == before
 
 
-def test_assign_builds_new_text_from_the_exports_columns(base, tmp_path, monkeypatch):
+def test_assign_builds_new_text_from_the_exports_columns(base, tmp_path, fake_embedder):
     out, df, emb = base
     d = copy(out, tmp_path, "x")
-    seen = []
-
-    def fake_embed(texts, config, show_progress=True):
-        seen.extend(texts)
-        return emb[N_OLD : N_OLD + len(texts)], {}
-
-    monkeypatch.setattr("semantic_ids.stages.embed.embed_texts", fake_embed)
+    fake = fake_embedder(lambda texts: emb[N_OLD : N_OLD + len(texts)])
     extra = df.assign(description="a long description")  # auto-detection alone would add this column
     res = assign_new_items(d, extra, show_progress=False)
+    seen = fake.texts
     assert res.n_new == N_NEW and seen and all("description" not in t for t in seen)
     assert seen[0] == "title: t"
 

@@ -18,13 +18,11 @@ from semantic_ids.decoding.vocab import SIDVocab
 from semantic_ids.export.manifest import ExportError
 from semantic_ids.export.io import read_export
 from semantic_ids.export.tokens import format_sid
-from tests.test_decoding_vocab import make_tiny_export
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory):
-    path = make_tiny_export(tmp_path_factory.mktemp("export") / "export")
-    return path, read_export(path)
+def export(tiny_export):
+    return tiny_export, read_export(tiny_export)
 
 
 def test_all_formats_round_trip(export, tmp_path):

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from semantic_ids.decoding.trie import PrefixTrie, TrieError
-from tests.test_decoding_vocab import make_tiny_export
 
 
 def unique_codes(n: int, sizes, seed: int) -> np.ndarray:
@@ -211,10 +210,10 @@ def test_load_refuses_damaged_or_foreign_files(tmp_path):
         PrefixTrie.load(tmp_path / "bad.safetensors")
 
 
-def test_from_export_maps_leaves_to_export_rows(tmp_path):
+def test_from_export_maps_leaves_to_export_rows(tiny_export):
     from semantic_ids.export.io import read_export
 
-    path = make_tiny_export(tmp_path / "export")
+    path = tiny_export
     ex = read_export(path)
     trie = PrefixTrie.from_export(path)
     assert trie.n_items == len(ex.codes)

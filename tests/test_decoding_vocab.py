@@ -12,27 +12,6 @@ from semantic_ids.export.tokens import format_sid, parse_sid
 from tests.conftest import clustered_embeddings
 
 
-def make_tiny_export(path, n: int = 200):
-    """The cheapest real export: 200 items, 3 levels x 8 codes, random clustered embeddings."""
-    import pandas as pd
-
-    from semantic_ids import BuildConfig, SemanticIDs
-
-    config = BuildConfig().replace(
-        model={"codebook_sizes": [8, 8, 8], "latent_dim": 8, "hidden_dims": [32]},
-        train={"epochs": 4, "batch_size": 128, "restart_every": 2},
-        embedding={"use_cache": False},
-    )
-    df = pd.DataFrame({"item_id": [f"item-{i:04d}" for i in range(n)], "title": [f"product {i}" for i in range(n)]})
-    SemanticIDs(config, show_progress=False).fit(clustered_embeddings(n, clusters=6), ids=df["item_id"].to_numpy()).save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory):
-    return make_tiny_export(tmp_path_factory.mktemp("export") / "export")
-
-
 def random_codes(n: int = 300, sizes=(8, 5, 3, 2), seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return np.column_stack([rng.integers(0, k, n) for k in sizes]).astype(np.int64)

@@ -313,12 +313,9 @@ def test_evaluate_downstream_end_to_end(tmp_path):
 # -- the CLI -----------------------------------------------------------------------------------
 
 @pytest.fixture
-def small_export(tmp_path, small_catalog, small_embeddings, tiny_config):
-    from semantic_ids import SemanticIDs
-
-    out = tmp_path / "ids"
-    SemanticIDs(tiny_config, show_progress=False).fit(small_embeddings, ids=small_catalog["item_id"].to_numpy()).save(out)
-    return out, small_catalog["item_id"].tolist()
+def small_export(tmp_path, small_catalog, tiny_fitted):
+    """The session's fitted ``small_catalog``, saved for this test."""
+    return tiny_fitted.save(tmp_path / "ids"), small_catalog["item_id"].tolist()
 
 
 @pytest.mark.slow

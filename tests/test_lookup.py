@@ -73,21 +73,13 @@ def test_unknown_and_malformed_inputs(lk):
         lk.search_embeddings(np.full((1, 32), np.nan, dtype=np.float32))
 
 
-def test_search_texts_embeds_with_the_exports_settings(export, monkeypatch):
+def test_search_texts_embeds_with_the_exports_settings(export, fake_embedder):
     """A fresh lookup reads the export on the first text query and embeds with its embedding config."""
-    import semantic_ids.stages.embed
-
     out, _, emb, sid = export
-    seen = []
-
-    def fake_embed(texts, config, *, show_progress=True):
-        seen.append((list(texts), config, show_progress))
-        return emb[[int(t[1:]) for t in texts]], {"cached": 0, "computed": len(texts)}
-
-    monkeypatch.setattr(semantic_ids.stages.embed, "embed_texts", fake_embed)
+    fake = fake_embedder(lambda texts: emb[[int(t[1:]) for t in texts]])
     fresh = SemanticIDLookup.load(out)
     nb = fresh.search_texts(["t3", "t7"], k=4)
-    assert seen == [(["t3", "t7"], sid.config_.embedding, False)]
+    assert fake.calls == [(["t3", "t7"], sid.config_.embedding, False)]
     want = fresh.search_embeddings(emb[[3, 7]], k=4)
     assert np.array_equal(nb.rows, want.rows) and np.array_equal(nb.codes, sid.raw_codes_[[3, 7]])
 

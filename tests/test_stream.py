@@ -169,29 +169,18 @@ def test_streaming_build_equals_in_memory_build(tmp_path, sampled_config, emb_50
     assert not list((tmp_path / "work").glob("run-*"))
 
 
-@pytest.mark.slow
-def test_streaming_build_from_a_catalog_resumes_embedding(tmp_path, sampled_config, small_catalog, monkeypatch):
-    import semantic_ids.stages.shards as shards_mod
-
+def test_streaming_build_from_a_catalog_resumes_embedding(tmp_path, sampled_config, small_catalog, fake_embedder):
     path = tmp_path / "cat.parquet"
     small_catalog.to_parquet(path)
-    calls = []
-    real = shards_mod.embed_texts
-
-    def fake_embed(texts, config, show_progress=True):
-        calls.append(len(texts))
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # an interrupted run after two shards
-        return real(texts, config, show_progress=show_progress)
-
-    monkeypatch.setattr(shards_mod, "embed_texts", fake_embed)
+    target = "semantic_ids.stages.shards.embed_texts"
+    first = fake_embedder(target=target, interrupt_on=3)  # an interrupted run after two shards
     kw = dict(catalog=path, config=sampled_config, work_dir=tmp_path / "work", batch_rows=128, show_progress=False)
     with pytest.raises(KeyboardInterrupt):
         build_streaming(tmp_path / "out", **kw)
-    assert not (tmp_path / "out").exists()
-    calls.clear()
-    monkeypatch.setattr(shards_mod, "embed_texts", real)
+    assert len(first.calls) == 3 and not (tmp_path / "out").exists()
+    second = fake_embedder(target=target)
     res = build_streaming(tmp_path / "out", **kw)
+    assert len(second.texts) == 144  # the two finished shards (256 items) were not embedded again
     assert res.metrics["embedding"]["resumed"] == 256 and res.metrics["embedding"]["computed"] == 144
     (emb_dir,) = (tmp_path / "work" / "embeddings").iterdir()
     shards = EmbeddingShards(emb_dir)
