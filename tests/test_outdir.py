@@ -25,19 +25,10 @@ def snapshot(root: Path) -> dict[str, bytes | None]:
     return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
 
 
-@pytest.fixture(scope="module")
-def fitted():
-    from semantic_ids.config import BuildConfig
-
-    cfg = BuildConfig().replace(
-        model={"codebook_sizes": [8, 8], "latent_dim": 8, "hidden_dims": [32]},
-        train={"epochs": 3, "batch_size": 128, "restart_every": 2},
-        embedding={"use_cache": False},
-    )
-    import pandas as pd
-
-    cat = pd.DataFrame({"item_id": [f"i{i:03d}" for i in range(120)], "title": [f"t {i}" for i in range(120)]})
-    return SemanticIDs(cfg, show_progress=False).fit(clustered_embeddings(120, dim=16), ids=cat["item_id"].to_numpy())
+@pytest.fixture
+def fitted(tiny_fitted):
+    """The session's fitted estimator: these tests only save it."""
+    return tiny_fitted
 
 
 @pytest.fixture
