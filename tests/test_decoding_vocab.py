@@ -9,7 +9,6 @@ import pytest
 
 from semantic_ids.decoding.vocab import SIDVocab, VocabError
 from semantic_ids.export.tokens import format_sid, parse_sid
-from tests.conftest import clustered_embeddings
 
 
 def random_codes(n: int = 300, sizes=(8, 5, 3, 2), seed: int = 0) -> np.ndarray:

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semantic_ids import SemanticIDs
 from semantic_ids.cli.main import main
 from semantic_ids.export.outdir import OutputPathError, check_out_dir
 
