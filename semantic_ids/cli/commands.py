@@ -42,12 +42,16 @@ def _config_from_args(args: argparse.Namespace) -> BuildConfig:
 
 
 def summary_rows(metrics: dict, out: Path) -> list[tuple[str, str]]:
+    from ..stages.metrics import usage_text
+
     k = metrics["codebook_sizes"]
+    given = (metrics.get("embedding") or {}).get("source") == "given"  # no text was embedded: empty texts do not matter
     rows = [
         ("items", f"{metrics['n_items']:,}"),
-        *([("items with empty text", f"{metrics['n_empty_text']:,}")] if metrics["n_empty_text"] is not None else []),
+        *([("items with empty text", f"{metrics['n_empty_text']:,}")] if metrics["n_empty_text"] is not None and not given else []),
+        *_collab_rows(metrics.get("collab")),
         ("levels x codes", " x ".join(map(str, k)) + f" + collision level ({metrics['collision_level_size']})"),
-        ("codes used per level", " / ".join(f"{u}/{c}" for u, c in zip(metrics["codes_used"], k))),
+        ("codes used per level", usage_text(metrics["codes_used"], k)),
         ("perplexity per level", " / ".join(f"{p:.1f}" for p in metrics["perplexity"])),
         ("collision rate (before resolution)", f"{metrics['collision_rate']:.4%}"),
         ("collided items / largest group", f"{metrics['n_collided_items']:,} / {metrics['largest_group']}"),
@@ -58,6 +62,18 @@ def summary_rows(metrics: dict, out: Path) -> list[tuple[str, str]]:
         rows.append((f"stage {stage}", f"{s['seconds']:.1f} s, peak {s['peak_rss_mb']:.0f} MB"))
     rows.append(("export", str(out)))
     return rows
+
+
+def _collab_rows(collab: dict | None) -> list[tuple[str, str]]:
+    """What a build with sequences learnt behaviour from (none without sequences)."""
+    if not collab:
+        return []
+    held = collab.get("interactions_held_out", 0)
+    return [
+        ("sequences: users / interactions used", f"{collab['users']:,} / {collab['interactions']:,}"
+         + (f" ({held:,} held out: the last items of each user)" if held else "")),
+        ("items with interactions", f"{collab['items_with_interactions']:,} (the others' behaviour is predicted from text)"),
+    ]
 
 
 def print_table(rows: list[tuple[str, str]], file=None) -> None:
@@ -201,6 +217,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not args.catalog:
         raise ValueError("evaluate needs --catalog (the catalog the export was built from), or --downstream with --sequences")
     from ..quality.evaluate import evaluate_export
+    from ..stages.metrics import usage_text
 
     m = evaluate_export(
         args.dir, args.catalog, sequences=args.sequences, embeddings=args.embeddings,
@@ -213,7 +230,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     rows = [
         ("items scored", f"{m['n_scored']:,} of {m['n_export_items']:,} in the export"
          + ("" if m["n_scored"] == m["n_export_items"] else " (the catalog covers only these; metrics are over them)")),
-        ("codes used per level", " / ".join(f"{u}/{c}" for u, c in zip(m["codes_used"], k))),
+        ("codes used per level", usage_text(m["codes_used"], k)),
         ("perplexity per level", " / ".join(f"{p:.1f}" for p in m["perplexity"])),
         ("collision rate / largest group", f"{m['collision_rate']:.4%} / {m['largest_group']}"),
     ]

@@ -128,7 +128,8 @@ def _parser_decoding_files(sub) -> None:
 def _parser_report(sub) -> None:
     r = sub.add_parser("report", help="an HTML page with plots about an export: training, code usage, collisions, quality")
     r.add_argument("dir", help="export directory")
-    r.add_argument("--out", help="report directory, replaced atomically (default DIR/report); holds index.html and PNGs")
+    r.add_argument("--out", help="report directory, replaced atomically (default DIR-report beside the export, which "
+                   "rebuilds and assign never touch); holds index.html and PNGs")
     r.add_argument("--baselines", help="JSON rows to compare with, e.g. benchmarks/results/quality.json")
     r.add_argument("--baselines-catalog", help="keep the baseline rows of this catalog (default: inferred from the export)")
     r.add_argument("--catalog", help="the export's catalog: evaluate purity/NMI and neighbour coherence (else metrics.json)")
