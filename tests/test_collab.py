@@ -243,7 +243,19 @@ def test_cli_build_with_sequences(world, tmp_path, capsys):
     assert rc == 0
     info = json.loads((out / "config.json").read_text())
     assert info["config"]["collab"]["holdout_last"] == 2 and info["collab_items"] == N
+    # issue 24: metrics count the interactions the vectors learnt from, not every one in the file
+    lengths = [len(json.loads(line)["items"]) for line in path.read_text().splitlines()]
+    collab = json.loads((out / "metrics.json").read_text())["collab"]
+    assert collab["users"] == len(lengths) and collab["interactions"] == sum(n - 2 for n in lengths)
+    assert collab["interactions_held_out"] == 2 * len(lengths) and collab["items_with_interactions"] == N - COLD
+    # ... and the summary says what went in; with embeddings given, no "items with empty text"
     capsys.readouterr()
+    rc = main(["build", "--catalog", str(cat), "--embeddings", str(emb), "--sequences", str(path), "--holdout-last", "2",
+               "--config", str(conf), "--out", str(out), "--no-progress"])
+    text_out = capsys.readouterr().out
+    assert rc == 0 and "empty text" not in text_out
+    assert f"{len(lengths):,} / {sum(n - 2 for n in lengths):,} ({2 * len(lengths):,} held out" in text_out
+    assert f"items with interactions               {N - COLD:,}" in text_out or f"{N - COLD:,} (the others'" in text_out
     rc = main(["build", "--catalog", str(cat), "--sequences", str(path), "--streaming", "--out", str(tmp_path / "s")])
     assert rc == 2 and "in-memory build only" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
@@ -278,3 +290,12 @@ def test_lookup_takes_text_embeddings_of_a_fused_export(world, fused):
     nb = lk.search_embeddings(text[:3], k=5)
     assert nb.rows.shape == (3, 5) and (nb.rows >= 0).all()
     assert np.array_equal(nb.codes, codes[:3])
+
+
+def test_used_interactions_leave_out_the_held_out_items():
+    from semantic_ids.model.collab import used_interactions
+
+    seqs = [np.arange(5), np.arange(1), np.arange(3)]
+    assert used_interactions(seqs) == {"users": 3, "interactions": 9, "interactions_held_out": 0}
+    # a user with fewer items than the holdout keeps none (as fit_fusion cuts them)
+    assert used_interactions(seqs, 2) == {"users": 3, "interactions": 4, "interactions_held_out": 5}
