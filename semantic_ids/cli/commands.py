@@ -256,8 +256,11 @@ def _evaluate_downstream(args: argparse.Namespace) -> int:
     from ..quality.downstream import evaluate_export_downstream
     from ..quality.downstream.retriever import RetrieverConfig
 
-    fields = {"device": args.device, "seed": args.seed, **({"epochs": args.epochs} if args.epochs else {})}
+    fields = {"device": args.device, "seed": args.seed, **({"epochs": args.epochs} if args.epochs else {}),
+              **({"warmup_steps": args.warmup_steps} if args.warmup_steps else {})}
     cfg = RetrieverConfig.preset(args.preset, **fields)
+    if not args.json:  # the settings first: the run takes minutes, and its numbers depend on them
+        print_table(downstream_settings_rows(cfg, args.preset))
     res = evaluate_export_downstream(args.dir, args.sequences, cfg, show_progress=not args.no_progress)
     if args.json:
         print(json.dumps(res))
@@ -274,10 +277,31 @@ def _evaluate_downstream(args: argparse.Namespace) -> int:
         rows.append((f"{m}: popularity / IDs - popularity", f"{pop[m]['mean']:.4f} / {diff[m]['mean']:+.4f} "
                      f"[{diff[m]['low']:+.4f}, {diff[m]['high']:+.4f}]"))
     rows += [("invalid-ID rate", f"{ids['invalid_id_rate']:.4f}"),
-             ("best epoch / epochs run", f"{ids['best_epoch']} / {len(ids['history'])}"),
+             ("best epoch / epochs run", f"{ids['best_epoch']} / {len(ids['history'])}"
+              + (f" (the last: still improving; try --epochs {2 * cfg.epochs})" if ids.get("still_improving") else "")),
              ("model parameters / training time", f"{ids['parameters']:,} / {ids['train_seconds']} s")]
     print_table(rows)
     return 0
+
+
+def downstream_settings_rows(cfg, preset: str) -> list[tuple[str, str]]:
+    """The retriever's settings, and what to change to match each benchmark run the README quotes."""
+    from ..quality.downstream.retriever import BENCHMARK_SETTINGS, RetrieverConfig
+
+    rows = [("retriever settings", f"preset {preset}: {cfg.n_layer} layers, d_model {cfg.d_model}, at most {cfg.epochs} "
+             f"epochs, warm-up {cfg.warmup_steps} steps, patience {cfg.patience}, lr {cfg.lr:g}, batch {cfg.batch_size}, "
+             f"beam {cfg.beam}, seed {cfg.seed}")]
+    flags = {"epochs": "--epochs", "warmup_steps": "--warmup-steps", "seed": "--seed", "device": "--device"}
+    for name, fields in BENCHMARK_SETTINGS.items():
+        diff = {k: v for k, v in cfg.differences(RetrieverConfig(**fields)).items() if k not in ("seed", "device")}
+        if not diff:
+            text = "the same settings"
+        else:
+            text = ", ".join(f"{k} {theirs} (here {mine})" for k, (mine, theirs) in diff.items())
+            opts = [f"{flags[k]} {theirs}" for k, (_, theirs) in diff.items() if k in flags]
+            text += f"; run with {' '.join(opts)} to match" if len(opts) == len(diff) else ""
+        rows.append((f"README's {name} run (small preset)", text))
+    return rows
 
 
 def cmd_decoding_files(args: argparse.Namespace) -> int:

@@ -107,6 +107,7 @@ def _parser_evaluate(sub) -> None:
     ev.add_argument("--preset", choices=["small", "tiger"], default="small",
                     help="with --downstream: the retriever's size; small fits a CPU, tiger is TIGER-sized (use --device cuda)")
     ev.add_argument("--epochs", type=int, help="with --downstream: at most this many epochs (default: the preset's)")
+    ev.add_argument("--warmup-steps", type=int, help="with --downstream: learning-rate warm-up steps (default: the preset's)")
     ev.add_argument("--device", default="cpu", help="with --downstream: torch device, e.g. cuda")
     ev.add_argument("--seed", type=int, default=0, help="with --downstream: the retriever's seed")
     ev.add_argument("--json", action="store_true")
