@@ -299,3 +299,35 @@ def test_used_interactions_leave_out_the_held_out_items():
     assert used_interactions(seqs) == {"users": 3, "interactions": 9, "interactions_held_out": 0}
     # a user with fewer items than the holdout keeps none (as fit_fusion cuts them)
     assert used_interactions(seqs, 2) == {"users": 3, "interactions": 4, "interactions_held_out": 5}
+
+
+def test_text_query_on_a_fused_export_explains_itself(world, fused, tmp_path, monkeypatch, capsys):
+    """Issue 24: on an export built with sequences, an item's exact catalog text did not return
+    the item, and the printed codes disagreed with the hits. A text query is placed as a new item
+    with that text would be (text + behaviour predicted from it, as assign places it); the output
+    says so, names the catalog item that has this exact text, and its hits follow its codes."""
+    import semantic_ids.stages.embed
+    from semantic_ids.lookup import SemanticIDLookup
+
+    df, text, _, _ = world
+    _, out = fused
+    df.to_parquet(tmp_path / "cat.parquet")
+    lk = SemanticIDLookup.load(out)
+    lk.read_catalog_texts(tmp_path / "cat.parquet")
+    by_text = {t: i for i, t in enumerate(lk.texts)}
+    monkeypatch.setattr(semantic_ids.stages.embed, "embed_texts",
+                        lambda texts, config, show_progress=True: (text[[by_text[t] for t in texts]], {}))
+    query = lk.texts[5]
+    assert main(["lookup", str(out), "--text", query, "--k", "6", "--catalog", str(tmp_path / "cat.parquet"), "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["behaviour"] == "predicted from the text"
+    assert rec["catalog_items"] == [{"item_id": "i0005", "semantic_id": lk.item_to_sid("i0005")}]
+    # the query's codes are those a new item with this text gets: text with predicted behaviour
+    assert rec["codes"] == SemanticIDs.load(out).transform(text[5:6])[0].tolist()
+    hits = [lk.item_to_codes(n["item_id"])[: lk.n_levels] for n in rec["neighbors"]]
+    depth = [int(np.cumprod(np.asarray(h) == rec["codes"]).sum()) for h in hits]
+    assert depth[0] >= 1 and depth == sorted(depth, reverse=True)
+    assert all(n["text"] == lk.texts[int(n["item_id"][1:])] for n in rec["neighbors"])
+    assert main(["lookup", str(out), "--text", query, "--k", "3", "--catalog", str(tmp_path / "cat.parquet")]) == 0
+    printed = capsys.readouterr().out
+    assert "predicted from its text" in printed and "catalog item i0005 has exactly this text" in printed

@@ -6,9 +6,9 @@ itself: this module imports only the standard library and the handlers' light
 module, so ``--help`` and bad input answer without loading torch or
 sentence-transformers.
 
-Exit codes: 0 success; 1 ``lookup`` found no item for at least one id (every
-id is still reported, misses marked); 2 bad input or a failed command (the
-message says why); 130 interrupted.
+Exit codes: 0 success; 1 ``lookup`` found no item for at least one item id,
+semantic ID or prefix (every query is still reported, misses marked); 2 bad
+input or a failed command (the message says why); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def _parser_build(sub) -> None:
 def _parser_lookup(sub) -> None:
     lk = sub.add_parser(
         "lookup", help="look up IDs in an export: by item, semantic ID, prefix or text",
-        epilog="exit status: 0 every id found; 1 at least one item id or semantic ID matched no item (every id is "
-        "still reported, misses marked NOT FOUND, or \"found\": false with --json); 2 bad input (e.g. a malformed ID)",
+        epilog="exit status: 0 every query matched; 1 at least one item id, semantic ID or prefix matched no item (every "
+        "query is still reported, misses marked NOT FOUND, or \"found\": false with --json); 2 bad input (e.g. a malformed ID)",
     )
     lk.add_argument("dir", help="export directory")
     q = lk.add_mutually_exclusive_group(required=True)
@@ -81,6 +81,8 @@ def _parser_lookup(sub) -> None:
     q.add_argument("--prefix", help="a semantic-ID prefix, e.g. '<a_12><b_200>' -> items under it and their count")
     q.add_argument("--text", nargs="+", help="text(s) -> codes under the frozen model and the k nearest items")
     lk.add_argument("--k", type=int, help="number of nearest items")
+    lk.add_argument("--catalog", help="the catalog the export was built from: show each item's text beside its id "
+                    "(the export stores no texts)")
     lk.add_argument("--limit", type=int, default=50, help="items shown for --prefix (the count is always exact)")
     lk.add_argument("--json", action="store_true", help="one JSON object per line")
     lk.set_defaults(func=commands.cmd_lookup)
@@ -91,7 +93,8 @@ def _parser_assign(sub) -> None:
     a.add_argument("dir", help="export directory (updated atomically)")
     a.add_argument("--catalog", required=True, help="catalog with the new items (items already present are skipped)")
     a.add_argument("--embeddings", help="precomputed embeddings for the catalog")
-    a.add_argument("--json", action="store_true")
+    a.add_argument("--limit", type=int, default=50, help="new items' IDs printed (default 50; --json lists all)")
+    a.add_argument("--json", action="store_true", help="the counts and every new item's ID as one JSON object")
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=commands.cmd_assign)
 
