@@ -108,6 +108,34 @@ def test_assign_cli(base, tmp_path, capsys):
     assert main(["assign", str(d), "--catalog", str(tmp_path / "new.parquet"), "--embeddings", str(tmp_path / "new.npy"), "--json", "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["new_items"] == N_NEW and summary["already_present"] == N_OLD
+    # issue 24: the new items' IDs are printed, and they are the export's
+    lk = SemanticIDLookup.load(d)
+    got = {r["item_id"]: r["semantic_id"] for r in summary["assigned"]}
+    assert sorted(got) == df["item_id"].iloc[N_OLD:].tolist() and lk.item_to_sid(list(got)) == list(got.values())
+    e = copy(out, tmp_path, "t")
+    assert main(["assign", str(e), "--catalog", str(tmp_path / "new.parquet"), "--embeddings", str(tmp_path / "new.npy"),
+                 "--no-progress", "--limit", "3"]) == 0
+    text = capsys.readouterr().out
+    first = summary["assigned"][0]
+    assert "new items' IDs:" in text and f"{first['item_id']:<20} {first['semantic_id']}" in text
+    assert f"... and {N_NEW - 3:,} more" in text
+
+
+def test_assign_reads_integer_ids_given_as_strings(tmp_path, capsys):
+    """An export with integer ids refused a catalog whose ids were "3003"-style strings, which
+    lookup and the sequences reader accept; other strings are refused, named."""
+    emb = clustered_embeddings(90, clusters=5, noise=0.1)
+    cfg = BuildConfig().replace(model={"codebook_sizes": [4, 4, 4], "hidden_dims": [16]},
+                                train={"epochs": 2, "batch_size": 32}, embedding={"use_cache": False})
+    df = pd.DataFrame({"item_id": np.arange(1000, 1090), "title": ["t"] * 90})
+    out = build(tmp_path / "ints", catalog=df.iloc[:60], embeddings=emb[:60], config=cfg, show_progress=False).out
+    new = pd.DataFrame({"item_id": [str(i) for i in range(1000, 1090)], "title": ["t"] * 90})
+    res = assign_new_items(out, new, embeddings=emb, show_progress=False)
+    assert res.n_new == 30 and res.n_already_present == 60 and res.new_ids.dtype.kind == "i"
+    assert SemanticIDLookup.load(out).item_to_sid([1089, "1060"])[0] is not None
+    bad = pd.DataFrame({"item_id": ["1000", "x-1", "y"], "title": ["t"] * 3})
+    with pytest.raises(ValueError, match=r"2 new catalog id\(s\) are not: \['x-1', 'y'\]"):
+        assign_new_items(out, bad, embeddings=emb[:3], show_progress=False)
 
 
 def test_lookup_cli(base, capsys):
@@ -130,7 +158,7 @@ def test_lookup_cli(base, capsys):
     recs = [json.loads(line) for line in captured.out.splitlines()]
     assert [r["item_id"] for r in recs] == ["i00003", "missing", "i00004"]
     assert [r["found"] for r in recs] == [True, False, True] and recs[1]["semantic_id"] is None
-    assert "1 of 3 id(s) not found" in captured.err
+    assert "1 of 3 queries matched no item" in captured.err
     assert main(["lookup", str(out), "--item", "missing"]) == 1
     assert "item_id=missing  semantic_id=-  NOT FOUND" in capsys.readouterr().out
     assert main(["lookup", str(out), "--item", "i00003", "missing", "--k", "2", "--json"]) == 1
@@ -142,6 +170,32 @@ def test_lookup_cli(base, capsys):
     assert [r["found"] for r in recs] == [True, False] and recs[1]["item_id"] is None
     assert main(["lookup", str(out), "--sid", "<a_1><b_x>"]) == 2
     assert "malformed" in capsys.readouterr().err
+    # issue 24: an empty --prefix exits 1, like a missed --sid (it was 0)
+    empty = next(f"<a_{a}><b_{b}>" for a in range(8) for b in range(8) if lk.prefix_count(f"<a_{a}><b_{b}>") == 0)
+    assert main(["lookup", str(out), "--prefix", empty, "--json"]) == 1
+    rec = json.loads(capsys.readouterr().out)
+    assert rec == {"prefix": empty, "count": 0, "items": [], "found": False}
+    assert main(["lookup", str(out), "--prefix", prefix]) == 0
+    assert "NOT FOUND" not in capsys.readouterr().out
+
+
+def test_lookup_shows_catalog_texts(base, tmp_path, capsys):
+    """Issue 24: results showed ids alone; with --catalog each id gets its catalog text."""
+    out, df, _ = base
+    cat = df.iloc[:N_OLD].assign(title=[f"title {i}" for i in range(N_OLD)])
+    cat.to_parquet(tmp_path / "cat.parquet")
+    lk = SemanticIDLookup.load(out)
+    sid = lk.item_to_sid("i00003")
+    assert main(["lookup", str(out), "--item", "i00003", "nope", "--catalog", str(tmp_path / "cat.parquet"), "--json"]) == 1
+    recs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert recs[0]["text"] == "title: title 3" and recs[1]["text"] is None  # the text as the build made it
+    assert main(["lookup", str(out), "--sid", sid, "--k", "2", "--catalog", str(tmp_path / "cat.parquet")]) == 0
+    text = capsys.readouterr().out
+    assert "title 3" in text  # the exact match, first, with its text
+    prefix = sid[: sid.index(">") + 1]
+    assert main(["lookup", str(out), "--prefix", prefix, "--catalog", str(tmp_path / "cat.parquet"), "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["texts"] == [f"title: title {int(i[1:])}" for i in rec["items"]]
 
 
 def test_deprecated_error_name_still_works():

@@ -167,7 +167,7 @@ def _build_in_memory(out: Path, catalog, embeddings, sequences, previous, cfg: B
 
     sid = SemanticIDs(cfg, show_progress=show_progress).fit(emb, ids=cat.ids, sequences=sequences, previous=previous)
     m = sid.metrics_
-    m["n_empty_text"] = int(cat.n_empty_text)
+    m["n_empty_text"] = int(cat.n_empty_text) if embeddings is None else None  # given embeddings: no text was embedded
     m["text_columns"] = list(cat.text_columns)
     m["embedding"] = {**facts, "dim": m["embedding"]["dim"]}
     m["stages"] = {**timer.stages, **m["stages"]}

@@ -127,12 +127,12 @@ class SemanticIDs:
         self.fusion_ = None
         collab_stats: dict[str, Any] | None = None
         if seqs is not None:
-            from ..model.collab import fit_fusion
+            from ..model.collab import fit_fusion, used_interactions
 
             with timer.stage("collab"):
                 self.fusion_ = fit_fusion(text, ids, seqs.items, cfg.collab, seed=cfg.seed)
                 emb = self.fusion_.fuse(text, ids)
-            collab_stats = {"users": len(seqs), "interactions": int(sum(len(s) for s in seqs.items)),
+            collab_stats = {**used_interactions(seqs.items, cfg.collab.holdout_last),
                             "items_with_interactions": int((self.fusion_.counts > 0).sum())}
         if warm is not None:
             warm.prepare(ids, emb.shape[1])

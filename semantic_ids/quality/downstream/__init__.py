@@ -87,6 +87,7 @@ def evaluate_downstream(ids, codes: np.ndarray, sequences: str | Path, config=No
             **summarize({k: ours[k] for k in metrics}, n_boot=n_boot),
             "invalid_id_rate": float(ours["invalid"].mean()),
             "best_epoch": model.best_epoch_,
+            "still_improving": model.still_improving,
             "train_seconds": round(trained, 1),
             "history": model.history_,
             "parameters": model.model_.num_parameters(),
