@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from semantic_ids.runners.build import build  # noqa: E402
-from semantic_ids.cli.main import EXPECTED_ERRORS  # noqa: E402
+from semantic_ids.errors import SemanticIDsError  # noqa: E402
 from semantic_ids.cli.commands import print_table, summary_rows  # noqa: E402
 from semantic_ids.config import BuildConfig, ConfigError, load_toml  # noqa: E402
 from semantic_ids.stages.catalog.datasets import fetch_movielens  # noqa: E402
@@ -72,7 +72,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         run(args.config, show_progress=not args.no_progress)
-    except EXPECTED_ERRORS as exc:
+    except SemanticIDsError as exc:  # bad input; anything else is a bug and keeps its traceback
         print(f"build: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -9,6 +9,7 @@ from .version import __version__
 # command line's start-up load neither torch nor sentence-transformers; every
 # name below imports exactly as before, e.g. ``from semantic_ids import SemanticIDs``.
 _LAZY = {
+    "SemanticIDsError": "errors",
     "build": "runners.build",
     "BuildResult": "runners.build",
     "build_streaming": "runners.streaming",
@@ -17,30 +18,30 @@ _LAZY = {
     "ChurnReport": "quality.churn",
     "SemanticIDLookup": "lookup",
     "read_sequences": "stages.sequences",
-    "SequenceError": "stages.sequences",
+    "SequenceError": "errors",
     "CollabConfig": "config",
     "ExperimentalConfig": "config",
-    "NotFittedError": "runners.estimator",
+    "NotFittedError": "errors",
     "SemanticIDs": "runners.estimator",
     "Catalog": "stages.catalog",
-    "CatalogError": "stages.catalog",
+    "CatalogError": "errors",
     "load_catalog": "stages.catalog",
     "BuildConfig": "config",
     "CatalogConfig": "config",
     "CollisionConfig": "config",
-    "ConfigError": "config",
+    "ConfigError": "errors",
     "EmbeddingConfig": "config",
     "ModelConfig": "config",
     "TrainConfig": "config",
-    "EmbeddingError": "stages.embed",
+    "EmbeddingError": "errors",
     "embed_texts": "stages.embed",
     "load_embeddings": "stages.embed",
-    "ExportError": "export.manifest",
+    "ExportError": "errors",
     "read_export": "export.io",
-    "TokenError": "export.tokens",
+    "TokenError": "errors",
     "format_sid": "export.tokens",
     "parse_sid": "export.tokens",
-    "UnknownIDError": "lookup",
+    "UnknownIDError": "errors",
 }
 
 
@@ -61,6 +62,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "__version__",
+    "SemanticIDsError",
     "build",
     "BuildResult",
     "build_streaming",

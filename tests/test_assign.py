@@ -155,7 +155,7 @@ def _no_embedding(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("embedded before the catalog's text was checked")
 
-    monkeypatch.setattr(assign_mod, "embed_texts", boom)
+    monkeypatch.setattr("semantic_ids.stages.embed.embed_texts", boom)
 
 
 def test_assign_refuses_catalog_without_the_exports_text_columns(base, tmp_path, monkeypatch):
@@ -185,7 +185,7 @@ def test_assign_builds_new_text_from_the_exports_columns(base, tmp_path, monkeyp
         seen.extend(texts)
         return emb[N_OLD : N_OLD + len(texts)], {}
 
-    monkeypatch.setattr(assign_mod, "embed_texts", fake_embed)
+    monkeypatch.setattr("semantic_ids.stages.embed.embed_texts", fake_embed)
     extra = df.assign(description="a long description")  # auto-detection alone would add this column
     res = assign_new_items(d, catalog=extra, show_progress=False)
     assert res.n_new == N_NEW and seen and all("description" not in t for t in seen)

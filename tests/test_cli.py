@@ -138,3 +138,95 @@ def test_exact_lookup_without_torch(tmp_path):
     sids = sid.semantic_ids_
     assert first == f"{[sids[0], sids[1], None, None]} {int((sid.codes_[:, 0] == 0).sum())} 150"
     assert second == "True"
+
+
+# -- which errors are the user's (issue 23) and a closed stdout (issue 24) ---------------------
+
+def _plant(monkeypatch, exc: BaseException) -> None:
+    """Make ``semantic-ids diff`` raise ``exc`` (the parser binds the handler when main runs)."""
+    from semantic_ids.cli import commands
+
+    def handler(args):
+        raise exc
+
+    monkeypatch.setattr(commands, "cmd_diff", handler)
+
+
+@pytest.mark.parametrize("exc", [KeyError("codes"), ValueError("operands could not be broadcast"), FileNotFoundError(2, "x")])
+def test_an_internal_error_is_not_caught_as_bad_input(monkeypatch, capsys, exc):
+    _plant(monkeypatch, exc)
+    with pytest.raises(type(exc)) as info:
+        main(["diff", "a", "b"])
+    assert info.value is exc
+    assert "error" not in capsys.readouterr().err
+
+
+def test_a_user_error_exits_2_with_its_message(monkeypatch, capsys):
+    from semantic_ids.errors import CatalogError, UnknownIDError
+
+    _plant(monkeypatch, CatalogError("cat.csv: id column 'sku' not found"))
+    assert main(["diff", "a", "b"]) == 2
+    assert capsys.readouterr().err == "semantic-ids: error: cat.csv: id column 'sku' not found\n"
+    _plant(monkeypatch, UnknownIDError("item 'x' not found"))  # a KeyError: shown without KeyError's quotes
+    assert main(["diff", "a", "b"]) == 2
+    assert capsys.readouterr().err == "semantic-ids: error: item 'x' not found\n"
+
+
+def test_interrupt_exits_130(monkeypatch, capsys):
+    _plant(monkeypatch, KeyboardInterrupt())
+    assert main(["diff", "a", "b"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+
+
+def test_a_broken_pipe_that_is_not_stdout_propagates(monkeypatch):
+    err = BrokenPipeError(32, "Broken pipe")  # e.g. a worker's pipe: a bug, not the reader leaving
+    _plant(monkeypatch, err)
+    with pytest.raises(BrokenPipeError):
+        main(["diff", "a", "b"])
+
+
+def test_tracebacks_for_bugs_one_line_for_user_errors(tmp_path):
+    """In a real process: a planted internal KeyError ends in its traceback (status 1), a missing
+    export in one line and status 2."""
+    planted = (
+        "import sys\n"
+        "from semantic_ids.cli import commands, main\n"
+        "def boom(args):\n    raise KeyError('codes')\n"
+        "commands.cmd_diff = boom\n"
+        "sys.exit(main.main(['diff', 'a', 'b']))\n"
+    )
+    proc = _run(["-c", planted])
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback (most recent call last)" in proc.stderr and "KeyError: 'codes'" in proc.stderr
+    assert "semantic-ids: error" not in proc.stderr
+    proc = _run(["-m", "semantic_ids", "diff", str(tmp_path / "nowhere"), str(tmp_path / "other")])
+    assert proc.returncode == 2
+    assert proc.stderr == f"semantic-ids: error: {tmp_path / 'nowhere'}: export directory not found\n"
+
+
+def test_lookup_into_a_reader_that_leaves_early(tmp_path):
+    """``semantic-ids lookup ... | head -1``: the lookup gets EPIPE and ends quietly (status 141)."""
+    import subprocess
+    import sys
+
+    from semantic_ids import BuildConfig
+    from semantic_ids.export.io import write_export
+    from semantic_ids.model.rqvae import RQVAE
+
+    cfg = BuildConfig().replace(model={"codebook_sizes": [4, 4], "hidden_dims": [8]})
+    ids = np.array([f"item{i:02d}" for i in range(16)], dtype=object)
+    codes = np.array([[i // 4, i % 4, 0] for i in range(16)], dtype=np.int64)
+    out = write_export(tmp_path / "e", config=cfg, model=RQVAE(input_dim=6, config=cfg.model), metrics={}, ids=ids, codes=codes)
+    argv = [sys.executable, "-m", "semantic_ids", "lookup", str(out), "--item", *ids.tolist() * 1500]
+    with open(tmp_path / "all.txt", "wb") as fh:  # the whole output, read to the end
+        assert subprocess.run(argv, stdout=fh, timeout=120).returncode == 0
+    lines = (tmp_path / "all.txt").read_bytes().splitlines()
+    assert len(lines) == 24000 and (tmp_path / "all.txt").stat().st_size > 16 * 65536  # far beyond a pipe's buffer
+
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # the reader leaves, as head -1 does: the writer's next write gets EPIPE
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err  # 141 comes only from the BrokenPipeError handler
+    assert first == lines[0] + b"\n"
+    assert err == ""  # no traceback, no "Exception ignored" at exit

@@ -198,3 +198,66 @@ def test_balanced_falls_back_to_counter_when_codes_run_out():
     res = resolve(out, ids, "balanced")
     assert len({tuple(r) for r in res.codes.tolist()}) == 3
     assert res.largest_group == 2
+
+
+def _reference_numbers(codes, ids, keep, existing):
+    """Brute force: per group, in id order, the smallest number at or above the group's
+    start (one past ``existing``'s largest) that no keeper holds."""
+    start = {}
+    for row in existing:
+        key = tuple(row[:-1])
+        start[key] = max(start.get(key, 0), int(row[-1]) + 1)
+    groups = {}
+    for i, row in enumerate(codes):
+        groups.setdefault(tuple(row), []).append(i)
+    out = np.full(len(codes), -1)
+    for key, members in groups.items():
+        held = {int(keep[i]) for i in members if keep[i] >= 0}
+        c = start.get(key, 0)
+        for i in sorted(members, key=lambda i: ids[i]):
+            if keep[i] >= 0:
+                out[i] = keep[i]
+                continue
+            while c in held:
+                c += 1
+            out[i] = c
+            c += 1
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_number_collisions_options_match_a_brute_force_reference(seed):
+    from semantic_ids.stages.resolve import number_collisions
+
+    rng = np.random.default_rng(seed)
+    n = 300
+    codes = rng.integers(0, 3, (n, 2))
+    ids = np.array([f"x{i:04d}" for i in rng.permutation(n)], dtype=object)
+    keep = np.full(n, -1)
+    keepers = rng.choice(n, 80, replace=False)
+    for i in keepers:  # unique kept numbers per group, with gaps
+        used = {int(keep[j]) for j in keepers if keep[j] >= 0 and (codes[j] == codes[i]).all()}
+        keep[i] = rng.choice([v for v in range(40) if v not in used])
+    existing = np.column_stack([rng.integers(0, 3, (50, 2)), rng.integers(0, 9, 50)])
+    none = np.full(n, -1)
+    for kw, k, ex in [({}, none, existing[:0]), ({"keep": keep}, keep, existing[:0]),
+                      ({"existing": existing}, none, existing), ({"keep": keep, "existing": existing}, keep, existing)]:
+        got = number_collisions(codes, ids, **kw).codes
+        assert np.array_equal(got[:, :-1], codes)
+        assert got[:, -1].tolist() == _reference_numbers(codes, ids, k, ex).tolist(), kw
+        assert len(np.unique(got, axis=0)) == n  # unique full IDs
+    assert np.array_equal(number_collisions(codes, ids).codes, resolve_counter(codes, ids).codes)
+
+
+def test_the_three_numbering_paths_agree_on_the_counter_level():
+    """assign (no existing items), a warm start without keepers and the in-memory counter
+    level are one numbering."""
+    from semantic_ids.runners.assign import resolve_against
+    from semantic_ids.stages.warm.algorithms import carry_over_counter
+
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, 4, (400, 3))
+    ids = rng.permutation(10_000)[:400]
+    want = resolve_counter(codes, ids).codes
+    assert np.array_equal(resolve_against(np.zeros((0, 4), np.int64), codes, ids), want)
+    assert np.array_equal(carry_over_counter(codes, ids, np.array([-1]), np.array([[0, 0, 0, 0]])).codes, want)

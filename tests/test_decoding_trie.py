@@ -219,7 +219,7 @@ def test_from_export_maps_leaves_to_export_rows(tmp_path):
     trie = PrefixTrie.from_export(path)
     assert trie.n_items == len(ex.codes)
     assert np.array_equal(trie.rows_of(ex.codes), np.arange(len(ex.codes)))
-    assert trie.level_sizes[:-1] == tuple(ex.info["codebook_sizes"])
+    assert trie.level_sizes[:-1] == tuple(ex.config.model.codebook_sizes)
 
 
 def test_mask_index_follows_the_memory_cap():

@@ -104,6 +104,6 @@ def test_from_export_uses_codebook_sizes_and_collision_counter(tiny_export):
 
     ex = read_export(tiny_export)
     v = SIDVocab.from_export(tiny_export)
-    assert v.level_sizes[:-1] == tuple(ex.info["codebook_sizes"])
+    assert v.level_sizes[:-1] == tuple(ex.config.model.codebook_sizes)
     assert v.level_sizes[-1] == int(ex.codes[:, -1].max()) + 1
     assert np.array_equal(v.codes_of(v.token_ids(ex.codes)), ex.codes)

@@ -90,7 +90,7 @@ def test_evaluate_cli(tmp_path, capsys):
     df = pd.DataFrame({"item_id": [f"i{i}" for i in range(n)], "title": ["t"] * n, "category": [f"c{i % 6}" for i in range(n)]})
     df.to_parquet(tmp_path / "cat.parquet")
     np.save(tmp_path / "emb.npy", emb)
-    (tmp_path / "seq.jsonl").write_text("".join(json.dumps({"items": [f"i{j}" for j in range(i, i + 5)]}) + "\n" for i in range(0, 200, 5)))
+    (tmp_path / "seq.jsonl").write_text("".join(json.dumps({"user_id": i, "items": [f"i{j}" for j in range(i, i + 5)]}) + "\n" for i in range(0, 200, 5)))
     cfg = BuildConfig().replace(model={"codebook_sizes": [8, 8, 8], "hidden_dims": [32]}, train={"epochs": 4, "batch_size": 64})
     SemanticIDs(cfg, show_progress=False).fit(emb, ids=df["item_id"].to_numpy()).save(tmp_path / "e")
     rc = main(["evaluate", str(tmp_path / "e"), "--catalog", str(tmp_path / "cat.parquet"), "--sequences", str(tmp_path / "seq.jsonl"),
@@ -111,11 +111,11 @@ def test_neighbour_share_with_duplicates_and_tiny_catalogs():
 
 def test_sequence_pairs_do_not_bridge_unknown_items(tmp_path):
     p = tmp_path / "s.jsonl"
-    p.write_text(json.dumps({"items": ["a", "zz", "b", "c"]}) + "\n")
+    p.write_text(json.dumps({"user_id": 1, "items": ["a", "zz", "b", "c"]}) + "\n")
     pairs, unknown = sequence_pairs(p, np.array(["a", "b", "c"], dtype=object))
     assert pairs.tolist() == [[1, 2]] and unknown == 1
     p.write_text('{"user": 1}\n')
-    with pytest.raises(ValueError, match=r"s.jsonl:1: .*'items'"):
+    with pytest.raises(ValueError, match=r"s.jsonl: 1 line.*'items' \(line 1\)"):
         sequence_pairs(p, np.array(["a"], dtype=object))
 
 

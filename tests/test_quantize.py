@@ -80,9 +80,18 @@ def test_quantizer_forward_matches_encode_and_straight_through():
 
 
 def test_forward_with_fewer_levels():
+    """``levels=2`` quantizes with the first two levels alone: their codes are the full
+    encoding's first two columns, and the output is those two codewords' sum."""
     rq = ResidualQuantizer(dim=4, codebook_sizes=(8, 8, 8))
-    _, codes, _ = rq(torch.randn(10, 4), levels=2)
+    for level in range(3):
+        rq.codebooks[level].data.normal_(generator=torch.Generator().manual_seed(level))
+    z = torch.randn(10, 4, generator=torch.Generator().manual_seed(3))
+    q2, codes, _ = rq(z, levels=2)
     assert codes.shape == (10, 2)
+    assert torch.equal(codes, rq.encode(z)[:, :2])
+    assert torch.allclose(q2, rq.decode(codes), atol=1e-6)
+    q3, _, _ = rq(z)
+    assert not torch.allclose(q2, q3)  # the third level adds its codeword
 
 
 def test_kmeans_init_sets_level_and_flag():

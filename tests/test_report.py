@@ -40,7 +40,7 @@ def data(tmp_path_factory):
                        "category": [f"c{i % 6}" for i in range(N)]})
     df.to_parquet(t / "cat.parquet")
     np.save(t / "emb.npy", emb)
-    (t / "seq.jsonl").write_text("".join(json.dumps({"items": [f"i{j}" for j in range(i, i + 5)]}) + "\n" for i in range(0, 200, 5)))
+    (t / "seq.jsonl").write_text("".join(json.dumps({"user_id": i, "items": [f"i{j}" for j in range(i, i + 5)]}) + "\n" for i in range(0, 200, 5)))
     SemanticIDs(_config(), show_progress=False).fit(emb, ids=df["item_id"].to_numpy()).save(t / "tiny-export")
     return t
 

@@ -59,7 +59,8 @@ def test_default_build_of_400_items_gets_meaningful_prefixes(tmp_path):
     assert n / len(np.unique(sid.codes_[:, 0])) >= 10
     out = sid.save(tmp_path / "e")
     info = json.loads((out / "config.json").read_text())
-    assert info["codebook_sizes"] == [16, 16, 16] and info["config"]["model"]["codebook_sizes"] == [16, 16, 16]
+    assert info["config"]["model"]["codebook_sizes"] == [16, 16, 16]
+    assert "codebook_sizes" not in info  # one stored copy: the config's
     again = SemanticIDs.load(out)
     assert np.array_equal(again.codes_, sid.codes_)
 
@@ -78,3 +79,16 @@ def test_cli_build_shows_the_warning(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "WARNING" in proc.stderr and "60 items for 32 level-1 codes is 1.9 items per code" in proc.stderr
+
+
+def test_one_rule_decides_the_sizes_and_old_exports_with_two_copies_still_read():
+    from semantic_ids.config import ModelConfig
+    from semantic_ids.model.sizing import choose_codebook_sizes, codebook_sizes_of
+
+    unset, prev = ModelConfig(), ModelConfig(codebook_sizes=(8, 4))
+    assert choose_codebook_sizes(ModelConfig(codebook_sizes=(32, 32)), 10, previous=prev) == (32, 32)  # the user's
+    assert choose_codebook_sizes(unset, 10_000, previous=prev) == (8, 4)  # a warm start keeps the previous
+    assert choose_codebook_sizes(unset, 400) == (16, 16, 16) and choose_codebook_sizes(unset) is None
+    assert codebook_sizes_of({"config": {"model": {"codebook_sizes": [8, 4]}}}) == (8, 4)
+    old = {"codebook_sizes": [8, 4], "config": {"model": {"codebook_sizes": [8, 4]}}}  # stored twice
+    assert codebook_sizes_of(old) == (8, 4) and codebook_sizes_of({"codebook_sizes": [2, 2]}) == (2, 2)

@@ -80,9 +80,28 @@ def test_progressive_training_phases():
 
 
 def test_train_on_sample():
+    """``max_train_items=100`` trains on a seeded sample of 100 items: a dataset is asked for those
+    rows alone, and an array gives the model exactly those rows (their mean, not all 500's)."""
     x = clustered_embeddings(500)
-    res = train_rqvae(x, MODEL, TrainConfig(epochs=2, batch_size=64, max_train_items=100), seed=0, show_progress=False)
-    # 100 items at batch 64 -> the loop saw 100 items per epoch
+    cfg = TrainConfig(epochs=2, batch_size=64, max_train_items=100)
+
+    class Rows:  # a dataset that reads only the rows it is asked for, as EmbeddingShards does
+        taken = None
+
+        def __len__(self):
+            return len(x)
+
+        def take(self, rows):
+            Rows.taken = np.asarray(rows)
+            return x[rows]
+
+    from_rows = train_rqvae(Rows(), MODEL, cfg, seed=0, show_progress=False).model
+    taken = Rows.taken
+    assert len(taken) == 100 and len(np.unique(taken)) == 100 and np.all(np.diff(taken) > 0)
+    res = train_rqvae(x, MODEL, cfg, seed=0, show_progress=False)
+    assert torch.allclose(res.model.input_mean, torch.from_numpy(x[taken].mean(0)), atol=1e-6)
+    assert not torch.allclose(res.model.input_mean, torch.from_numpy(x.mean(0)), atol=1e-4)
+    assert torch.equal(from_rows.first_codebook, res.model.first_codebook)  # the same sample either way
     assert len(res.history) == 2
     assert encode_all(res.model, torch.from_numpy(x)).shape == (500, 3)
 

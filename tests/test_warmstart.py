@@ -9,11 +9,11 @@ import torch
 
 from semantic_ids import BuildConfig, ExportError, SemanticIDs
 from semantic_ids.cli.main import main
-from semantic_ids.stages.resolve import resolve_counter
+from semantic_ids.stages.resolve import nth_free, resolve_counter
 from semantic_ids.export.io import read_export
 from semantic_ids.stages.encode import encode_all
 from semantic_ids.stages.warm.algorithms import (
-    align_levels, anchor_codes, carry_over_counter, common_rows, kept_shares, matching, nth_free, sticky_codes,
+    align_levels, anchor_codes, carry_over_counter, common_rows, kept_shares, matching, sticky_codes,
 )
 
 N = 700

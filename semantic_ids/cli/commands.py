@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ..config import BuildConfig
+from ..errors import ConfigError
 
 EXIT_MISSING = 1  # lookup: at least one id matched no item
 
@@ -199,7 +200,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.downstream:
         return _evaluate_downstream(args)
     if not args.catalog:
-        raise ValueError("evaluate needs --catalog (the catalog the export was built from), or --downstream with --sequences")
+        raise ConfigError("evaluate needs --catalog (the catalog the export was built from), or --downstream with --sequences")
     from ..quality.evaluate import evaluate_export
 
     m = evaluate_export(
@@ -235,7 +236,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _evaluate_downstream(args: argparse.Namespace) -> int:
     """Train the generative retriever on the export's IDs and print Recall/NDCG (docs/downstream.md)."""
     if not args.sequences:
-        raise ValueError("--downstream needs --sequences (JSON Lines of {\"user_id\", \"items\"} in time order)")
+        raise ConfigError("--downstream needs --sequences (JSON Lines of {\"user_id\", \"items\"} in time order)")
     from ..quality.downstream import evaluate_export_downstream
     from ..quality.downstream.retriever import RetrieverConfig
 
@@ -278,14 +279,10 @@ def cmd_decoding_files(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from ..quality.report import write_report
 
-    try:
-        index = write_report(
-            args.dir, args.out, baselines=args.baselines, baselines_catalog=args.baselines_catalog,
-            catalog=args.catalog, sequences=args.sequences, embeddings=args.embeddings,
-            category_column=args.category_column, previous=args.previous, show_progress=not args.no_progress,
-        )
-    except ImportError as exc:  # matplotlib missing: the message names the extra to install
-        print(f"semantic-ids: error: {exc}", file=sys.stderr)
-        return 2
+    index = write_report(  # without matplotlib: a MissingExtraError naming the extra to install
+        args.dir, args.out, baselines=args.baselines, baselines_catalog=args.baselines_catalog,
+        catalog=args.catalog, sequences=args.sequences, embeddings=args.embeddings,
+        category_column=args.category_column, previous=args.previous, show_progress=not args.no_progress,
+    )
     print(json.dumps({"report": str(index)}) if args.json else f"report written to {index}")
     return 0

@@ -7,8 +7,11 @@ module, so ``--help`` and bad input answer without loading torch or
 sentence-transformers.
 
 Exit codes: 0 success; 1 ``lookup`` found no item for at least one id (every
-id is still reported, misses marked); 2 bad input or a failed command (the
-message says why); 130 interrupted.
+id is still reported, misses marked); 2 bad input: a
+:class:`~semantic_ids.errors.SemanticIDsError` (the message says why, no
+traceback); 130 interrupted; 141 the reader of stdout left early
+(``semantic-ids lookup ... | head -1``), quietly. Any other exception is a bug:
+it propagates with its traceback (Python's status 1).
 """
 
 from __future__ import annotations
@@ -17,13 +20,30 @@ import argparse
 import gc
 import logging
 import os
+import select
 import sys
 
 from . import commands
+from ..errors import SemanticIDsError
 
-# CatalogError, ConfigError, EmbeddingError, ExportError, OutputPathError, TokenError
-# are ValueErrors and UnknownIDError a KeyError: catching the bases keeps their modules unloaded
-EXPECTED_ERRORS = (FileNotFoundError, KeyError, ValueError)
+EXIT_USER_ERROR = 2  # a SemanticIDsError: bad input, the message says why
+EXIT_INTERRUPTED = 130
+EXIT_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
+
+
+def _at_least(low: int):
+    """An argparse type: an integer >= ``low`` (else argparse's usage error, exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} should be >= {low}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
 
 
 def _add_quality_inputs(p: argparse.ArgumentParser) -> None:
@@ -80,8 +100,8 @@ def _parser_lookup(sub) -> None:
     q.add_argument("--sid", nargs="+", help="semantic ID(s) -> item (with --k: nearest valid items, for generated codes)")
     q.add_argument("--prefix", help="a semantic-ID prefix, e.g. '<a_12><b_200>' -> items under it and their count")
     q.add_argument("--text", nargs="+", help="text(s) -> codes under the frozen model and the k nearest items")
-    lk.add_argument("--k", type=int, help="number of nearest items")
-    lk.add_argument("--limit", type=int, default=50, help="items shown for --prefix (the count is always exact)")
+    lk.add_argument("--k", type=_at_least(1), help="number of nearest items")
+    lk.add_argument("--limit", type=_at_least(0), default=50, help="items shown for --prefix (the count is always exact)")
     lk.add_argument("--json", action="store_true", help="one JSON object per line")
     lk.set_defaults(func=commands.cmd_lookup)
 
@@ -174,20 +194,46 @@ def main(argv: list[str] | None = None) -> int:
     # waiting changes no result. It must be set before torch loads; a user's value is kept.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
-        return args.func(args)
-    except EXPECTED_ERRORS as exc:
+        code = args.func(args)
+        sys.stdout.flush()  # a reader that left shows here, inside the handler below
+        return code
+    except SemanticIDsError as exc:  # bad input; anything else is a bug and keeps its traceback
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"semantic-ids: error: {msg}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # some other pipe broke: a bug, with its traceback
+        return EXIT_PIPE
     except KeyboardInterrupt:
         print("semantic-ids: interrupted; any earlier export is untouched", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         # The interpreter's exit-time garbage collection walks every object torch and
         # its dependencies created, seconds after the summary on busy cores. Nothing of
         # ours needs it (files are written and fsynced, handles closed by then), so move
         # what exists to the permanent generation and exit at once.
         gc.freeze()
+
+
+def _stdout_closed() -> bool:
+    """Whether the reader of stdout left (``| head -1``); if so, stdout is pointed at
+    /dev/null, as the Python docs' "Note on SIGPIPE" recommends, so that the interpreter's
+    flush at exit does not fail again. The end of a pipe whose reader closed polls as
+    POLLERR; a BrokenPipeError from any other pipe is not this."""
+    try:
+        fd = sys.stdout.fileno()
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(fd, select.POLLOUT)
+            if not any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0)):
+                return False
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    except (OSError, ValueError):  # no real file descriptor (stdout replaced): not a closed pipe
+        return False
+    return True
 
 
 if __name__ == "__main__":  # pragma: no cover

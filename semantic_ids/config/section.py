@@ -17,9 +17,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
-
-class ConfigError(ValueError):
-    """A config value or key is invalid; the message names the field."""
+from ..errors import ConfigError
 
 
 def machine_local(default: Any) -> Any:

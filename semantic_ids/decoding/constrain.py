@@ -20,6 +20,7 @@ import torch
 
 from .trie import PrefixTrie
 from .vocab import SIDVocab
+from ..errors import VocabError
 
 
 def mask_logits(trie: PrefixTrie, depth: int, nodes: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -96,7 +97,7 @@ def mask_vocab_logits(
         non-ID tokens included, is ``-inf``.
     """
     if tuple(vocab.level_sizes) != tuple(trie.level_sizes):
-        raise ValueError(f"vocab level sizes {vocab.level_sizes} differ from the trie's {trie.level_sizes}")
+        raise VocabError(f"vocab level sizes {vocab.level_sizes} differ from the trie's {trie.level_sizes}")
     columns = level_columns(vocab, depth, token_ids)
     if logits.ndim != 2 or (columns.numel() and int(columns.max()) >= logits.shape[1]):
         raise ValueError(f"logits of shape {tuple(logits.shape)} do not cover the ID token columns of level {depth}")

@@ -39,6 +39,7 @@ from ..export.atomic import staged_dir
 from .trie import PrefixTrie
 from ..export.io import read_export
 from .vocab import SIDVocab
+from ..errors import DecodingFilesError
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +53,6 @@ FILES = {
     "trie": ("trie.safetensors",),
 }
 FORMATS = tuple(FILES)
-
-
-class DecodingFilesError(ValueError):
-    """The output directory holds files this tool did not write, or the request is malformed;
-    nothing was changed."""
 
 
 def _foreign(path: Path) -> list[str] | None:

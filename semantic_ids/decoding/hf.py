@@ -37,6 +37,7 @@ import torch
 from .constrain import level_columns
 from .trie import PrefixTrie
 from .vocab import SIDVocab
+from ..errors import VocabError
 
 
 def token_map(vocab: SIDVocab, tokenizer: Any) -> np.ndarray:
@@ -46,7 +47,7 @@ def token_map(vocab: SIDVocab, tokenizer: Any) -> np.ndarray:
     unk = getattr(tokenizer, "unk_token_id", None)
     for tok, i in zip(vocab.tokens, ids):
         if i is None or (unk is not None and i == unk):
-            raise ValueError(f"the tokenizer has no token {tok!r}; call tokenizer.add_tokens(vocab.tokens) first")
+            raise VocabError(f"the tokenizer has no token {tok!r}; call tokenizer.add_tokens(vocab.tokens) first")
     return np.asarray(ids, dtype=np.int64)
 
 
@@ -75,16 +76,16 @@ class IDConstraint:
         eos_token_id: int | None = None,
     ) -> None:
         if tuple(vocab.level_sizes) != tuple(trie.level_sizes):
-            raise ValueError(f"vocab level sizes {vocab.level_sizes} differ from the trie's {trie.level_sizes}")
+            raise VocabError(f"vocab level sizes {vocab.level_sizes} differ from the trie's {trie.level_sizes}")
         if prompt_length < 0:
             raise ValueError(f"prompt_length={prompt_length} should be >= 0")
         if token_ids is None:
             token_ids = token_map(vocab, tokenizer) if tokenizer is not None else np.arange(vocab.size)
         ids = np.asarray(token_ids, dtype=np.int64)
         if ids.shape != (vocab.size,) or (ids < 0).any() or len(np.unique(ids)) != len(ids):
-            raise ValueError(f"token_ids should give {vocab.size} distinct non-negative token ids, got shape {ids.shape}")
+            raise VocabError(f"token_ids should give {vocab.size} distinct non-negative token ids, got shape {ids.shape}")
         if eos_token_id is not None and eos_token_id in set(ids.tolist()):
-            raise ValueError(f"eos_token_id={eos_token_id} is also an ID token")
+            raise VocabError(f"eos_token_id={eos_token_id} is also an ID token")
         self.trie, self.vocab, self.prompt_length, self.eos_token_id = trie, vocab, int(prompt_length), eos_token_id
         self.token_ids = torch.from_numpy(ids)
         # model token id -> position in vocab.tokens, -1 for tokens that are not ID tokens

@@ -41,6 +41,7 @@ from ..export.atomic import atomic_write_bytes
 from ..export.tokens import format_sid
 from ..export.io import read_export
 from .vocab import SIDVocab, VocabError, _check_codes
+from ..errors import TrieError
 
 # Dense child tables up to 4M entries (16 MiB as int32) per level: covers the
 # first two levels of 256 x 256 codebooks; deeper levels use searchsorted.
@@ -49,10 +50,6 @@ DENSE_CAP = 1 << 22
 MASK_CAP = 1 << 26
 FORMAT = "semantic-ids prefix trie"
 VERSION = 1
-
-
-class TrieError(ValueError):
-    """Codes that cannot form a trie (duplicate IDs, bad shapes), or a damaged trie file."""
 
 
 def _sort_rows(codes: np.ndarray, sizes: Sequence[int]) -> np.ndarray:

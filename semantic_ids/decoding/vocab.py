@@ -28,10 +28,7 @@ import numpy as np
 
 from ..export.io import Export, read_export
 from ..export.tokens import LETTERS
-
-
-class VocabError(ValueError):
-    """Codes or token ids that do not fit a vocabulary, or a vocabulary that is malformed."""
+from ..errors import VocabError
 
 
 def _check_codes(codes: np.ndarray, level_sizes: Sequence[int] | None, what: str = "codes") -> np.ndarray:

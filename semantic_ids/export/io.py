@@ -53,6 +53,7 @@ from .manifest import (  # noqa: F401 - re-exported: users import these from sem
     verify_export,
 )
 from ..config import BuildConfig
+from ..model.sizing import codebook_sizes_of
 from .outdir import check_out_dir
 from .tokens import format_sids
 
@@ -83,7 +84,7 @@ class Export:
     @property
     def codebook_sizes(self) -> tuple[int, ...]:
         """Codes per model level (L,), the collision level excluded."""
-        return tuple(int(k) for k in self.info["codebook_sizes"])
+        return codebook_sizes_of(self.info)
 
     @property
     def id_column(self) -> str:
@@ -125,7 +126,6 @@ def export_info(
         "library_version": __version__,
         "config": config.portable_dict(),  # machine-local settings change no result: not recorded
         "input_dim": model.input_dim,
-        "codebook_sizes": list(model.codebook_sizes),
         "n_levels": int(n_levels),
         "embedding_model": config.embedding.model,
         "id_column": config.catalog.id_column,
@@ -240,7 +240,7 @@ def read_export(export_dir: str | Path, *, model: bool = True, verify: bool = Tr
     except json.JSONDecodeError as exc:
         raise ExportError(f"{path}: damaged JSON ({exc})") from None
     try:
-        saved, _ = info["config"], [int(k) for k in info["codebook_sizes"]]
+        saved, _ = info["config"], codebook_sizes_of(info)
     except (KeyError, TypeError, ValueError) as exc:
         raise ExportError(f"{path / CONFIG_FILE}: damaged or incomplete ({exc!r})") from None
     config = BuildConfig.from_dict(upgrade_config(saved))

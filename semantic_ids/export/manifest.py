@@ -20,6 +20,7 @@ import numpy as np
 from ..version import __version__
 from .atomic import restore_if_missing
 from ..config import machine_local_keys, moved_keys
+from ..errors import ExportError
 
 FORMAT_VERSION = 1
 IDS_FILE = "semantic_ids.parquet"
@@ -28,10 +29,6 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 MANIFEST_FILE = "manifest.json"
 METADATA_KEY = b"semantic_ids"
-
-
-class ExportError(ValueError):
-    """An export directory is missing, damaged, or from an incompatible version."""
 
 
 def _sha256(path: Path) -> str:

@@ -21,14 +21,12 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from ..errors import OutputPathError
+
 MANIFEST = "manifest.json"  # same name as export.MANIFEST_FILE (not imported: export pulls in torch)
 REPORT_DIR = "report"
 REPORT_FILES = frozenset({"index.html", "training.png", "usage.png", "collisions.png"})
 REPORT_MARKER = '<meta name="generator" content="semantic-ids report">'
-
-
-class OutputPathError(ValueError):
-    """The output path holds something this tool did not write; nothing was changed."""
 
 
 def _own_sidecar(name: str, of: Iterable[str]) -> bool:

@@ -12,12 +12,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..errors import TokenError
+
 LETTERS = string.ascii_lowercase
 _TOKEN = re.compile(r"<([a-z])_([0-9]+)>")
-
-
-class TokenError(ValueError):
-    """A token string is malformed."""
 
 
 def format_sid(codes: Sequence[int]) -> str:

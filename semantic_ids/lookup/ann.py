@@ -34,6 +34,7 @@ import faiss
 import numpy as np
 
 from ..model.keys import radix_strides
+from ..errors import ConfigError
 
 FLAT_MAX = 200_000
 GROUPED_MIN_FLOATS = 2**26  # 256 MB of float32 code vectors
@@ -60,9 +61,9 @@ class CodeIndex:
         self.dim = self.codebooks[0].shape[1]
         n, L = codes.shape
         if split is not None and kind not in ("grouped", "auto", "flat"):
-            raise ValueError(f"index kind {kind!r} does not apply to split code vectors; use auto, flat or grouped")
+            raise ConfigError(f"index kind {kind!r} does not apply to split code vectors; use auto, flat or grouped")
         if split is None and kind == "grouped":
-            raise ValueError('index kind "grouped" needs split code vectors (the k-means first level\'s code space)')
+            raise ConfigError('index kind "grouped" needs split code vectors (the k-means first level\'s code space)')
         # Distinct tuples via a mixed-radix key; members sorted by (group, row).
         keys = codes @ radix_strides([len(c) for c in self.codebooks])
         uniq_keys, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
@@ -73,7 +74,7 @@ class CodeIndex:
             else:
                 kind = "flat" if u <= FLAT_MAX else "ivf"
         if kind not in ("flat", "ivf", "hnsw", "grouped"):
-            raise ValueError(f"unknown index kind {kind!r}; use auto, flat, ivf or hnsw")
+            raise ConfigError(f"unknown index kind {kind!r}; use auto, flat, ivf or hnsw")
         self.kind = kind
         self.split = split if kind == "grouped" else None
         self.group_codes = codes[first]  # (U, L)

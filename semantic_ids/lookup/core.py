@@ -24,6 +24,7 @@ from ..export.tokens import format_sids
 from .index import CodeKeys, ItemRows, UnknownIDError, is_single_id, is_single_sid
 from .query import encode, read_query_model
 from .search import Neighbors, neighbors, search_codes, similar_rows
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from .ann import CodeIndex
@@ -238,6 +239,7 @@ class SemanticIDLookup:
     def search_embeddings(self, embeddings: np.ndarray, k: int = 10) -> Neighbors:
         """Codes of each embedding under the frozen model and its k nearest items
         (squared L2 between the query's and the items' vectors in code space)."""
+        _check_k(k)
         codes, z = self.encode(embeddings)
         rows, dist = self._need_index().search(z, k)
         return neighbors(self.ids, rows, dist, codes)
@@ -260,6 +262,7 @@ class SemanticIDLookup:
         nearest others by distance. Without it, ranking is by distance alone.
         An exact match (all L model levels) is always first, at distance 0.
         """
+        _check_k(k)
         index = self._need_index()
         queries = self._keys.parse([sids] if is_single_sid(sids) else list(sids), allow_prefix=True)
         rows, dist, codes = search_codes(index, self._keys, queries, k, prefer_prefix=prefer_prefix)
@@ -267,8 +270,14 @@ class SemanticIDLookup:
 
     def similar_items(self, item_ids, k: int = 10) -> Neighbors:
         """The k nearest other items of each item, in code space."""
+        _check_k(k)
         rows = self._items.rows([item_ids] if is_single_id(item_ids) else item_ids, missing="raise")
         index = self._need_index()
         model_codes = self.codes[:, : self.n_levels]
         got, dist = similar_rows(index, model_codes, rows, k)
         return neighbors(self.ids, got, dist, model_codes[rows])
+
+
+def _check_k(k) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"k={k!r} should be a positive integer (the number of nearest items)")

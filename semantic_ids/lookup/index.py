@@ -18,13 +18,7 @@ import numpy as np
 
 from ..model.keys import radix_strides
 from ..export.tokens import TokenError, parse_sid
-
-
-class UnknownIDError(KeyError):
-    """An item id or semantic ID is unknown (a KeyError, so ``except KeyError`` works)."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
-        return str(self.args[0]) if self.args else ""
+from ..errors import UnknownIDError
 
 
 LookupError_ = UnknownIDError  # deprecated name (kept so existing ``except LookupError_`` still works)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..export.manifest import ExportError
+from ..errors import EmbeddingError
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def encode(model, fusion, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarra
     if emb.ndim == 1:
         emb = emb[None, :]
     if not np.isfinite(emb).all():
-        raise ValueError("embeddings contain NaN or infinity")
+        raise EmbeddingError("embeddings contain NaN or infinity")
     x = model_inputs(fusion, emb, model.input_dim)
     import torch
 

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import CollabConfig
+from .keys import rows_of
+from ..errors import EmbeddingError, SequenceError
 
 log = logging.getLogger(__name__)
 
@@ -140,12 +142,10 @@ class Fusion:
         fusion use their own vectors, all others (or ``ids=None``) the text prediction."""
         text = np.asarray(text)
         if text.ndim != 2 or text.shape[1] != self.text_dim:
-            raise ValueError(f"text embeddings should have shape (n, {self.text_dim}), got {text.shape}")
+            raise EmbeddingError(f"text embeddings should have shape (n, {self.text_dim}), got {text.shape}")
         collab = self.predict(text)
         if ids is not None and len(ids):
-            import pandas as pd
-
-            rows = pd.Index(self.ids).get_indexer(pd.Index(np.asarray(ids)))
+            rows = rows_of(ids, self.ids, missing="-1")
             known = rows >= 0
             collab[known] = self.vectors[rows[known]]
         return fuse_vectors(text, collab, self.config.weight)
@@ -184,8 +184,14 @@ def _fit_fusion(text, ids, sequences, config: CollabConfig, seed: int) -> Fusion
     weight = np.asarray(counts.sum(1)).ravel()
     warm = weight > 0
     if warm.sum() <= config.dim:
-        raise ValueError(
-            f"sequences give interactions for {int(warm.sum())} of {n} items, too few to learn "
+        why = ""
+        if counts.nnz == 0:  # say why: no two different items ever sit within a window of each other
+            longest = max((len(s) for s in seqs), default=0)
+            why = (f" (no two different items co-occur within {config.window} positions of one user's sequence: "
+                   f"the longest sequence holds {longest} item(s)"
+                   + (f" after holding out the last {cut}" if cut else "") + ")")
+        raise SequenceError(
+            f"sequences give interactions for {int(warm.sum())} of {n} items{why}, too few to learn "
             f"{config.dim}-dimensional collaborative vectors; lower collab.dim or build without sequences"
         )
     u, s = randomized_svd(ppmi(counts), config.dim, seed=seed)
@@ -209,10 +215,10 @@ def model_inputs(fusion: Fusion | None, embeddings: np.ndarray, input_dim: int, 
     that already have the model's dimension pass through."""
     emb = np.asarray(embeddings)
     if emb.ndim != 2:
-        raise ValueError(f"embeddings should be 2-D (n, dim), got shape {emb.shape}")
+        raise EmbeddingError(f"embeddings should be 2-D (n, dim), got shape {emb.shape}")
     if fusion is not None and emb.shape[1] == fusion.text_dim:
         return fusion.fuse(emb, ids)
     if emb.shape[1] != input_dim:
         want = f"{fusion.text_dim} (text) or {input_dim}" if fusion is not None else f"{input_dim}"
-        raise ValueError(f"embeddings have dim {emb.shape[1]}, the model expects {want}")
+        raise EmbeddingError(f"embeddings have dim {emb.shape[1]}, the model expects {want}")
     return np.ascontiguousarray(emb, dtype=np.float32)

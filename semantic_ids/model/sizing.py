@@ -58,13 +58,45 @@ def auto_codebook_sizes(n_items: int, *, levels: int = LEVELS, max_size: int = M
     return (k1,) + (deep,) * (levels - 1)
 
 
-def sized_model(model: ModelConfig, n_items: int) -> ModelConfig:
-    """``model`` with ``codebook_sizes`` chosen for ``n_items`` if unset; else unchanged."""
+def choose_codebook_sizes(model: ModelConfig, n_items: int | None = None, *,
+                          previous: ModelConfig | None = None) -> tuple[int, ...] | None:
+    """The one rule that decides a build's codebook sizes, in order:
+
+    1. the sizes the user set (``model.codebook_sizes``);
+    2. else the previous export's (``previous``: a warm start keeps its codes' meaning);
+    3. else :func:`auto_codebook_sizes` of ``n_items``;
+
+    None while none of them decides (no sizes set, no previous export, the item
+    count not known yet).
+    """
     if model.codebook_sizes is not None:
-        return model
+        return tuple(int(k) for k in model.codebook_sizes)
+    if previous is not None:
+        return tuple(int(k) for k in previous.codebook_sizes)
+    if n_items is None:
+        return None
     sizes = auto_codebook_sizes(n_items)
     log.info("codebook sizes %s chosen for %d items (set model.codebook_sizes to override)", list(sizes), n_items)
-    return dataclasses.replace(model, codebook_sizes=sizes)
+    return sizes
+
+
+def sized_model(model: ModelConfig, n_items: int | None = None, *, previous: ModelConfig | None = None) -> ModelConfig:
+    """``model`` with the sizes :func:`choose_codebook_sizes` decides if unset; else unchanged."""
+    if model.codebook_sizes is not None:
+        return model
+    sizes = choose_codebook_sizes(model, n_items, previous=previous)
+    return model if sizes is None else dataclasses.replace(model, codebook_sizes=sizes)
+
+
+def codebook_sizes_of(info: dict) -> tuple[int, ...]:
+    """The model levels' codebook sizes an export records (``config.json`` or the
+    Parquet metadata): its config's ``model.codebook_sizes``, the one copy an export
+    stores; older exports also stored a top-level ``codebook_sizes`` (the same values),
+    read when the config lacks them. KeyError when neither is there."""
+    sizes = ((info.get("config") or {}).get("model") or {}).get("codebook_sizes")
+    if sizes is None:
+        sizes = info["codebook_sizes"]
+    return tuple(int(k) for k in sizes)
 
 
 def sized_config(config: BuildConfig, n_items: int) -> BuildConfig:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..export.io import read_export
+from ..model.keys import kept_prefixes, rows_of
 
 
 @dataclass(frozen=True)
@@ -66,14 +67,11 @@ def churn_codes(old_ids: np.ndarray, old_codes: np.ndarray, new_ids: np.ndarray,
     one's depth and every full ID counts as changed.
     """
     old_codes, new_codes = np.asarray(old_codes, np.int64), np.asarray(new_codes, np.int64)
-    row = _rows(new_ids, old_ids)  # each new item's row in old, or -1
-    has = row >= 0
-    m = int(has.sum())
+    row = rows_of(new_ids, old_ids, missing="-1")  # each new item's row in old, or -1
+    m, kept = kept_prefixes(new_codes, row, old_codes)
     depth = min(old_codes.shape[1], new_codes.shape[1])
     if m:
-        a, b = new_codes[has, :depth], old_codes[row[has], :depth]
-        same = np.cumprod(a == b, axis=1).astype(bool)  # same[:, d]: first d + 1 codes agree
-        prefix = [float(1.0 - same[:, d].mean()) for d in range(depth)]
+        prefix = [1.0 - k for k in kept]
         full = prefix[-1] if old_codes.shape[1] == new_codes.shape[1] else 1.0
     else:
         prefix, full = [0.0] * depth, 0.0
@@ -91,11 +89,3 @@ def churn(old: str | Path, new: str | Path) -> ChurnReport:
     a, b = read_export(old, model=False), read_export(new, model=False)
     return churn_codes(a.ids, a.codes, b.ids, b.codes, old=str(old), new=str(new))
 
-
-def _rows(ids: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Position of each of ``ids`` in ``ref``, -1 where absent (no pandas: the CLI stays light)."""
-    ids, ref = np.asarray(ids), np.asarray(ref)
-    if len(ids) == 0 or len(ref) == 0 or (ids.dtype.kind in "iu") != (ref.dtype.kind in "iu"):
-        return np.full(len(ids), -1, dtype=np.int64)
-    index = {v: i for i, v in enumerate(ref.tolist())}
-    return np.fromiter((index.get(v, -1) for v in ids.tolist()), dtype=np.int64, count=len(ids))

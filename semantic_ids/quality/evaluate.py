@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..model.keys import rows_of
 from ..stages.metrics import code_stats
+from ..errors import CatalogError, SequenceError
 
 log = logging.getLogger(__name__)
 
@@ -117,34 +118,23 @@ def co_interaction(codes: np.ndarray, pairs: np.ndarray, depths: Sequence[int] =
 
 
 def sequence_pairs(sequences: str | Path, ids: np.ndarray) -> tuple[np.ndarray, int]:
-    """Consecutive (row, row) pairs from a JSON Lines file of ``{"items": [...]}``.
+    """Consecutive (row, row) pairs of the users' sequences (the strict reader,
+    :func:`semantic_ids.stages.sequences.read_sequences`), rows into ``ids``.
 
-    A pair that touches an item not in ``ids`` is dropped (its neighbours are
-    not consecutive); the number of such unknown occurrences is returned.
+    Item ids that ``ids`` lacks are skipped (a partial catalog), and a pair that
+    touches one is dropped (its neighbours are not consecutive); the number of
+    such unknown occurrences is returned. Anything else the reader refuses (a bad
+    line, a duplicate user, an id that is not an integer or a string) raises
+    :class:`~semantic_ids.stages.sequences.SequenceError`.
     """
-    # One dict for all lines: a pandas get_indexer call per line rebuilds its
-    # hash table each time (minutes on 22k sequences).
-    pos = {v: i for i, v in enumerate(ids.tolist())}
-    a, b = [], []
-    unknown = 0
-    with open(sequences, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                items = json.loads(line)["items"]
-                if not isinstance(items, list):
-                    raise TypeError("'items' should be a list")
-                if ids.dtype.kind in "iu":
-                    items = [int(i) for i in items]
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise ValueError(f"{sequences}:{lineno}: each line should be a JSON object with an 'items' list of item ids ({exc!r})") from None
-            rows = np.fromiter((pos.get(i, -1) for i in items), dtype=np.int64, count=len(items))
-            unknown += int((rows < 0).sum())
-            ok = (rows[:-1] >= 0) & (rows[1:] >= 0)
-            a.extend(rows[:-1][ok].tolist())
-            b.extend(rows[1:][ok].tolist())
-    return np.column_stack([np.array(a, dtype=np.int64), np.array(b, dtype=np.int64)]), unknown
+    from ..stages.sequences import read_sequences
+
+    seqs = read_sequences(sequences, ids, min_length=1, unknown="skip")
+    rows = [s for s in seqs.items if len(s) > 1]
+    a = np.concatenate([s[:-1] for s in rows]) if rows else np.zeros(0, np.int64)
+    b = np.concatenate([s[1:] for s in rows]) if rows else np.zeros(0, np.int64)
+    ok = (a >= 0) & (b >= 0)
+    return np.column_stack([a[ok], b[ok]]).astype(np.int64), seqs.n_unknown
 
 
 def category_labels(frame: pd.DataFrame, column: str | None = None) -> tuple[str, np.ndarray] | None:
@@ -154,7 +144,7 @@ def category_labels(frame: pd.DataFrame, column: str | None = None) -> tuple[str
     candidates = [column] if column else [c for c in ("categories", "category", "genres", "genre") if c in frame.columns]
     for col in candidates:
         if col not in frame.columns:
-            raise ValueError(f"category column {col!r} not in the catalog; columns are {list(frame.columns)}")
+            raise CatalogError(f"category column {col!r} not in the catalog; columns are {list(frame.columns)}")
         values = frame[col].tolist()
         labels = []
         for v in values:
@@ -215,14 +205,13 @@ def evaluate_export(
     """
     from ..runners.estimator import SemanticIDs
     from ..stages.catalog import load_catalog
-    from ..stages.embed import embed_texts, given_embeddings
+    from ..stages.embed import item_embeddings
 
     sid = SemanticIDs.load(export_dir, show_progress=show_progress)
     cat = load_catalog(catalog, sid.config_.catalog)
     rows = export_rows(sid.ids_, cat)  # fail before embedding
-    emb = given_embeddings(embeddings, cat.ids, sid.config_.catalog.id_column)
-    if emb is None:
-        emb = embed_texts(cat.texts, sid.config_.embedding, show_progress=show_progress)[0]
+    emb = item_embeddings(cat.ids, cat.texts, sid.config_.embedding, given=embeddings,
+                          id_column=sid.config_.catalog.id_column, show_progress=show_progress)[0]
     emb = sid.features(emb, cat.ids)  # the model's input space (text and behaviour for builds with sequences)
     return evaluate_catalog(
         rows, sid.codes_, sid.model_.codebook_sizes, cat, embeddings=emb, sequences=sequences,
@@ -232,11 +221,7 @@ def evaluate_export(
 
 def export_rows(ids: np.ndarray, cat) -> np.ndarray:
     """The export row of each catalog item; a ValueError names items the export lacks."""
-    rows = pd.Index(ids).get_indexer(pd.Index(cat.ids))
-    missing = np.flatnonzero(rows < 0)
-    if len(missing):
-        raise ValueError(f"{len(missing)} catalog item(s) are not in the export, e.g. {cat.ids[missing[:5]].tolist()}")
-    return rows
+    return rows_of(cat.ids, ids, what="catalog item(s) are not in the export")
 
 
 def evaluate_catalog(

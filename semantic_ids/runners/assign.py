@@ -22,11 +22,13 @@ import pandas as pd
 from .estimator import SemanticIDs
 from ..export.atomic import dir_lock
 from ..stages.catalog import Catalog, CatalogError, load_catalog
-from ..stages.resolve import id_order
-from ..stages.embed import check_embeddings, embed_texts, load_embeddings
+from ..stages.resolve import number_collisions
+from ..stages.embed import item_embeddings
 from ..export.io import ExportError, write_export
 from ..export.outdir import check_out_dir
+from ..model.keys import rows_of
 from ..stages.encode import encode_all
+from ..errors import EmbeddingError
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +45,10 @@ class AssignResult:
 def resolve_against(existing: np.ndarray, new_raw: np.ndarray, new_ids: np.ndarray) -> np.ndarray:
     """Collision level for new items given existing resolved codes (N, L + 1).
 
-    Returns (M, L + 1) codes for the new items; existing codes are untouched.
+    Returns (M, L + 1) codes for the new items; existing codes are untouched
+    (:func:`~semantic_ids.stages.resolve.number_collisions` with ``existing``).
     """
-    L = new_raw.shape[1]
-    ex = pd.DataFrame(existing[:, :L]).assign(c=existing[:, L])
-    base = ex.groupby(list(range(L)), sort=False)["c"].max() + 1 if len(ex) else pd.Series(dtype=np.int64)
-    new = pd.DataFrame(new_raw).assign(rank=id_order(new_ids))
-    new["base"] = 0
-    if len(base):
-        key = pd.MultiIndex.from_frame(new[list(range(L))])
-        new["base"] = base.reindex(key).fillna(0).to_numpy(dtype=np.int64)
-    # number new items within a tuple by id rank
-    new["within"] = new.groupby(list(range(L)), sort=False)["rank"].rank(method="first").astype(np.int64) - 1
-    counter = (new["base"] + new["within"]).to_numpy(dtype=np.int64)
-    return np.column_stack([new_raw.astype(np.int64), counter])
+    return number_collisions(new_raw, new_ids, existing=existing).codes
 
 
 def assign_new_items(
@@ -96,7 +88,7 @@ def _new_catalog(sid: SemanticIDs, catalog, embeddings) -> Catalog:
     used = sid.metrics_.get("text_columns")
     if cfg.template is None and cfg.text_columns is None and used is not None:
         if not used:
-            raise ValueError(
+            raise EmbeddingError(
                 "the export was built from given embeddings (no text columns); pass embeddings for the new items"
             )
         cfg = dataclasses.replace(cfg, text_columns=tuple(used))
@@ -123,28 +115,18 @@ def _assign(export_dir, catalog, embeddings, batch_size: int, show_progress: boo
     cfg = sid.config_
     cat = _new_catalog(sid, catalog, embeddings)
     if len(cat.ids) and len(sid.ids_) and (cat.ids.dtype.kind in "iu") != (sid.ids_.dtype.kind in "iu"):
-        raise ValueError(
+        raise CatalogError(
             f"new catalog ids are {'integers' if cat.ids.dtype.kind in 'iu' else 'strings'} but the export's are "
             f"{'integers' if sid.ids_.dtype.kind in 'iu' else 'strings'}"
         )
-    present = pd.Index(sid.ids_).get_indexer(pd.Index(cat.ids)) >= 0
+    present = rows_of(cat.ids, sid.ids_, missing="-1") >= 0
     new_pos = np.flatnonzero(~present)
     new_ids = cat.ids[new_pos]
-    if isinstance(embeddings, (str, Path)):
-        path = Path(embeddings)
-        # keyed files need only the new items; a .npy follows the catalog's order
-        emb = (load_embeddings(path, cat.ids)[new_pos] if path.suffix == ".npy"
-               else load_embeddings(path, new_ids, cfg.catalog.id_column))
-    elif embeddings is not None:
-        arr = np.asarray(embeddings)
-        if arr.ndim != 2 or len(arr) != len(cat):
-            raise ValueError(f"embeddings have shape {arr.shape}, expected (n_items={len(cat)}, dim) in catalog order")
-        emb = check_embeddings(arr, cat.ids)[new_pos]
-    else:
-        texts = [cat.texts[i] for i in new_pos]
-        emb = embed_texts(texts, cfg.embedding, show_progress=show_progress)[0] if texts else np.zeros((0, sid.embedding_dim_), np.float32)
+    # keyed files are read for the new items alone; a .npy or an array follows the catalog's order
+    emb = item_embeddings(cat.ids, None if embeddings is not None else cat.texts, cfg.embedding, given=embeddings,
+                          id_column=cfg.catalog.id_column, rows=new_pos, show_progress=show_progress)[0]
     if len(new_pos) and emb.shape[1] != sid.embedding_dim_:
-        raise ValueError(f"embeddings have dim {emb.shape[1]}, the export's model expects {sid.embedding_dim_}")
+        raise EmbeddingError(f"embeddings have dim {emb.shape[1]}, the export's model expects {sid.embedding_dim_}")
     if len(new_pos) == 0:
         log.info("no new items: all %d catalog items are already in %s", len(cat), export_dir)
         return AssignResult(0, int(present.sum()), 0, new_ids, np.zeros((0, sid.codes_.shape[1]), np.int64))

@@ -30,6 +30,7 @@ import pandas as pd
 from ..stages.catalog import Catalog
 from ..config import BuildConfig
 from ..export.outdir import check_out_dir
+from ..errors import ConfigError
 
 ENGINES = ("local", "ray")
 
@@ -125,27 +126,27 @@ def check_build(
     the export directory made absolute (see :func:`~semantic_ids.export.outdir.check_out_dir`).
 
     Raises OutputPathError for an export directory that may not be replaced (or that
-    holds an input), and ValueError naming the options that cannot go together.
+    holds an input), and ConfigError naming the options that cannot go together.
     """
     in_place = previous is not None and Path(previous).resolve() == Path(export_dir).resolve()
     named = [c for c in (catalog, embeddings) if isinstance(c, (str, Path))]
     out = check_out_dir(export_dir, inputs=[*named, work_dir, sequences, None if in_place else previous, *also_reads])
     if engine not in ENGINES:
-        raise ValueError(f"engine={engine!r}; use one of {ENGINES}")
+        raise ConfigError(f"engine={engine!r}; use one of {ENGINES}")
     streaming = streaming or engine == "ray"
     if streaming and sequences is not None:
-        raise ValueError("sequences (--sequences) work with the in-memory build only; the streaming build does not fuse behaviour yet")
+        raise ConfigError("sequences (--sequences) work with the in-memory build only; the streaming build does not fuse behaviour yet")
     if engine == "ray" and previous is not None:
-        raise ValueError("a previous export (--previous) works with the local engine only, not --engine ray")
+        raise ConfigError("a previous export (--previous) works with the local engine only, not --engine ray")
     if streaming and config.collision.strategy != "counter":
-        raise ValueError(
+        raise ConfigError(
             f"collision.strategy={config.collision.strategy!r} is not available in the streaming build (counter only); "
             "use the in-memory build for 'balanced'"
         )
     if streaming and catalog is None and embeddings is None:
-        raise ValueError("a streaming build needs a catalog (--catalog, Parquet) or an embeddings dataset (--embeddings: a Parquet file or directory of shards)")
+        raise ConfigError("a streaming build needs a catalog (--catalog, Parquet) or an embeddings dataset (--embeddings: a Parquet file or directory of shards)")
     if not streaming and catalog is None:
-        raise ValueError("an in-memory build needs a catalog (--catalog; only --streaming builds start from embeddings alone)")
+        raise ConfigError("an in-memory build needs a catalog (--catalog; only --streaming builds start from embeddings alone)")
     return out
 
 
@@ -167,7 +168,7 @@ def read_and_embed(
     import contextlib
 
     from ..stages.catalog import load_catalog
-    from ..stages.embed import embed_texts, given_embeddings
+    from ..stages.embed import item_embeddings
 
     def stage(name):
         return timer.stage(name) if timer is not None else contextlib.nullcontext()
@@ -177,11 +178,8 @@ def read_and_embed(
         with stage("catalog"):  # read and check the catalog before torch and sentence-transformers load
             cat = load_catalog(catalog, config.catalog, require_text=embeddings is None)
     with stage("embed"):
-        emb = given_embeddings(embeddings, cat.ids, config.catalog.id_column)
-        facts: dict[str, Any] = {"source": "given"}
-        if emb is None:
-            emb, counts = embed_texts(cat.texts, config.embedding, show_progress=show_progress)
-            facts = {"source": config.embedding.model, **counts}
+        emb, facts = item_embeddings(cat.ids, cat.texts, config.embedding, given=embeddings,
+                                     id_column=config.catalog.id_column, show_progress=show_progress)
     return cat, emb, facts
 
 

@@ -30,12 +30,10 @@ from ..model.rqvae import RQVAE
 from ..stages.sequences import Sequences, read_sequences
 from ..model.sizing import sized_config
 from ..stages.train import train_rqvae
+from ..errors import NotFittedError
+from ..errors import EmbeddingError
 
 log = logging.getLogger(__name__)
-
-
-class NotFittedError(RuntimeError):
-    """The estimator was used before ``fit`` or ``load``."""
 
 
 class SemanticIDs:
@@ -109,7 +107,7 @@ class SemanticIDs:
         cfg = self.config or BuildConfig()
         ids = np.arange(len(X)) if ids is None else validate_ids(pd.DataFrame({"id": ids}), "id", "ids")
         if np.ndim(X) != 2 or len(X) != len(ids) or len(ids) == 0:
-            raise ValueError(f"embeddings have shape {np.shape(X)}, expected (n_items={len(ids)}, dim) with n_items >= 1")
+            raise EmbeddingError(f"embeddings have shape {np.shape(X)}, expected (n_items={len(ids)}, dim) with n_items >= 1")
         text = check_embeddings(np.asarray(X), ids)
         warm = None
         if previous is not None:

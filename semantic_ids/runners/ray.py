@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..config import BuildConfig
+from ..errors import MissingExtraError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def _ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError("engine='ray' needs Ray Data: pip install 'semantic-ids[ray]'") from None
+        raise MissingExtraError("engine='ray' needs Ray Data: pip install 'semantic-ids[ray]'") from None
     return ray
 
 

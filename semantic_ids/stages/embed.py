@@ -18,13 +18,11 @@ import pandas as pd
 
 from .cache import EmbeddingCache, default_cache_dir
 from ..config import DEFAULT_MODEL, EmbeddingConfig
+from ..model.keys import rows_of
 from ..progress import progress
+from ..errors import EmbeddingError
 
 log = logging.getLogger(__name__)
-
-
-class EmbeddingError(ValueError):
-    """Embeddings are missing, of the wrong shape, or not finite."""
 
 
 def resolve_model_path(name: str) -> str:
@@ -165,19 +163,19 @@ def load_embeddings(path: str | Path, ids: np.ndarray, id_column: str = "item_id
     if not path.exists():
         raise EmbeddingError(f"{path}: embeddings file not found")
     if path.suffix == ".npy":
-        emb = np.load(path, allow_pickle=False)
+        emb = _read(path, lambda: np.load(path, allow_pickle=False))
         if emb.ndim != 2 or len(emb) != len(ids):
             raise EmbeddingError(
                 f"{path}: shape {emb.shape} should be (n_items={len(ids)}, dim) in catalog order"
             )
         return check_embeddings(emb, ids, str(path))
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
+        with _read(path, lambda: np.load(path, allow_pickle=False)) as z:
             if "ids" not in z or "embeddings" not in z:
                 raise EmbeddingError(f"{path}: .npz should hold arrays 'ids' and 'embeddings', has {list(z)}")
-            key_ids, emb = z["ids"], z["embeddings"]
+            key_ids, emb = _read(path, lambda: (z["ids"], z["embeddings"]))
     else:
-        frame = pd.read_parquet(path)
+        frame = _read(path, lambda: pd.read_parquet(path))
         if id_column not in frame.columns or "embedding" not in frame.columns:
             raise EmbeddingError(
                 f"{path}: should have columns {id_column!r} and 'embedding', has {list(frame.columns)}"
@@ -191,17 +189,28 @@ def load_embeddings(path: str | Path, ids: np.ndarray, id_column: str = "item_id
                 f"{path}: every embedding should have {lengths.max()} values; item(s) "
                 f"{[key_ids[i] for i in bad]} have {[int(lengths[i]) if lengths[i] >= 0 else None for i in bad]}"
             )
-        emb = np.stack([np.asarray(v, dtype=np.float32) for v in values]) if len(values) else np.zeros((0, 0))
-    pos = pd.Index(key_ids)
-    if not pos.is_unique:
-        raise EmbeddingError(f"{path}: duplicate item ids, e.g. {pos[pos.duplicated()][:5].tolist()}")
-    where = pos.get_indexer(pd.Index(ids))
+        stack = lambda: np.stack([np.asarray(v, dtype=np.float32) for v in values])  # noqa: E731
+        emb = _read(path, stack) if len(values) else np.zeros((0, 0))
+    try:
+        where = rows_of(ids, key_ids, missing="-1")
+    except ValueError as exc:  # the file repeats ids
+        raise EmbeddingError(f"{path}: {exc}") from None
     missing = np.flatnonzero(where < 0)
     if len(missing):
         raise EmbeddingError(
             f"{path}: no embedding for {len(missing)} catalog item(s), e.g. {[ids[i] for i in missing[:5]]}"
         )
     return check_embeddings(np.asarray(emb)[where], ids, str(path))
+
+
+def _read(path: Path, read):
+    """``read()``, with a file the readers reject (not .npy/.npz/Parquet, damaged, pickled
+    objects) as an EmbeddingError naming it."""
+    try:
+        return read()
+    except (OSError, ValueError, EOFError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise EmbeddingError(f"{path}: cannot read embeddings from it ({exc}); expected a .npy (N, D) array, a .npz "
+                             "with 'ids' and 'embeddings', or Parquet with an 'embedding' column of float lists") from None
 
 
 def given_embeddings(embeddings, ids: np.ndarray, id_column: str = "item_id") -> np.ndarray | None:
@@ -213,8 +222,56 @@ def given_embeddings(embeddings, ids: np.ndarray, id_column: str = "item_id") ->
         return load_embeddings(embeddings, ids, id_column)
     emb = np.asarray(embeddings)
     if emb.ndim != 2 or len(emb) != len(ids):
-        raise ValueError(f"embeddings have shape {emb.shape}, expected (n_items={len(ids)}, dim)")
+        raise EmbeddingError(f"embeddings have shape {emb.shape}, expected (n_items={len(ids)}, dim) in catalog order")
     return check_embeddings(emb, ids)
+
+
+def item_embeddings(
+    ids: np.ndarray,
+    texts: list[str] | None,
+    config: EmbeddingConfig,
+    *,
+    given=None,
+    id_column: str = "item_id",
+    rows: np.ndarray | None = None,
+    show_progress: bool = True,
+) -> tuple[np.ndarray, dict]:
+    """Embeddings for these items: the given ones, checked and aligned to ``ids``, else
+    ``texts`` embedded with ``config``'s model (through the cache).
+
+    The one way every caller (build, assign, evaluate, report) gets its items' text
+    embeddings.
+
+    Parameters
+    ----------
+    ids : (N,) the catalog's item ids; ``texts`` : their N texts (None: embeddings must be given).
+    given : None, a file (.parquet or .npz keyed by id, .npy in catalog order) or an
+        array (N, D) in catalog order.
+    rows : (R,) int, only these positions of the catalog (``assign``'s new items): a keyed
+        file is read for those ids alone; a .npy or an array is checked whole, then sliced;
+        only their texts are embedded.
+
+    Returns
+    -------
+    embeddings : (N, D) or (R, D) float32.
+    facts : ``{"source": "given"}``, or ``{"source": model, "cached": n, "computed": m}``
+        (``metrics.json``'s ``embedding`` entry).
+    """
+    ids = np.asarray(ids)
+    if given is not None:
+        keyed = isinstance(given, (str, Path)) and Path(given).suffix != ".npy"
+        if rows is not None and keyed:
+            return load_embeddings(given, ids[rows], id_column), {"source": "given"}
+        emb = given_embeddings(given, ids, id_column)
+        return (emb if rows is None else emb[rows]), {"source": "given"}
+    if texts is None:
+        raise EmbeddingError("no embeddings given and no item texts to compute them from")
+    if rows is not None:
+        texts = [texts[i] for i in rows]
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32), {"source": config.model, "cached": 0, "computed": 0}
+    emb, counts = embed_texts(texts, config, show_progress=show_progress)
+    return emb, {"source": config.model, **counts}
 
 
 def check_embeddings(emb: np.ndarray, ids: np.ndarray, source: str = "embeddings") -> np.ndarray:

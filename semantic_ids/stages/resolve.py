@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..model.keys import row_keys
+from ..model.keys import IdRows, row_keys
 
 
 @dataclass(frozen=True)
@@ -59,18 +59,60 @@ def resolve_counter(codes: np.ndarray, ids: np.ndarray) -> Resolution:
     codes : (N, L) integer codes.
     ids : (N,) unique item ids (ints or strings).
     """
+    return number_collisions(codes, ids)
+
+
+def number_collisions(codes: np.ndarray, ids: np.ndarray, *, keep: np.ndarray | None = None,
+                      existing: np.ndarray | None = None) -> Resolution:
+    """The collision level: every way the package numbers items that share all codes.
+
+    Items with equal code tuples form a group; each item gets a number unique in
+    its group. Without options, the numbers are 0, 1, 2, ... in ascending item-id
+    order (TIGER's counter level; :func:`resolve_counter`). The options keep
+    numbers that already exist:
+
+    - ``keep`` (N,) int64: a number an item keeps, -1 where it has none (a warm
+      start carries old items' numbers over when their codes did not change;
+      kept numbers must be unique within their group). The other items take the
+      smallest numbers no keeper of their group holds, in ascending id order.
+    - ``existing`` (M, L + 1): resolved codes of items already exported, which keep
+      theirs (``assign``): this call's items of a group are numbered after the
+      largest number the group already has, in ascending id order, so earlier
+      items never move and later ones never fill gaps.
+
+    In general an item that keeps no number takes, in id order, the smallest
+    numbers at or above its group's start (0, or one past ``existing``'s largest)
+    that no keeper holds.
+
+    Parameters
+    ----------
+    codes : (N, L) integer model codes.
+    ids : (N,) unique item ids (ints or strings).
+
+    Returns
+    -------
+    :class:`Resolution` with codes (N, L + 1); its group statistics count this
+    call's items only.
+    """
     codes = np.asarray(codes, dtype=np.int64)
-    n = len(codes)
+    n, L = codes.shape
     if n == 0:
-        return Resolution(np.zeros((0, codes.shape[1] + 1), dtype=np.int64), 0, 0)
+        return Resolution(np.zeros((0, L + 1), dtype=np.int64), 0, 0)
+    keeper = np.zeros(n, dtype=bool) if keep is None else np.asarray(keep, dtype=np.int64) >= 0
     rank = id_order(ids)
     # Sort by codes (level 0 most significant), then by id rank.
-    keys = [rank] + [codes[:, i] for i in range(codes.shape[1] - 1, -1, -1)]
-    order = np.lexsort(keys)
+    order = np.lexsort([rank] + [codes[:, i] for i in range(L - 1, -1, -1)])
     sorted_codes = codes[order]
     new_group = np.ones(n, dtype=bool)
     new_group[1:] = (sorted_codes[1:] != sorted_codes[:-1]).any(axis=1)
-    counter_sorted, sizes = number_groups(new_group)
+    within, sizes = number_groups(new_group)
+    group = np.cumsum(new_group) - 1  # (N,) group of each sorted row
+    start = np.zeros(len(sizes), dtype=np.int64)
+    if existing is not None and len(existing):
+        start = _after_existing(sorted_codes[new_group], np.asarray(existing, dtype=np.int64))
+    counter_sorted = start[group] + within
+    if keeper.any():
+        counter_sorted = _around_keepers(keeper[order], np.asarray(keep, dtype=np.int64)[order], group, start, new_group)
     counter = np.empty(n, dtype=np.int64)
     counter[order] = counter_sorted
     return Resolution(
@@ -78,6 +120,48 @@ def resolve_counter(codes: np.ndarray, ids: np.ndarray) -> Resolution:
         n_collided_items=int(sizes[sizes > 1].sum()),
         largest_group=int(sizes.max()),
     )
+
+
+def _after_existing(group_codes: np.ndarray, existing: np.ndarray) -> np.ndarray:
+    """(G,) one past the largest number ``existing`` (M, L + 1) has for each group's
+    codes (G, L), 0 for codes it lacks."""
+    L = group_codes.shape[1]
+    _, inverse = np.unique(row_keys(np.concatenate([existing[:, :L], group_codes])), return_inverse=True)
+    inverse = inverse.ravel()
+    largest = np.full(int(inverse.max()) + 1, -1, dtype=np.int64)
+    np.maximum.at(largest, inverse[: len(existing)], existing[:, L])
+    return largest[inverse[len(existing):]] + 1
+
+
+def _around_keepers(kept: np.ndarray, keep: np.ndarray, group: np.ndarray, start: np.ndarray,
+                    new_group: np.ndarray) -> np.ndarray:
+    """Numbers of rows sorted by (codes, id): keepers (``kept``) hold ``keep``; the others
+    take, in order, the free numbers from their group's ``start`` on."""
+    n = len(kept)
+    others = ~kept
+    done = np.cumsum(others) - others  # others before each row
+    first = np.flatnonzero(new_group)
+    within = done - np.repeat(done[first], np.diff(np.append(first, n)))  # others before it, in its group
+    out = np.where(kept, keep, start[group] + within)
+    rows = np.flatnonzero(kept)
+    rows = rows[np.lexsort((keep[rows], group[rows]))]  # keepers by group, then number
+    taken = {int(group[r[0]]): keep[r] for r in np.split(rows, np.flatnonzero(np.diff(group[rows])) + 1)}
+    for i in np.flatnonzero(others & np.isin(group, group[rows])):
+        out[i] = nth_free(taken[int(group[i])], int(within[i]), int(start[group[i]]))
+    return out
+
+
+def nth_free(taken: np.ndarray, j: int, start: int = 0) -> int:
+    """The ``j``-th (0-based) integer at or above ``start`` that is not in sorted ``taken``."""
+    c = start + j
+    for t in taken:  # each taken number at or below the candidate pushes it up by one
+        if t < start:
+            continue
+        if t <= c:
+            c += 1
+        else:
+            break
+    return c
 
 
 def rebalance_last_level(codes: np.ndarray, ids: np.ndarray, last_level_costs, n_codes: int) -> np.ndarray:
@@ -114,7 +198,7 @@ def rebalance_last_level(codes: np.ndarray, ids: np.ndarray, last_level_costs, n
     rank = id_order(ids)
     movers_all = np.flatnonzero(colliding)
     costs = last_level_costs(movers_all)  # (M, n_codes)
-    cost_row = {int(r): i for i, r in enumerate(movers_all)}
+    cost_rows = IdRows(movers_all)  # item row -> its row of costs
     for p in np.unique(prefix[movers_all]):
         members = np.flatnonzero(prefix == p)
         movers = members[colliding[members]]
@@ -123,7 +207,7 @@ def rebalance_last_level(codes: np.ndarray, ids: np.ndarray, last_level_costs, n
         free = np.array([c for c in range(n_codes) if c not in taken], dtype=np.int64)
         if len(free) == 0:
             continue
-        cost = costs[[cost_row[int(r)] for r in movers]][:, free]
+        cost = costs[cost_rows.rows(movers)][:, free]
         rows, cols = linear_sum_assignment(cost)
         codes[movers[rows], -1] = free[cols]
     return codes

@@ -1,9 +1,9 @@
 """The resolve stage on disk: counter-level collision resolution of a codes dataset
 larger than memory, written straight to ``semantic_ids.parquet``.
 
-The numbering is :func:`semantic_ids.collisions.resolve_counter`'s (items sharing
-every code numbered in ascending id order, with the same
-:func:`~semantic_ids.collisions.number_groups`); only the order of work differs:
+The numbering is :func:`semantic_ids.stages.resolve.number_collisions` itself (items
+sharing every code numbered in ascending id order), called per partition; only the
+order of work differs:
 codes are partitioned by level-1 code into Arrow IPC files, and each partition
 is sorted and numbered in turn, so memory holds one partition at a time.
 """
@@ -26,12 +26,13 @@ import pyarrow.parquet as pq
 
 from .. import faults
 from .catalog import CatalogError
-from .resolve import number_groups
+from .resolve import number_collisions
 from ..export.io import ids_table
 from ..model.keys import radix_strides
 from .metrics import code_stats_of_counts
 from ..progress import progress
 from .shards import shard_files
+from ..errors import ConfigError
 
 
 @dataclass
@@ -99,16 +100,16 @@ def resolve_to_parquet(
     Pass 1 streams the codes into ``partitions`` Arrow IPC files by level-1
     code (contiguous ranges, so partition order is code order), counting code
     usage and hashing every id. Pass 2 sorts each partition by (codes, id) and
-    numbers the items sharing all codes in ascending id order, exactly as
-    :func:`semantic_ids.collisions.resolve_counter` does in memory. The output
-    rows come sorted by semantic ID. ``number(codes (m, L), ids (m,))``, when
-    given, numbers one partition's items instead (a warm start carries old
-    items' numbers over: :func:`semantic_ids.warmstart.carry_over_counter`).
+    numbers the items sharing all codes in ascending id order with
+    :func:`semantic_ids.stages.resolve.number_collisions`, as the in-memory build
+    does. The output rows come sorted by semantic ID. ``number(codes (m, L), ids (m,))``,
+    when given, numbers one partition's items instead (a warm start carries old
+    items' numbers over: :func:`semantic_ids.stages.warm.algorithms.carry_over_counter`).
     """
     sizes = tuple(int(k) for k in codebook_sizes)
     L = len(sizes)
     if float(np.prod([float(k) for k in sizes])) >= 2.0**63:
-        raise ValueError(f"codebook sizes {list(sizes)}: their product must fit in 63 bits for the streaming build")
+        raise ConfigError(f"codebook sizes {list(sizes)}: their product must fit in 63 bits for the streaming build")
     strides = radix_strides(sizes)
     n_parts = max(1, min(int(partitions), sizes[0]))
     part_dir = out_file.parent / f".{out_file.name}.partitions-{uuid.uuid4().hex[:8]}"
@@ -165,13 +166,12 @@ def resolve_to_parquet(
                     for d in range(L):
                         pre = keys // strides[d]
                         distinct[d] += int(1 + np.count_nonzero(pre[1:] != pre[:-1]))
-                    new_group = np.ones(m, dtype=bool)
-                    new_group[1:] = keys[1:] != keys[:-1]
-                    counter, gs = number_groups(new_group)
+                    starts = np.flatnonzero(np.append(True, keys[1:] != keys[:-1]))
+                    gs = np.diff(np.append(starts, m))  # group sizes
                     codes = (keys[:, None] // strides[None, :]) % np.asarray(sizes)[None, :]
                     ids_np = table.column(id_column).to_numpy(zero_copy_only=False)
-                    if number is not None:  # groups never span partitions (partitions split level 1)
-                        counter = number(codes, ids_np)
+                    # groups never span partitions (partitions split level 1)
+                    counter = number(codes, ids_np) if number is not None else number_collisions(codes, ids_np).codes[:, -1]
                     level_size = max(level_size, int(counter.max()) + 1)
                     largest = max(largest, int(gs.max()))
                     collided += int(gs[gs > 1].sum())

@@ -17,11 +17,10 @@ from typing import Iterable
 
 import numpy as np
 
+from ..model.keys import IdRows
+from ..errors import SequenceError
+
 log = logging.getLogger(__name__)
-
-
-class SequenceError(ValueError):
-    """A sequences file is malformed or names items the catalog does not have."""
 
 
 @dataclass(frozen=True)
@@ -36,32 +35,45 @@ class Sequences:
 
     users: list
     items: list[np.ndarray]
+    n_unknown: int = 0  # interactions with items the catalog lacks (``unknown="skip"``; marked -1 in ``items``)
 
     def __len__(self) -> int:
         return len(self.users)
 
 
-def read_sequences(path: str | Path, item_ids: Iterable, *, min_length: int = 3) -> Sequences:
+def read_sequences(path: str | Path, item_ids: Iterable, *, min_length: int = 3, unknown: str = "raise") -> Sequences:
     """Read a sequences JSON-lines file against the catalog's item ids.
 
     Every problem is counted and reported at once, before any heavy work: lines
-    that are not JSON objects with ``user_id`` and a list ``items``, duplicate
-    users, empty sequences, sequences shorter than ``min_length`` (leave-one-out
-    needs a training item, a validation and a test target), and item ids the
-    catalog does not have.
+    that are not JSON objects with ``user_id`` and a list ``items``, user ids and
+    item ids that are not integers or strings (``null``, ``true``, ``168.5``, a
+    list), duplicate users, empty sequences, sequences shorter than ``min_length``
+    (leave-one-out needs a training item, a validation and a test target), and
+    item ids the catalog does not have. A string id matches an integer catalog id
+    written the same way (``"3003"`` and ``3003``), and back.
+
+    Parameters
+    ----------
+    unknown : ``"raise"`` (builds, the downstream benchmark) or ``"skip"``: item ids
+        the catalog lacks are counted in ``Sequences.n_unknown`` and left in
+        ``items`` as row -1, so a caller sees where a sequence had a gap (the
+        evaluation of a partial catalog: two items around an unknown one were not
+        consecutive).
 
     Raises
     ------
-    SequenceError naming the count and the first offenders of each kind.
+    SequenceError naming the count and the first offenders of each kind (user id,
+    line and value).
     """
+    if unknown not in ("raise", "skip"):
+        raise ValueError(f"unknown={unknown!r} should be 'raise' or 'skip'")
     path = Path(path)
     if not path.is_file():
         raise SequenceError(f"sequences file {str(path)!r} does not exist")
-    row_of = {k: i for i, k in enumerate(item_ids)}
-    # ids read from JSON are strings or ints; let an int catalog match string ids and back
-    alt = {str(k): i for k, i in row_of.items()}
-    users, items = [], []
-    bad_lines, dup_users, empty, short, unknown = [], [], [], [], Counter()
+    index = IdRows(np.asarray(list(item_ids)) if not isinstance(item_ids, np.ndarray) else item_ids)
+    int_ids = index.ids.dtype.kind in "iu"
+    users, seqs, lines = [], [], []
+    bad_lines, bad_users, bad_items, dup_users, empty, short = [], [], [], [], [], []
     seen = set()
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, start=1):
@@ -75,34 +87,44 @@ def read_sequences(path: str | Path, item_ids: Iterable, *, min_length: int = 3)
             except (ValueError, KeyError, TypeError):
                 bad_lines.append(lineno)
                 continue
+            if not _is_id(user):
+                bad_users.append(f"line {lineno}: {json.dumps(user)}")
+                continue
             if user in seen:
                 dup_users.append(user)
                 continue
             seen.add(user)
+            wrong = [it for it in seq if not _is_id(it)]
+            if wrong:
+                bad_items.append(f"user {user!r} (line {lineno}): {json.dumps(wrong[0])}")
+                continue
             if not seq:
                 empty.append(user)
                 continue
-            rows = []
-            for it in seq:
-                r = row_of.get(it)
-                if r is None:
-                    r = alt.get(str(it))
-                if r is None:
-                    unknown[it] += 1
-                rows.append(-1 if r is None else r)
             if len(seq) < min_length:
                 short.append(user)
                 continue
             users.append(user)
-            items.append(np.asarray(rows, dtype=np.int64))
+            seqs.append(seq)
+            lines.append(lineno)
+    flat = [_as_kind(it, int_ids) for s in seqs for it in s]
+    unmatchable = np.array([k is None for k in flat], dtype=bool)
+    keys = np.asarray([0 if k is None else k for k in flat], dtype=np.int64 if int_ids else object)
+    rows = index.rows(keys, missing="-1") if flat else np.zeros(0, np.int64)
+    rows[unmatchable] = -1
+    missing = Counter(it for it, r in zip((it for s in seqs for it in s), rows.tolist()) if r < 0)
     problems = []
 
     def first(xs, n=5):
         xs = list(xs)
-        return ", ".join(repr(x) for x in xs[:n]) + (", ..." if len(xs) > n else "")
+        return ", ".join(x if isinstance(x, str) and x.startswith(("line ", "user ")) else repr(x) for x in xs[:n]) + (", ..." if len(xs) > n else "")
 
     if bad_lines:
         problems.append(f"{len(bad_lines)} line(s) are not JSON objects with 'user_id' and a list 'items' (line {first(bad_lines)})")
+    if bad_users:
+        problems.append(f"{len(bad_users)} user id(s) are not an integer or a string ({first(bad_users)})")
+    if bad_items:
+        problems.append(f"{len(bad_items)} sequence(s) hold an item id that is not an integer or a string ({first(bad_items)})")
     if dup_users:
         problems.append(f"{len(dup_users)} duplicate user id(s): {first(dup_users)}")
     if empty:
@@ -111,12 +133,38 @@ def read_sequences(path: str | Path, item_ids: Iterable, *, min_length: int = 3)
         problems.append(
             f"{len(short)} sequence(s) shorter than {min_length} items, too short for a leave-one-out split (users {first(short)})"
         )
-    if unknown:
+    if missing and unknown == "raise":
         problems.append(
-            f"{len(unknown)} item id(s) not in the catalog, in {sum(unknown.values())} interaction(s): {first(unknown)}"
+            f"{len(missing)} item id(s) not in the catalog, in {sum(missing.values())} interaction(s): {first(missing)}"
         )
     if problems:
         raise SequenceError(f"{path}: " + "; ".join(problems))
     if not users:
         raise SequenceError(f"{path}: no user sequences")
-    return Sequences(users=users, items=items)
+    bounds = np.cumsum([len(s) for s in seqs])[:-1]
+    return Sequences(users=users, items=np.split(rows, bounds), n_unknown=sum(missing.values()))
+
+
+def _is_id(v) -> bool:
+    """An id JSON can hold: an integer or a string (not a bool, a float, null, a list or an object)."""
+    return isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool))
+
+
+def _as_kind(v, int_ids: bool):
+    """``v`` (int or str) as the catalog's kind of id: "3003" -> 3003 for integer ids
+    (only when written exactly so), 3003 -> "3003" for string ids; None when it can
+    match no id (another string, or an integer beyond int64)."""
+    if not int_ids:
+        return v if isinstance(v, str) else str(v)
+    if isinstance(v, str):
+        try:
+            k = int(v)
+        except ValueError:
+            return None
+        if str(k) != v:
+            return None
+        v = k
+    return v if _INT64_MIN <= v <= _INT64_MAX else None
+
+
+_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)

@@ -17,6 +17,7 @@ import numpy as np
 from .metrics import paired_bootstrap, recall_ndcg, target_ranks
 from ...stages.sequences import SequenceError, Sequences, read_sequences
 from .sequences import Split, leave_one_out, training_windows
+from ...errors import ExportError
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def evaluate_export_downstream(export_dir: str | Path, sequences: str | Path, co
     if "collab_items" in ex.info:
         held = int(ex.info.get("config", {}).get("collab", {}).get("holdout_last", 0))
         if held < 2:
-            raise ValueError(
+            raise ExportError(
                 f"{export_dir} was built with sequences and collab.holdout_last={held}: its IDs saw the "
                 "validation and test items that a leave-one-out evaluation scores; rebuild it with "
                 "--holdout-last 2 (config [collab] holdout_last = 2) to evaluate it downstream"

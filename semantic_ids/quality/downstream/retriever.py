@@ -26,6 +26,7 @@ from .beam import beam_search
 from .metrics import recall_ndcg, target_ranks
 from .model import BOS, GPT, N_SPECIAL, PAD, GPTConfig
 from .sequences import Split, training_windows
+from ...errors import ConfigError, SequenceError
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +69,18 @@ class RetrieverConfig:
         """``"small"`` (the defaults) or ``"tiger"`` (:meth:`tiger`), with ``kw`` fields over it."""
         presets = {"small": cls, "tiger": cls.tiger}
         if name not in presets:
-            raise ValueError(f"retriever preset {name!r} should be one of {sorted(presets)}")
+            raise ConfigError(f"retriever preset {name!r} should be one of {sorted(presets)}")
         return presets[name](**kw)
 
     def __post_init__(self):
         for name in ("n_layer", "n_head", "d_model", "d_ff", "max_history", "epochs", "patience", "batch_size", "beam", "eval_batch"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
-                raise ValueError(f"RetrieverConfig.{name}={v!r} should be a positive integer")
+                raise ConfigError(f"RetrieverConfig.{name}={v!r} should be a positive integer")
         if self.d_model % self.n_head:
-            raise ValueError(f"RetrieverConfig.d_model={self.d_model} should be divisible by n_head={self.n_head}")
+            raise ConfigError(f"RetrieverConfig.d_model={self.d_model} should be divisible by n_head={self.n_head}")
         if not 0 <= self.dropout < 1:
-            raise ValueError(f"RetrieverConfig.dropout={self.dropout} should be in [0, 1)")
+            raise ConfigError(f"RetrieverConfig.dropout={self.dropout} should be in [0, 1)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -159,7 +160,7 @@ class GenerativeRetriever:
         rng = np.random.default_rng(c.seed)
         windows = [np.concatenate([[BOS], self.item_tokens[w].reshape(-1)]) for w in training_windows(split.train, c.max_history)]
         if not windows:
-            raise ValueError("no training windows: every user's training part has fewer than 2 items")
+            raise SequenceError("no training windows: every user's training part has fewer than 2 items")
         lengths = np.array([len(w) for w in windows])
         n_valid = len(split.valid_target)
         pick = np.sort(rng.choice(n_valid, c.valid_users, replace=False)) if 0 < c.valid_users < n_valid else np.arange(n_valid)
@@ -238,7 +239,7 @@ class GenerativeRetriever:
         c = self.config
         k = c.beam if k is None else k
         if k > c.beam:
-            raise ValueError(f"k={k} should be <= beam={c.beam}")
+            raise ConfigError(f"k={k} should be <= beam={c.beam}")
         model = self.model_
         model.eval()
         prompts = self._prompts(histories)

@@ -79,7 +79,9 @@ def write_report(
         otherwise from the export's ``metrics.json``. ``embeddings`` (path or
         (N, D) array) also let the raw codes of a ``balanced`` export be
         recomputed.
-    previous : an earlier export directory: the page gets a "Churn since the
+    previous : an earlier export directory to compare with (any export, not only the
+        one a warm start built on, though the name is the same: in the package
+        ``previous`` is always the earlier export): the page gets a "Churn since the
         previous export" section with :func:`semantic_ids.churn.churn`'s numbers.
         A warm-started build's ``warm_start`` record in ``metrics.json`` is
         shown in that section with or without it.

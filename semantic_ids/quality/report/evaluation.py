@@ -22,12 +22,9 @@ import numpy as np
 
 from ..churn import ChurnReport, churn
 from ...export.io import Export
+from ...errors import ReportError
 
 log = logging.getLogger(__name__)
-
-
-class ReportError(ValueError):
-    """The report cannot be written: a bad output directory or baselines file."""
 
 
 @dataclass(frozen=True)
@@ -96,13 +93,12 @@ def model_inputs_of(exp: Export, ids: np.ndarray, embeddings: Any, texts: list[s
     array), else computed from ``texts``; through :func:`semantic_ids.collab.model_inputs`
     (fused with behaviour for a build with sequences)."""
     from ...model.collab import model_inputs
-    from ...stages.embed import embed_texts, given_embeddings
+    from ...stages.embed import item_embeddings
 
-    emb = given_embeddings(embeddings, ids, exp.config.catalog.id_column)
-    if emb is None:
-        if texts is None:
-            raise ReportError("no embeddings given and no texts to compute them from")
-        emb = embed_texts(texts, exp.config.embedding, show_progress=show_progress)[0]
+    if embeddings is None and texts is None:
+        raise ReportError("no embeddings given and no texts to compute them from")
+    emb = item_embeddings(ids, texts, exp.config.embedding, given=embeddings, id_column=exp.config.catalog.id_column,
+                          show_progress=show_progress)[0]
     return model_inputs(exp.fusion, emb, exp.model.input_dim, ids)
 
 
@@ -174,7 +170,7 @@ def load_baselines(baselines: str | Path | Sequence[dict]) -> list[dict]:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: baselines file not found") from None
+            raise ReportError(f"{path}: baselines file not found") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ReportError(f"{path}: baselines file is not valid JSON ({exc})") from None
     else:
@@ -234,8 +230,9 @@ def export_value(col: str, quality: dict, exp: Export) -> Any:
 
 
 def churn_since(previous: str | Path | None, export_dir: Path) -> ChurnReport | None:
-    """:func:`semantic_ids.churn.churn` from ``previous`` to this export (None without one),
-    the numbers ``semantic-ids diff PREVIOUS DIR`` prints."""
+    """:func:`semantic_ids.churn.churn` from ``previous`` (an earlier export to compare
+    with; ``report --previous``) to this export (None without one), the numbers
+    ``semantic-ids diff PREVIOUS DIR`` prints."""
     if previous is None:
         return None
     rep = churn(previous, export_dir)

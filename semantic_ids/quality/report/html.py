@@ -132,7 +132,7 @@ def _kv_table(rows: list[tuple[str, str]], cls: str = "kv") -> str:
 
 def _facts(exp: Export) -> list[tuple[str, str]]:
     m, info = exp.metrics, exp.info
-    sizes = list(info.get("codebook_sizes") or exp.config.model.codebook_sizes)
+    sizes = list(exp.config.model.codebook_sizes)
     n_levels = int(info.get("n_levels", exp.codes.shape[1]))
     stages = m.get("stages") or {}
     peak = max((s.get("peak_rss_mb", 0) for s in stages.values() if isinstance(s, dict)), default=None)

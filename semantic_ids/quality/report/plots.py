@@ -17,18 +17,19 @@ import numpy as np
 from ...export.io import Export
 from ...stages.metrics import group_sizes, perplexity
 from ...export.tokens import LETTERS
+from ...errors import MissingExtraError
 
 INSTALL_HINT = "pip install 'semantic-ids[report]'"
 
 
 def matplotlib_parts():
-    """(matplotlib, Figure, FigureCanvasAgg); an ImportError naming the extra when it is missing."""
+    """(matplotlib, Figure, FigureCanvasAgg); a MissingExtraError (an ImportError) naming the extra when it is missing."""
     try:
         import matplotlib
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as exc:
-        raise ImportError(f"the report's plots need matplotlib, which is not installed ({exc}); {INSTALL_HINT}") from exc
+        raise MissingExtraError(f"the report's plots need matplotlib, which is not installed ({exc}); {INSTALL_HINT}") from exc
     return matplotlib, Figure, FigureCanvasAgg
 
 
@@ -85,7 +86,7 @@ def plot_training(mpl, exp: Export, path: Path) -> str | None:
     ax.set_title("loss terms (mean per item)")
     ax.legend(fontsize=8, loc="upper right")
 
-    sizes = list(exp.info.get("codebook_sizes") or exp.config.model.codebook_sizes)
+    sizes = list(exp.config.model.codebook_sizes)  # the one stored copy (older exports stored two, equal)
     ax = axes[0, 1]
     used = _ragged(history, "codes_used")
     for lvl in range(used.shape[1]):
@@ -145,7 +146,7 @@ def plot_training(mpl, exp: Export, path: Path) -> str | None:
 def plot_usage(mpl, exp: Export, path: Path) -> str:
     """Items per code on each model level, codes sorted by use, beside a uniform spread."""
     codes = exp.codes[:, :-1]
-    sizes = list(exp.info.get("codebook_sizes") or exp.config.model.codebook_sizes)
+    sizes = list(exp.config.model.codebook_sizes)  # the one stored copy (older exports stored two, equal)
     n_levels = codes.shape[1]
     cols = min(n_levels, 3)
     rows = math.ceil(n_levels / cols)

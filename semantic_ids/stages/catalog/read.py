@@ -12,11 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ...errors import CatalogError
+
 SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
-
-
-class CatalogError(ValueError):
-    """The catalog cannot be used; the message names the file, column, rows or values."""
 
 
 def read_table(path: str | Path, id_column: str | None = None) -> pd.DataFrame:

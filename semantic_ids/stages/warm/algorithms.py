@@ -44,13 +44,14 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
-from ..resolve import Resolution, id_order
+from ..resolve import Resolution, number_collisions
 from ...config import ModelConfig
 from ...model.kmeans import lloyd
-from ...model.keys import row_keys
+from ...model.sizing import sized_model
+from ...model.keys import kept_prefixes, rows_of
+from ...errors import ExportError
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def load_previous(path: str | Path):
     """The previous export (:class:`~semantic_ids.export.Export`), checksums verified.
 
     Raises :class:`~semantic_ids.export.ExportError` naming ``path`` when it is
-    missing or not an export, and ``ValueError`` for a model a warm start cannot
+    missing or not an export, or for a model a warm start cannot
     continue (``method = "rq-kmeans"`` has no trained weights to start from).
     """
     from ...export.io import ExportError, read_export
@@ -84,23 +85,23 @@ def load_previous(path: str | Path):
         raise ExportError(f"{path}: previous export not found")
     exp = read_export(path)
     if exp.config.model.method != "rqvae":
-        raise ValueError(f"{path}: a warm start needs an RQ-VAE export, this one used method={exp.config.model.method!r}")
+        raise ExportError(f"{path}: a warm start needs an RQ-VAE export, this one used method={exp.config.model.method!r}")
     return exp
 
 
-def warm_model_config(model: ModelConfig, previous_model: ModelConfig, path: str | Path) -> ModelConfig:
-    """The model config of a warm-started rebuild: the previous export's codebook
-    sizes when ``model`` leaves them unset; any other difference from the previous
-    model (sizes, layers, first level...) is refused, naming the fields."""
-    if model.codebook_sizes is None:
-        model = dataclasses.replace(model, codebook_sizes=tuple(previous_model.codebook_sizes))
+def warm_model_config(model: ModelConfig, previous: ModelConfig, path: str | Path) -> ModelConfig:
+    """The model config of a warm-started rebuild on the ``previous`` export's model config:
+    its codebook sizes when ``model`` leaves them unset (:func:`~semantic_ids.model.sizing.choose_codebook_sizes`);
+    any other difference from the previous model (sizes, layers, first level...) is
+    refused, naming the fields."""
+    model = sized_model(model, previous=previous)
     diff = [
-        f"{f.name}={getattr(model, f.name)!r} (previous {getattr(previous_model, f.name)!r})"
+        f"{f.name}={getattr(model, f.name)!r} (previous {getattr(previous, f.name)!r})"
         for f in dataclasses.fields(ModelConfig)
-        if tuple_or(getattr(model, f.name)) != tuple_or(getattr(previous_model, f.name))
+        if tuple_or(getattr(model, f.name)) != tuple_or(getattr(previous, f.name))
     ]
     if diff:
-        raise ValueError(f"{path}: the previous export's model differs from this build's: {', '.join(diff)}; "
+        raise ExportError(f"{path}: the previous export's model differs from this build's: {', '.join(diff)}; "
                          "a warm start needs the same model config")
     return model
 
@@ -109,10 +110,10 @@ def tuple_or(v):
     return tuple(v) if isinstance(v, (list, tuple)) else v
 
 
-def check_input_dim(previous_model, dim: int, path: str | Path) -> None:
-    """The previous model must take inputs of this build's dimension."""
-    if int(previous_model.input_dim) != int(dim):
-        raise ValueError(f"{path}: the previous export's model takes inputs of dim {previous_model.input_dim}, "
+def check_input_dim(previous, dim: int, path: str | Path) -> None:
+    """The previous export's model (``previous``) must take inputs of this build's dimension."""
+    if int(previous.input_dim) != int(dim):
+        raise ExportError(f"{path}: the previous export's model takes inputs of dim {previous.input_dim}, "
                          f"this build's embeddings have dim {dim}; a warm start needs the same embedding model "
                          "(and sequences fused in both builds or in neither)")
 
@@ -134,7 +135,7 @@ def warm_init(model, previous, x: torch.Tensor, *, iters: int | None = None) -> 
         if getattr(model.experimental, name) != getattr(previous.experimental, name)
     ]
     if diff:
-        raise ValueError(f"the previous export's model differs from this build's: {', '.join(diff)}; "
+        raise ExportError(f"the previous export's model differs from this build's: {', '.join(diff)}; "
                          "a warm start needs the same model config")
     model.load_state_dict(previous.state_dict())
     q = model.quantizer
@@ -195,90 +196,49 @@ def align_levels(model, previous, x_common: torch.Tensor, old_codes: np.ndarray)
     return perms
 
 
-def carry_over_counter(raw: np.ndarray, ids: np.ndarray, old_ids: np.ndarray, old_codes: np.ndarray) -> Resolution:
+def carry_over_counter(raw: np.ndarray, ids: np.ndarray, old_ids, old_codes: np.ndarray) -> Resolution:
     """Collision level that keeps old items' numbers where their model codes did not change.
 
     Parameters
     ----------
     raw : (N, L) model codes of this build's items.
     ids : (N,) their ids.
-    old_ids : (M,) ids of the previous export.
+    old_ids : (M,) ids of the previous export (or an :class:`~semantic_ids.model.keys.IdRows` of them).
     old_codes : (M, L + 1) the previous export's resolved codes.
 
     An item whose id and L model codes are those of an old item keeps that
     item's number (old full IDs are unique, so keepers never clash); the other
     items of each group take the free numbers 0, 1, 2... that no keeper holds, in
-    ascending item-id order. Without keepers this is exactly
-    :func:`~semantic_ids.collisions.resolve_counter`.
+    ascending item-id order: :func:`~semantic_ids.stages.resolve.number_collisions`
+    with ``keep``. Without keepers this is exactly
+    :func:`~semantic_ids.stages.resolve.resolve_counter`.
     """
     raw = np.asarray(raw, dtype=np.int64)
     n, L = raw.shape
-    if n == 0:
-        return Resolution(np.zeros((0, L + 1), dtype=np.int64), 0, 0)
     old_codes = np.asarray(old_codes, dtype=np.int64)
     row = common_rows(ids, old_ids)
     has_old = row >= 0
-    keeper = np.zeros(n, dtype=bool)
-    if old_codes.shape[1] == L + 1:
+    keep = np.full(n, -1, dtype=np.int64)
+    if n and old_codes.shape[1] == L + 1:
+        keeper = has_old.copy()
         keeper[has_old] = (raw[has_old] == old_codes[row[has_old], :L]).all(axis=1)
-    counter = np.full(n, -1, dtype=np.int64)
-    counter[keeper] = old_codes[row[keeper], L]
-    _, group, sizes = np.unique(row_keys(raw), return_inverse=True, return_counts=True)
-    group = group.ravel()
-    rank = id_order(ids)
-    others = np.flatnonzero(~keeper)
-    others = others[np.lexsort((rank[others], group[others]))]  # by group, then id
-    starts = np.ones(len(others), dtype=bool)
-    starts[1:] = group[others][1:] != group[others][:-1]
-    first = np.flatnonzero(starts)
-    within = np.arange(len(others)) - np.repeat(first, np.diff(np.append(first, len(others))))
-    counter[others] = within  # right unless a keeper of the group holds a small number
-    groups_with_keepers = np.unique(group[keeper])
-    if len(groups_with_keepers):
-        taken_by_group = pd.Series(counter[keeper]).groupby(group[keeper]).apply(lambda s: np.sort(s.to_numpy()))
-        mixed = np.isin(group[others], groups_with_keepers)
-        for pos in np.flatnonzero(mixed):
-            i = others[pos]
-            taken = taken_by_group[group[i]]
-            counter[i] = nth_free(taken, int(within[pos]))
-    return Resolution(
-        codes=np.column_stack([raw, counter]),
-        n_collided_items=int(sizes[sizes > 1].sum()),
-        largest_group=int(sizes.max()),
-    )
+        keep[keeper] = old_codes[row[keeper], L]
+    return number_collisions(raw, ids, keep=keep)
 
 
-def nth_free(taken: np.ndarray, j: int) -> int:
-    """The ``j``-th (0-based) non-negative integer not in sorted ``taken``."""
-    c = j
-    for t in taken:  # each taken number at or below the candidate pushes it up by one
-        if t <= c:
-            c += 1
-        else:
-            break
-    return c
-
-
-def common_rows(ids: np.ndarray, old_ids: np.ndarray) -> np.ndarray:
-    """For each id, its row in ``old_ids`` or -1 (ids of another type never match)."""
-    if len(ids) == 0 or len(old_ids) == 0:
-        return np.full(len(ids), -1, dtype=np.int64)
-    if (np.asarray(ids).dtype.kind in "iu") != (np.asarray(old_ids).dtype.kind in "iu"):
-        return np.full(len(ids), -1, dtype=np.int64)
-    index = old_ids if isinstance(old_ids, pd.Index) else pd.Index(old_ids)  # callers may build it once
-    return index.get_indexer(pd.Index(ids)).astype(np.int64)
+def common_rows(ids: np.ndarray, old_ids) -> np.ndarray:
+    """For each id, its row in ``old_ids`` (ids, or an :class:`~semantic_ids.model.keys.IdRows`
+    built once) or -1 (ids of another type never match)."""
+    return rows_of(ids, old_ids, missing="-1")
 
 
 def kept_shares(new_codes: np.ndarray, row: np.ndarray, old_codes: np.ndarray) -> dict:
     """How many of the items both builds hold kept their ID and each prefix."""
-    has = row >= 0
-    m = int(has.sum())
+    m, kept = kept_prefixes(new_codes, row, old_codes)
     out = {"common_items": m}
     if m == 0 or new_codes.shape[1] != old_codes.shape[1]:
         return out
-    a, b = new_codes[has], old_codes[row[has]]
-    same = np.cumprod(a == b, axis=1).astype(bool)
-    out["kept_prefix"] = [round(float(same[:, d].mean()), 6) for d in range(a.shape[1])]
+    out["kept_prefix"] = [round(k, 6) for k in kept]
     out["kept_full_id"] = out["kept_prefix"][-1]
     return out
 

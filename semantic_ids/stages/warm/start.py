@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 import torch
 
 from . import algorithms as warmstart
 from ...config import BuildConfig
+from ...model.keys import IdRows
+from ...errors import ExportError
 
 MODEL_SWITCHES = ("layer_norm_residuals", "normalize_latent")  # experiment switches that shape the model
 
@@ -36,7 +37,7 @@ class WarmStart:
     def __init__(self, path: str | Path):
         self.path = path
         self.previous = warmstart.load_previous(path)  # a bad previous export fails before any work
-        self.index = pd.Index(self.previous.ids)  # built once: the streaming build resolves partition by partition
+        self.rows = IdRows(self.previous.ids)  # built once: the streaming build resolves partition by partition
         self.anchor: np.ndarray | None = None
         self.kept_off_nearest = 0
 
@@ -44,16 +45,16 @@ class WarmStart:
         """The build's config: the previous codebook sizes unless set. Any other difference
         in the model, or in the experiment switches that shape it, is refused (ValueError
         naming the fields), before the catalog is read."""
-        prev = self.previous.config
+        previous = self.previous.config
         diff = [
-            f"experimental.{name}={getattr(config.experimental, name)!r} (previous {getattr(prev.experimental, name)!r})"
+            f"experimental.{name}={getattr(config.experimental, name)!r} (previous {getattr(previous.experimental, name)!r})"
             for name in MODEL_SWITCHES
-            if getattr(config.experimental, name) != getattr(prev.experimental, name)
+            if getattr(config.experimental, name) != getattr(previous.experimental, name)
         ]
         if diff:
-            raise ValueError(f"{self.path}: the previous export's model differs from this build's: {', '.join(diff)}; "
+            raise ExportError(f"{self.path}: the previous export's model differs from this build's: {', '.join(diff)}; "
                              "a warm start needs the same model config")
-        return config.replace(model=warmstart.warm_model_config(config.model, prev.model, self.path))
+        return config.replace(model=warmstart.warm_model_config(config.model, previous.model, self.path))
 
     def prepare(self, ids: np.ndarray, input_dim: int) -> None:
         """Match this build's items (``ids``, in the order of its embeddings) to the previous ones."""
@@ -81,7 +82,7 @@ class WarmStart:
 
     def resolve(self, codes: np.ndarray, ids: np.ndarray):
         """The collision level, keeping old items' numbers (a :class:`~semantic_ids.collisions.Resolution`)."""
-        return warmstart.carry_over_counter(codes, ids, self.index, self.previous.codes)
+        return warmstart.carry_over_counter(codes, ids, self.rows, self.previous.codes)
 
     def number(self, codes: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """:meth:`resolve`'s collision numbers alone (for the on-disk resolution, partition by partition)."""
@@ -89,11 +90,10 @@ class WarmStart:
 
     def metrics(self, ids: np.ndarray, codes: np.ndarray) -> dict:
         """The ``warm_start`` entry of ``metrics.json`` for the final IDs ``codes`` (N, L + 1) of ``ids``."""
-        prev = self.previous
-        row = warmstart.common_rows(ids, prev.ids)
+        row = warmstart.common_rows(ids, self.rows)
         return {
-            "previous_items": int(len(prev.ids)), "new_items": int((row < 0).sum()),
+            "previous_items": int(len(self.previous.ids)), "new_items": int((row < 0).sum()),
             "lr_scale": warmstart.WARM_LR_SCALE, "sticky_margin": warmstart.STICKY_MARGIN,
             "items_kept_off_nearest": self.kept_off_nearest,  # old codes kept by hysteresis
-            **warmstart.kept_shares(codes, row, prev.codes),
+            **warmstart.kept_shares(codes, row, self.previous.codes),
         }
