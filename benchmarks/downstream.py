@@ -168,7 +168,7 @@ def arm_codes(arm: str, name: str, path: Path, ids: np.ndarray, seed: int) -> tu
                 sid = SemanticIDs(cfg, show_progress=False).fit(emb, ids=frame["item_id"].to_numpy(), previous=old_dir)
                 got_ids, codes = sid.ids_, sid.codes_
             else:
-                assign_new_items(old_dir, frame, embeddings=emb, show_progress=False)
+                assign_new_items(old_dir, catalog=frame, embeddings=emb, show_progress=False)
                 sid = SemanticIDs.load(old_dir)
                 got_ids, codes = sid.ids_, sid.codes_
         order = pd.Index(got_ids).get_indexer(pd.Index(ids))

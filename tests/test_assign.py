@@ -27,7 +27,7 @@ def base(tmp_path_factory):
     )
     # through the build, so the export records the catalog's text columns (assign builds new text from them)
     out = build(tmp_path_factory.mktemp("a") / "base", catalog=df.iloc[:N_OLD], embeddings=emb[:N_OLD], config=cfg,
-                show_progress=False).out
+                show_progress=False).export_dir
     return out, df, emb
 
 
@@ -41,7 +41,7 @@ def test_existing_ids_never_change(base, tmp_path):
     out, df, emb = base
     d = copy(out, tmp_path, "e")
     before = pd.read_parquet(d / "semantic_ids.parquet")
-    res = assign_new_items(d, df, embeddings=emb, show_progress=False)
+    res = assign_new_items(d, catalog=df, embeddings=emb, show_progress=False)
     assert res.n_new == N_NEW and res.n_already_present == N_OLD
     after = pd.read_parquet(d / "semantic_ids.parquet")
     assert len(after) == N_OLD + N_NEW
@@ -60,8 +60,8 @@ def test_assign_is_order_and_batch_size_independent(base, tmp_path):
     a, b = copy(out, tmp_path, "a"), copy(out, tmp_path, "b")
     new = df.iloc[N_OLD:]
     perm = np.random.default_rng(1).permutation(N_NEW)
-    assign_new_items(a, new, embeddings=emb[N_OLD:], batch_size=7, show_progress=False)
-    assign_new_items(b, new.iloc[perm], embeddings=emb[N_OLD:][perm], batch_size=100_000, show_progress=False)
+    assign_new_items(a, catalog=new, embeddings=emb[N_OLD:], batch_size=7, show_progress=False)
+    assign_new_items(b, catalog=new.iloc[perm], embeddings=emb[N_OLD:][perm], batch_size=100_000, show_progress=False)
     ida = pd.read_parquet(a / "semantic_ids.parquet").set_index("item_id")["semantic_id"]
     idb = pd.read_parquet(b / "semantic_ids.parquet").set_index("item_id")["semantic_id"]
     assert ida.sort_index().equals(idb.sort_index())
@@ -70,9 +70,9 @@ def test_assign_is_order_and_batch_size_independent(base, tmp_path):
 def test_rerun_adds_nothing(base, tmp_path):
     out, df, emb = base
     d = copy(out, tmp_path, "r")
-    assign_new_items(d, df, embeddings=emb, show_progress=False)
+    assign_new_items(d, catalog=df, embeddings=emb, show_progress=False)
     first = (d / "semantic_ids.parquet").read_bytes()
-    res = assign_new_items(d, df, embeddings=emb, show_progress=False)
+    res = assign_new_items(d, catalog=df, embeddings=emb, show_progress=False)
     assert res.n_new == 0 and (d / "semantic_ids.parquet").read_bytes() == first
 
 
@@ -80,14 +80,14 @@ def test_interrupted_assign_leaves_export_intact(base, tmp_path, monkeypatch):
     out, df, emb = base
     d = copy(out, tmp_path, "i")
     before = {p.name: p.read_bytes() for p in d.iterdir()}
-    import semantic_ids.export.io as export_mod
+    import safetensors.torch
 
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(export_mod, "save_bytes", boom)
+    monkeypatch.setattr(safetensors.torch, "save", boom)  # the model's file, halfway through the export
     with pytest.raises(KeyboardInterrupt):
-        assign_new_items(d, df, embeddings=emb, show_progress=False)
+        assign_new_items(d, catalog=df, embeddings=emb, show_progress=False)
     assert {p.name: p.read_bytes() for p in d.iterdir()} == before
     assert len(SemanticIDLookup.load(d)) == N_OLD
 
@@ -128,14 +128,14 @@ def test_assign_reads_integer_ids_given_as_strings(tmp_path, capsys):
     cfg = BuildConfig().replace(model={"codebook_sizes": [4, 4, 4], "hidden_dims": [16]},
                                 train={"epochs": 2, "batch_size": 32}, embedding={"use_cache": False})
     df = pd.DataFrame({"item_id": np.arange(1000, 1090), "title": ["t"] * 90})
-    out = build(tmp_path / "ints", catalog=df.iloc[:60], embeddings=emb[:60], config=cfg, show_progress=False).out
+    out = build(tmp_path / "ints", catalog=df.iloc[:60], embeddings=emb[:60], config=cfg, show_progress=False).export_dir
     new = pd.DataFrame({"item_id": [str(i) for i in range(1000, 1090)], "title": ["t"] * 90})
-    res = assign_new_items(out, new, embeddings=emb, show_progress=False)
+    res = assign_new_items(out, catalog=new, embeddings=emb, show_progress=False)
     assert res.n_new == 30 and res.n_already_present == 60 and res.new_ids.dtype.kind == "i"
     assert SemanticIDLookup.load(out).item_to_sid([1089, "1060"])[0] is not None
     bad = pd.DataFrame({"item_id": ["1000", "x-1", "y"], "title": ["t"] * 3})
     with pytest.raises(ValueError, match=r"2 new catalog id\(s\) are not: \['x-1', 'y'\]"):
-        assign_new_items(out, bad, embeddings=emb[:3], show_progress=False)
+        assign_new_items(out, catalog=bad, embeddings=emb[:3], show_progress=False)
 
 
 def test_lookup_cli(base, capsys):
@@ -221,12 +221,12 @@ def test_assign_refuses_catalog_without_the_exports_text_columns(base, tmp_path,
     _no_embedding(monkeypatch)
     renamed = df.rename(columns={"title": "name"})
     with pytest.raises(CatalogError, match=r"\['title'\] not found.*export's item text comes from columns \['title'\]"):
-        assign_new_items(d, renamed, show_progress=False)
+        assign_new_items(d, catalog=renamed, show_progress=False)
     from semantic_ids.stages.catalog import load_catalog
 
     other = load_catalog(renamed)  # a ready Catalog whose text comes from other columns
     with pytest.raises(CatalogError, match=r"from columns \['name'\], the export's from \['title'\]"):
-        assign_new_items(d, other, show_progress=False)
+        assign_new_items(d, catalog=other, show_progress=False)
     assert {p.name: p.read_bytes() for p in d.iterdir()} == before
 
 
@@ -235,7 +235,7 @@ def test_assign_builds_new_text_from_the_exports_columns(base, tmp_path, fake_em
     d = copy(out, tmp_path, "x")
     fake = fake_embedder(lambda texts: emb[N_OLD : N_OLD + len(texts)])
     extra = df.assign(description="a long description")  # auto-detection alone would add this column
-    res = assign_new_items(d, extra, show_progress=False)
+    res = assign_new_items(d, catalog=extra, show_progress=False)
     seen = fake.texts
     assert res.n_new == N_NEW and seen and all("description" not in t for t in seen)
     assert seen[0] == "title: t"

@@ -16,7 +16,7 @@ CFG = BuildConfig().replace(model={"codebook_sizes": [4, 4], "hidden_dims": [8]}
 
 def export(path, ids, codes):
     """An export holding exactly these ids and resolved codes (N, 3)."""
-    model = RQVAE(6, CFG.model)
+    model = RQVAE(input_dim=6, config=CFG.model)
     return write_export(path, config=CFG, model=model, metrics={}, ids=np.asarray(ids, dtype=object),
                         codes=np.asarray(codes, dtype=np.int64))
 

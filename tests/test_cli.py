@@ -216,7 +216,7 @@ def test_lookup_into_a_reader_that_leaves_early(tmp_path):
     cfg = BuildConfig().replace(model={"codebook_sizes": [4, 4], "hidden_dims": [8]})
     ids = np.array([f"item{i:02d}" for i in range(16)], dtype=object)
     codes = np.array([[i // 4, i % 4, 0] for i in range(16)], dtype=np.int64)
-    out = write_export(tmp_path / "e", config=cfg, model=RQVAE(6, cfg.model), metrics={}, ids=ids, codes=codes)
+    out = write_export(tmp_path / "e", config=cfg, model=RQVAE(input_dim=6, config=cfg.model), metrics={}, ids=ids, codes=codes)
     argv = [sys.executable, "-m", "semantic_ids", "lookup", str(out), "--item", *ids.tolist() * 1500]
     with open(tmp_path / "all.txt", "wb") as fh:  # the whole output, read to the end
         assert subprocess.run(argv, stdout=fh, timeout=120).returncode == 0

@@ -193,7 +193,7 @@ def test_assign_adds_items_without_sequences_and_old_ids_stay(world, cfg, fused,
     base = SemanticIDs(cfg.replace(collab={"dim": 8}), show_progress=False).fit(text[:half], ids=df.iloc[:half]["item_id"].to_numpy(), sequences=seq)
     out = base.save(tmp_path / "exp")
     before = SemanticIDs.load(out)
-    res = assign_new_items(out, df, embeddings=text)
+    res = assign_new_items(out, catalog=df, embeddings=text)
     after = SemanticIDs.load(out)
     assert res.n_new == N - half
     assert np.array_equal(after.codes_[:half], before.codes_)

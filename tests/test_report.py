@@ -179,7 +179,7 @@ def test_catalog_evaluation_and_sequences(export, data):
     assert "purity @ depth 1 (category)" in page and "evaluated against" in page
     from semantic_ids.quality.evaluate import evaluate_export
 
-    q = evaluate_export(export, data / "cat.parquet", sequences=data / "seq.jsonl", embeddings=data / "emb.npy")
+    q = evaluate_export(export, catalog=data / "cat.parquet", sequences=data / "seq.jsonl", embeddings=data / "emb.npy")
     ours = re.search(r"<tr class=ours>(.*?)</tr>", page).group(1)
     assert f"{q['purity@1']:.4g}" in ours and f"{q['lift@1']:.4g}" in ours  # matched to purity_l1 / lift_l1
     with pytest.raises(ReportError, match="need a catalog"):

@@ -102,7 +102,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         show_progress=not args.no_progress,
         also_reads=(args.config,) if args.config else (),
     )
-    return _report_build(args, res.metrics, res.out)
+    return _report_build(args, res.metrics, res.export_dir)
 
 
 def _report_build(args: argparse.Namespace, metrics: dict, out: Path) -> int:
@@ -248,11 +248,10 @@ def _print_record(rec: dict) -> None:
 
 
 def cmd_assign(args: argparse.Namespace) -> int:
+    from ..export.tokens import format_sids
     from ..runners.assign import assign_new_items
 
-    from ..export.tokens import format_sids
-
-    res = assign_new_items(args.dir, args.catalog, embeddings=args.embeddings, show_progress=not args.no_progress)
+    res = assign_new_items(args.dir, catalog=args.catalog, embeddings=args.embeddings, show_progress=not args.no_progress)
     summary = {"new_items": res.n_new, "already_present": res.n_already_present, "collided": res.n_collided, "export": str(args.dir)}
     new = [{"item_id": _plain(i), "semantic_id": s} for i, s in zip(res.new_ids, format_sids(res.new_codes))]
     if args.json:
@@ -277,7 +276,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..stages.metrics import usage_text
 
     m = evaluate_export(
-        args.dir, args.catalog, sequences=args.sequences, embeddings=args.embeddings,
+        args.dir, catalog=args.catalog, sequences=args.sequences, embeddings=args.embeddings,
         category_column=args.category_column, show_progress=not args.no_progress,
     )
     if args.json:

@@ -111,20 +111,19 @@ class SemanticIDLookup:
 
     # -- construction ----------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path, *, index_kind: str = "auto") -> "SemanticIDLookup":
+    def load(cls, export_dir: str | Path, *, index_kind: str = "auto") -> "SemanticIDLookup":
         """Load from an export directory (checksums verified, no pickle, no network).
 
         Exact lookups need only the ids table and ``config.json``; the model
         (and torch) is read on the first nearest-code, embedding or text query.
         """
-        from ..export.manifest import read_ids
-        from ..model.sizing import codebook_sizes_of
+        from ..export.io import read_export
 
-        ids, codes, info = read_ids(path)
-        obj = cls(ids, codes, codebook_sizes_of(info), index_kind=index_kind)
-        obj._uses_behaviour = "collab_items" in info
-        obj._catalog_config = (info.get("config") or {}).get("catalog")
-        obj._path = Path(path)
+        exp = read_export(export_dir, model=False)
+        obj = cls(exp.ids, exp.codes, exp.codebook_sizes, index_kind=index_kind)
+        obj._uses_behaviour = "collab_items" in exp.info
+        obj._catalog_config = (exp.info.get("config") or {}).get("catalog")
+        obj._path = Path(export_dir)
         return obj
 
     def read_catalog_texts(self, catalog) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..export.manifest import read_ids
+from ..export.io import read_export
 from ..model.keys import kept_prefixes, rows_of
 
 
@@ -89,7 +89,6 @@ def churn(old: str | Path, new: str | Path) -> ChurnReport:
     Raises :class:`~semantic_ids.manifest.ExportError` naming the path of a
     missing, damaged or foreign directory.
     """
-    old_ids, old_codes, _ = read_ids(old)
-    new_ids, new_codes, _ = read_ids(new)
-    return churn_codes(old_ids, old_codes, new_ids, new_codes, old=str(old), new=str(new))
+    a, b = read_export(old, model=False), read_export(new, model=False)
+    return churn_codes(a.ids, a.codes, b.ids, b.codes, old=str(old), new=str(new))
 

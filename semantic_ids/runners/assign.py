@@ -53,8 +53,8 @@ def resolve_against(existing: np.ndarray, new_raw: np.ndarray, new_ids: np.ndarr
 
 def assign_new_items(
     export_dir: str | Path,
-    catalog: str | Path | pd.DataFrame | Catalog,
     *,
+    catalog: str | Path | pd.DataFrame | Catalog,
     embeddings: str | Path | np.ndarray | None = None,
     batch_size: int = 65536,
     show_progress: bool = True,

@@ -53,7 +53,7 @@ def default_report_dir(export_dir: str | Path) -> Path:
 
 def write_report(
     export_dir: str | Path,
-    out: str | Path | None = None,
+    report_dir: str | Path | None = None,
     *,
     baselines: str | Path | Sequence[dict] | None = None,
     baselines_catalog: str | None = None,
@@ -62,14 +62,14 @@ def write_report(
     embeddings: str | Path | np.ndarray | None = None,
     category_column: str | None = None,
     previous: str | Path | None = None,
-    show_progress: bool = False,
+    show_progress: bool = True,
 ) -> Path:
     """Write an HTML report about ``export_dir``; return the path of its ``index.html``.
 
     Parameters
     ----------
     export_dir : an export directory (checksums are verified).
-    out : the report directory (default ``DIR-report`` beside ``export_dir``: an in-place
+    report_dir : the report directory (default ``DIR-report`` beside ``export_dir``: an in-place
         rebuild or ``assign`` replaces the export directory whole, and a report inside it
         would go with it); it is replaced
         atomically, and an existing directory is only replaced if it is empty
@@ -104,7 +104,7 @@ def write_report(
     export_dir = Path(export_dir)
     mpl = plots.matplotlib_parts()  # fail before any heavy work
     exp = read_export(export_dir)
-    out = check_out_dir(Path(out) if out is not None else default_report_dir(export_dir), kind="report",
+    out = check_out_dir(Path(report_dir) if report_dir is not None else default_report_dir(export_dir), kind="report",
                         inputs=[export_dir], error=ReportError)
     base = evaluation.select_baselines(baselines, exp, baselines_catalog) if baselines is not None else None
     churn = evaluation.churn_since(previous, export_dir)  # a bad previous export fails before embedding
