@@ -14,6 +14,10 @@ where the scheme has a seed, and trains its own retriever):
 - ``letter``: LETTER's published Beauty IDs (4 levels), collision level appended where they collide;
 - ``sasrec``: one token per item (item-ID embeddings, cross-entropy over all items), the same network;
 - ``popularity``: items ranked by training count;
+- ``t5``: our default IDs (as ``ours``) under TIGER's encoder-decoder from ``transformers``
+  (``T5ForConditionalGeneration``, ``generate`` with ``SIDLogitsProcessor``; the recipe
+  ``pipelines/tiger_t5.py``), sized by ``T5_ARM`` (``--t5-config`` fields override it); max_history,
+  beam, valid_users and device are the retriever's, so the protocol is the same;
 - ``bisecting-rq`` (an experiment): our level 1 (bisecting k-means), then greedy residual k-means of
   the residual for levels 2-3, i.e. RQ-KMeans' finer levels under our first level.
 
@@ -81,10 +85,14 @@ SEQ_BUILDS = {
 # simulated catalog growth (benchmarks/churn.py): our default build on a seeded 80% of the items, then every
 # item gets IDs by a warm-started rebuild (build --previous) or by assign; compare with "ours" (a fresh build)
 GROWTH_ARMS = ("ours-warm", "ours-assign")
-ARMS = ["ours", "ours-seq", *GROWTH_ARMS, "ours-seq-w0.3", "ours-seq-w0.7", "rq-kmeans-seq", "rq-kmeans", "rqvae-latent", "random", "letter", "sasrec", "popularity", "bisecting-rq"]
+ARMS = ["ours", "ours-seq", *GROWTH_ARMS, "ours-seq-w0.3", "ours-seq-w0.7", "rq-kmeans-seq", "rq-kmeans", "rqvae-latent", "random", "letter", "sasrec", "t5", "popularity", "bisecting-rq"]
 # MovieLens-100K has 943 users, about 21 training steps an epoch against Beauty's 88: it gets
 # more epochs and a shorter warm-up so that it trains for a comparable number of steps
 SMALL_BUDGET = {"movielens": BENCHMARK_SETTINGS["MovieLens-100K"]}  # the library prints how a user's run differs
+# the t5 arm's model and budget (semantic_ids.quality.downstream.t5.T5RecipeConfig fields): a size 2 CPU cores
+# train in about a minute an epoch on Beauty, trained to convergence by early stopping
+T5_ARM = {"num_layers": 2, "num_heads": 4, "d_model": 64, "d_kv": 16, "d_ff": 256, "sample": 32768, "epochs": 16, "patience": 3}
+T5_OVERRIDE: dict = {}  # --t5-config
 METRICS = ["recall@5", "ndcg@5", "recall@10", "ndcg@10"]
 TIGER_BEAUTY = {"recall@5": 0.0454, "ndcg@5": 0.0321, "recall@10": 0.0648, "ndcg@10": 0.0384}
 
@@ -198,8 +206,16 @@ def run_arm(arm, name, path, ids, split, seed, cfg) -> tuple[np.ndarray, dict]:
     if arm == "popularity":
         top = popularity_ranking(split, len(ids), cfg.beam)
         return target_ranks(np.broadcast_to(top, (len(split.test_target), len(top))), split.test_target), {"invalid_id_rate": 0.0}
-    codes, info = arm_codes(arm, name, path, ids, seed)
-    model = GenerativeRetriever(codes, None, RetrieverConfig(**{**cfg.to_dict(), "seed": seed}), show_progress=False).fit(split)
+    codes, info = arm_codes("ours" if arm == "t5" else arm, name, path, ids, seed)
+    if arm == "t5":
+        from semantic_ids.quality.downstream.t5 import T5RecipeConfig, T5Recommender
+
+        t5 = T5RecipeConfig(**{**T5_ARM, **T5_OVERRIDE, "max_history": cfg.max_history, "beam": cfg.beam,
+                               "valid_users": cfg.valid_users, "device": cfg.device, "seed": seed})
+        info["t5"] = t5.to_dict()
+        model = T5Recommender(codes, None, t5, show_progress=False).fit(split)
+    else:
+        model = GenerativeRetriever(codes, None, RetrieverConfig(**{**cfg.to_dict(), "seed": seed}), show_progress=False).fit(split)
     start = time.perf_counter()
     ranked = model.rank(split.test_history)
     info.update({
@@ -284,6 +300,7 @@ def main() -> None:
                     help="small: the CPU configuration (RetrieverConfig()); tiger: TIGER-sized (RetrieverConfig.tiger(), for a GPU)")
     ap.add_argument("--device", default="cpu", help="torch device for the retriever, e.g. cuda")
     ap.add_argument("--config", default="{}", help="JSON of RetrieverConfig fields over the preset, e.g. '{\"epochs\": 10}'")
+    ap.add_argument("--t5-config", default="{}", help="JSON of T5RecipeConfig fields over T5_ARM for the t5 arm")
     ap.add_argument("--resume", action="store_true", help="skip (catalog, arm, seed) runs whose ranks are already in out/downstream")
     ap.add_argument("--summarize-only", action="store_true", help="train nothing: tabulate the runs in out/downstream")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); two 1-thread processes "
@@ -294,6 +311,7 @@ def main() -> None:
     logging.basicConfig(format="%(asctime)s %(name)s %(message)s", level=logging.WARNING)
     logging.getLogger("semantic_ids.quality.downstream").setLevel(logging.INFO)  # one line per epoch
     fields = {"device": args.device, **json.loads(args.config)}
+    T5_OVERRIDE.update(json.loads(args.t5_config))
     if args.threads:
         torch.set_num_threads(args.threads)
     WORK.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ __all__ = [
     "SequenceError",
     "Sequences",
     "Split",
+    "check_holdout",
     "evaluate_downstream",
     "evaluate_export_downstream",
     "leave_one_out",
@@ -109,12 +110,21 @@ def evaluate_export_downstream(export_dir: str | Path, sequences: str | Path, co
     from ...export.io import read_export
 
     ex = read_export(export_dir, model=False)
-    if "collab_items" in ex.info:
-        held = int(ex.info.get("config", {}).get("collab", {}).get("holdout_last", 0))
+    check_holdout(export_dir, ex.info)
+    return evaluate_downstream(ex.ids, ex.codes, sequences, config, **kw)
+
+
+def check_holdout(export_dir: str | Path, info: dict) -> None:
+    """Refuse an export built with sequences whose IDs saw the validation and test items.
+
+    ``info`` is the export's ``config.json`` (``read_export(...).info``); the build must
+    have used ``collab.holdout_last >= 2`` (``build --holdout-last 2``).
+    """
+    if "collab_items" in info:
+        held = int(info.get("config", {}).get("collab", {}).get("holdout_last", 0))
         if held < 2:
             raise ExportError(
                 f"{export_dir} was built with sequences and collab.holdout_last={held}: its IDs saw the "
                 "validation and test items that a leave-one-out evaluation scores; rebuild it with "
                 "--holdout-last 2 (config [collab] holdout_last = 2) to evaluate it downstream"
             )
-    return evaluate_downstream(ex.ids, ex.codes, sequences, config, **kw)
