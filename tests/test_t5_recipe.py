@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from semantic_ids.decoding import PrefixTrie, SIDVocab
-from semantic_ids.errors import ConfigError
+from semantic_ids.errors import ConfigError, ExportError, NotFittedError
 from semantic_ids.export.io import read_export
-from semantic_ids.quality.downstream import leave_one_out, read_sequences
+from semantic_ids.quality.downstream import check_holdout, leave_one_out, read_sequences
 from semantic_ids.quality.downstream.metrics import recall_ndcg, target_ranks
 from semantic_ids.quality.downstream.retriever import popularity_scores
 from semantic_ids.quality.downstream.t5 import N_SPECIAL, T5RecipeConfig, T5Recommender, training_examples
@@ -126,6 +126,16 @@ def test_training_pairs_and_sampled_epochs(tiny_export):
         T5RecipeConfig(num_layers=0)
     with pytest.raises(ConfigError, match="sample=-1"):
         T5RecipeConfig(sample=-1)
+    with pytest.raises(NotFittedError, match="fit"):
+        T5Recommender(read_export(tiny_export, model=False).codes, show_progress=False).rank([np.array([0])])
+
+
+def test_ids_that_saw_the_targets_are_refused():
+    seen = {"collab_items": 10, "config": {"collab": {"holdout_last": 0}}}
+    with pytest.raises(ExportError, match="holdout_last=0"):
+        check_holdout("ids/", seen)
+    check_holdout("ids/", {"collab_items": 10, "config": {"collab": {"holdout_last": 2}}})
+    check_holdout("ids/", {})  # text only: nothing to leak
 
 
 def test_cli_refuses_an_unknown_config_field(tiny_export, tmp_path, capsys):

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from ...decoding.hf import IDConstraint
 from ...decoding.trie import PrefixTrie
 from ...decoding.vocab import SIDVocab
-from ...errors import ConfigError, SequenceError
+from ...errors import ConfigError, NotFittedError, SequenceError
 from .metrics import recall_ndcg, target_ranks
 from .sequences import Split
 
@@ -242,6 +242,8 @@ class T5Recommender:
         k = c.beam if k is None else k
         if k > c.beam:
             raise ConfigError(f"k={k} should be <= beam={c.beam}")
+        if not hasattr(self, "model_"):
+            raise NotFittedError("this T5Recommender is not trained yet: call fit(split) first")
         model = self.model_
         model.eval()
         processors = LogitsProcessorList([SIDLogitsProcessor(self.constraint)])
