@@ -77,9 +77,12 @@ def test_every_generated_id_is_an_export_id(run, tiny_export):
     split = leave_one_out(read_sequences(seqs, ex.ids), TINY["max_history"])
     x, mask = model.encoder_inputs(split.test_history[:16])
     with torch.no_grad():
-        seq = model.model_.generate(input_ids=x, attention_mask=mask, num_beams=10, num_return_sequences=10,
-                                    max_new_tokens=model.n_levels, do_sample=False,
+        gen = model.model_.generate(input_ids=x, attention_mask=mask, num_beams=10, num_return_sequences=10,
+                                    max_new_tokens=model.n_levels, do_sample=False, output_scores=True,
+                                    return_dict_in_generate=True,
                                     logits_processor=LogitsProcessorList([SIDLogitsProcessor(model.constraint)]))  # fmt: skip
+    seq, scores = gen.sequences, gen.sequences_scores.reshape(16, 10)
+    assert torch.isfinite(scores).all() and (scores[:, 1:] <= scores[:, :-1]).all()  # best first, as rank assumes
     codes = model.vocab.codes_of(seq[:, 1:].numpy() - N_SPECIAL)  # after the decoder start; raises on a wrong level
     valid = {tuple(r) for r in ex.codes.tolist()}
     assert all(tuple(r) in valid for r in codes.tolist())
