@@ -358,6 +358,7 @@ def main() -> None:
                     f"per-user metrics averaged over seeds, paired bootstrap over users ({args.n_boot} resamples) for arm − ours; "
                     "the interval covers the sampling of users, not training-seed variance (see the per-seed values)",
         "retriever": cfgs,
+        **({"t5": {**T5_ARM, **T5_OVERRIDE}} if "t5" in args.arms else {}),  # the t5 arm's own size and budget
         "seeds": args.seeds,
         "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "machine": f"{os.cpu_count()} CPUs",
