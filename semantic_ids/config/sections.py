@@ -143,9 +143,13 @@ class TrainConfig(Section):
     restart_every: int = 10  # epochs between dead-code restarts
     max_train_items: int | None = 100_000  # train on a seeded sample of this size (None: every item)
     checkpoint_every: int = machine_local(10)  # epochs between resumable checkpoints (0: none)
+    # torch/BLAS threads while training: the weights depend on it (the BLAS splits gradient sums by
+    # thread), so it is fixed, not the core count, and the same build gives the same IDs on any
+    # machine; 0: the machine's default (faster on many cores, IDs then depend on the core count)
+    threads: int = 2
 
     def check(self) -> None:
-        at_least(self, epochs=0, batch_size=1, kmeans_iters=1, restart_every=1, checkpoint_every=0)
+        at_least(self, epochs=0, batch_size=1, kmeans_iters=1, restart_every=1, checkpoint_every=0, threads=0)
         finite(self, "lr", positive=True)
         finite(self, "weight_decay")
         finite(self, "codebook_lr_scale", positive=True)
