@@ -33,20 +33,36 @@ POLICY = "OMP_WAIT_POLICY"
 @contextlib.contextmanager
 def fixed_threads(n: int) -> Iterator[None]:
     """Run the block with ``n`` torch threads and at most ``n`` threads in every OpenMP
-    and BLAS pool loaded (FAISS's included); restore them after. ``n = 0``: as they are."""
-    if n <= 0:
-        yield
-        return
-    import torch
-    from threadpoolctl import threadpool_limits
+    and BLAS pool loaded (FAISS's included); restore them after. ``n = 0``: as they are.
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
+    The environment is restored too: libraries first loaded in the block set variables
+    as they import (torch's optimizer its inductor cache directory, threadpoolctl
+    ``KMP_DUPLICATE_LIB_OK``), and a caller's process keeps the environment it had."""
+    env = dict(os.environ)
     try:
-        with threadpool_limits(n):
+        if n <= 0:
             yield
+            return
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            with threadpool_limits(n):
+                yield
+        finally:
+            torch.set_num_threads(before)
     finally:
-        torch.set_num_threads(before)
+        _restore_environ(env)
+
+
+def _restore_environ(env: dict[str, str]) -> None:
+    for key in [k for k in os.environ if k not in env]:
+        del os.environ[key]
+    for key, value in env.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
 
 
 class _PassiveLoader(importlib.abc.Loader):

@@ -17,7 +17,6 @@ from threadpoolctl import threadpool_limits
 
 from semantic_ids import BuildConfig, build
 from semantic_ids.stages.shards import write_embedding_shards
-from semantic_ids.threads import fixed_threads
 
 from .conftest import clustered_embeddings
 
@@ -75,20 +74,6 @@ def test_rq_kmeans_ids_do_not_depend_on_process_threads(tmp_path):
     one = codes_with(1, tmp_path, streaming=False, cfg=cfg, n=5000, dim=384)
     two = codes_with(2, tmp_path, streaming=False, cfg=cfg, n=5000, dim=384)
     pd.testing.assert_frame_equal(one, two)
-
-
-def test_fixed_threads_restores_the_callers_settings():
-    from threadpoolctl import threadpool_info
-
-    before = torch.get_num_threads()
-    pools = [p["num_threads"] for p in threadpool_info()]
-    with fixed_threads(1):
-        assert torch.get_num_threads() == 1
-        assert all(p["num_threads"] == 1 for p in threadpool_info())
-    assert torch.get_num_threads() == before
-    assert [p["num_threads"] for p in threadpool_info()] == pools
-    with fixed_threads(0):  # 0: the caller's settings, untouched
-        assert torch.get_num_threads() == before
 
 
 def test_threads_is_checked():
