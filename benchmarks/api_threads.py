@@ -66,6 +66,14 @@ def catalog(tmp: Path, n: int) -> tuple[Path, Path]:
     return cat, emb
 
 
+def codes_sha(path: Path) -> str:
+    """The IDs' hash: ids and codes, without the file's metadata (which holds the config)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=["item_id", "codes"])
+    return hashlib.sha256(str(table.to_pydict()).encode()).hexdigest()[:16]
+
+
 def run(arm: str, tmp: Path, cat: Path, emb: Path, k: int) -> dict:
     out = tmp / f"{arm.replace(' ', '-').replace(',', '')}-{k}"
     env = {key: v for key, v in os.environ.items() if key != "OMP_WAIT_POLICY"}
@@ -83,7 +91,7 @@ def run(arm: str, tmp: Path, cat: Path, emb: Path, k: int) -> dict:
         raise SystemExit(f"{arm}: failed\n{proc.stderr[-3000:]}")
     metrics = json.loads((out / "metrics.json").read_text())
     row = {"arm": arm, "round": k, "train_s": metrics["stages"]["train"]["seconds"], "wall_s": round(wall, 2),
-           "codes_sha256": hashlib.sha256((out / "semantic_ids.parquet").read_bytes()).hexdigest()[:16]}
+           "codes_sha256": codes_sha(out / "semantic_ids.parquet")}
     if arm != "cli":
         row.update(json.loads(proc.stdout.strip().splitlines()[-1]))
     return row

@@ -165,7 +165,7 @@ def arm_codes(arm: str, name: str, path: Path, ids: np.ndarray, seed: int) -> tu
             old_dir = SemanticIDs(cfg, show_progress=False).fit(emb[old], ids=frame.iloc[old]["item_id"].to_numpy()).save(Path(tmp) / "old")
             if arm == "ours-warm":
                 if WARM_EPOCHS is not None:  # --warm-epochs: the rebuild's epochs instead of the default
-                    cfg = cfg.replace(train={"epochs": WARM_EPOCHS})
+                    cfg = cfg.replace(train={"warm_epochs": WARM_EPOCHS})
                 sid = SemanticIDs(cfg, show_progress=False).fit(emb, ids=frame["item_id"].to_numpy(), previous=old_dir)
                 got_ids, codes = sid.ids_, sid.codes_
             else:

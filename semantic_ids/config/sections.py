@@ -147,9 +147,14 @@ class TrainConfig(Section):
     # thread), so it is fixed, not the core count, and the same build gives the same IDs on any
     # machine; 0: the machine's default (faster on many cores, IDs then depend on the core count)
     threads: int = 2
+    # a warm-started rebuild (--previous) trains at most this many epochs (None: `epochs`): it starts
+    # from the old model, and fewer epochs keep more old IDs at the same quality (docs/warmstart.md)
+    warm_epochs: int | None = 10
 
     def check(self) -> None:
         at_least(self, epochs=0, batch_size=1, kmeans_iters=1, restart_every=1, checkpoint_every=0, threads=0)
+        if self.warm_epochs is not None:
+            at_least(self, warm_epochs=0)
         finite(self, "lr", positive=True)
         finite(self, "weight_decay")
         finite(self, "codebook_lr_scale", positive=True)

@@ -173,6 +173,8 @@ def train_rqvae(
         exp.check_model(model_config)
         return train_rq_kmeans(embeddings, model_config, seed=seed, experimental=exp)
     cfg = train_config
+    if init_from is not None and cfg.warm_epochs is not None and cfg.epochs > cfg.warm_epochs:
+        cfg = dataclasses.replace(cfg, epochs=cfg.warm_epochs)  # a warm start fine-tunes (train.warm_epochs)
     torch.manual_seed(seed)
     gen = seeded_generator(seed)
     n_total = len(embeddings)
