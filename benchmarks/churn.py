@@ -9,7 +9,7 @@ whole catalog IDs:
 - fresh: a new build of every item (what retraining did before warm starts);
 - warm: ``build --previous old`` (docs/warmstart.md), at each ``--warm-epochs``;
 - warm, streaming: the same warm start run by the streaming build (``build --streaming
-  --previous old``) over embedding shards, at the default epochs;
+  --previous old``) over embedding shards, at the default warm epochs (``train.warm_epochs``);
 - assign: ``assign`` into a copy of the old export (frozen model, old IDs never move).
 
 For each: the share of the old items that keep their full ID and their level-1 and
@@ -107,13 +107,13 @@ def measure(name: str, seeds: list[int], share: float, warm_epochs: list[int | N
                 exp = read_export(res.export_dir)
                 order = pd.Index(exp.ids).get_indexer(pd.Index(ids))
                 got_ids, got_codes, sizes = exp.ids[order], exp.codes[order], exp.model.codebook_sizes
-                arm = f"warm, streaming ({cfg.train.epochs} epochs)"
+                arm = f"warm, streaming ({min(cfg.train.epochs, cfg.train.warm_epochs or cfg.train.epochs)} epochs)"
             else:
-                c = cfg if epochs is None else cfg.replace(train={"epochs": epochs})
+                c = cfg if epochs is None else cfg.replace(train={"warm_epochs": epochs})  # a warm rebuild's epochs
                 sid = SemanticIDs(c, show_progress=False).fit(emb, ids=frame["item_id"].to_numpy(), previous=old_dir if arm == "warm" else None)
                 got_ids, got_codes, sizes = sid.ids_, sid.codes_, sid.model_.codebook_sizes
                 if arm == "warm":
-                    arm = f"warm ({c.train.epochs} epochs)"
+                    arm = f"warm ({c.train.warm_epochs} epochs)"
             seconds = time.perf_counter() - start
             rep = churn_codes(old_ids, old_codes, got_ids, got_codes)
             q = quality(got_codes[:, :-1], sizes, labels, pairs)

@@ -90,10 +90,11 @@ ARMS = ["ours", "ours-seq", *GROWTH_ARMS, "ours-seq-w0.3", "ours-seq-w0.7", "rq-
 # more epochs and a shorter warm-up so that it trains for a comparable number of steps
 SMALL_BUDGET = {"movielens": BENCHMARK_SETTINGS["MovieLens-100K"]}  # the library prints how a user's run differs
 # the t5 arm's model and budget (semantic_ids.quality.downstream.t5.T5RecipeConfig fields): a size a CPU trains;
-# an epoch is a seeded draw of 32,768 of Beauty's 131,413 training pairs (2.5-4 min with validation on 2 busy
+# an epoch is a seeded draw of 32,768 of Beauty's 131,413 training pairs (1.3-4 min with validation on 2 busy
 # cores); TIGER's own size (T5RecipeConfig.tiger()) costs about 2.7 h per pass over the pairs here: a GPU's job
 T5_ARM = {"num_layers": 2, "num_heads": 4, "d_model": 64, "d_kv": 16, "d_ff": 256, "sample": 32768, "epochs": 16, "patience": 3}
 T5_OVERRIDE: dict = {}  # --t5-config
+WARM_EPOCHS: int | None = None  # --warm-epochs
 METRICS = ["recall@5", "ndcg@5", "recall@10", "ndcg@10"]
 TIGER_BEAUTY = {"recall@5": 0.0454, "ndcg@5": 0.0321, "recall@10": 0.0648, "ndcg@10": 0.0384}
 
@@ -174,6 +175,8 @@ def arm_codes(arm: str, name: str, path: Path, ids: np.ndarray, seed: int) -> tu
         with tempfile.TemporaryDirectory() as tmp:
             old_dir = SemanticIDs(cfg, show_progress=False).fit(emb[old], ids=frame.iloc[old]["item_id"].to_numpy()).save(Path(tmp) / "old")
             if arm == "ours-warm":
+                if WARM_EPOCHS is not None:  # --warm-epochs: the rebuild's epochs instead of the default
+                    cfg = cfg.replace(train={"warm_epochs": WARM_EPOCHS})
                 sid = SemanticIDs(cfg, show_progress=False).fit(emb, ids=frame["item_id"].to_numpy(), previous=old_dir)
                 got_ids, codes = sid.ids_, sid.codes_
             else:
@@ -306,11 +309,14 @@ def main() -> None:
     ap.add_argument("--summarize-only", action="store_true", help="train nothing: tabulate the runs in out/downstream")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); two 1-thread processes "
                     "over different seeds use 2 cores better than one 2-thread process for a model this small")
+    ap.add_argument("--warm-epochs", type=int, default=None, help="the ours-warm arm's rebuild epochs (default: the config's)")
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--out", default=str(RESULTS / "downstream"), help="results path without extension")
     args = ap.parse_args()
     logging.basicConfig(format="%(asctime)s %(name)s %(message)s", level=logging.WARNING)
     logging.getLogger("semantic_ids.quality.downstream").setLevel(logging.INFO)  # one line per epoch
+    global WARM_EPOCHS
+    WARM_EPOCHS = args.warm_epochs
     fields = {"device": args.device, **json.loads(args.config)}
     T5_OVERRIDE.update(json.loads(args.t5_config))
     if args.threads:

@@ -3,7 +3,12 @@
 Pipeline: catalog -> embed -> train RQ-VAE -> codes -> collisions -> export.
 """
 
+from .threads import passive_torch_import
 from .version import __version__
+
+# torch's OpenMP waits passively when this package loads it first, as on the
+# command line; os.environ is left as it was (semantic_ids.threads)
+passive_torch_import()
 
 # Names resolve on first use (PEP 562) so that ``import semantic_ids`` and the
 # command line's start-up load neither torch nor sentence-transformers; every

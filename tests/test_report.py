@@ -390,6 +390,20 @@ def test_default_report_survives_an_in_place_rebuild(data, export):
     assert index.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
 
 
+def test_a_report_an_older_version_put_inside_the_export_is_moved_beside_on_rebuild(data, export, caplog):
+    """Reports used to go to DIR/report: the next in-place rebuild removed them with the directory.
+    Now the rebuild moves such a report to DIR-report first, and says so."""
+    index = write_report(export, export / "report")  # where an older version put it
+    page = index.read_text(encoding="utf-8")
+    emb = np.load(data / "emb.npy")
+    ids = pd.read_parquet(data / "cat.parquet")["item_id"].to_numpy()
+    with caplog.at_level("WARNING", logger="semantic_ids.export.outdir"):
+        SemanticIDs(_config(), show_progress=False).fit(emb, ids=ids).save(export)  # rebuilt in place
+    moved = _report_dir(export) / "index.html"
+    assert not (export / "report").exists() and moved.read_text(encoding="utf-8") == page
+    assert "moved" in caplog.text and str(_report_dir(export).resolve()) in caplog.text
+
+
 def test_embedding_fact_gives_the_text_dimension_not_the_fused_input(data, tmp_path):
     """A build with sequences feeds the model text + behaviour side by side; the header said
     "<model> (dim 448)" for a 384-d text model. It now gives the text's and the input's widths."""

@@ -221,9 +221,9 @@ def test_omp_wait_policy_changes_no_weight(tmp_path):
         "from semantic_ids.config import ModelConfig, TrainConfig\n"
         "from semantic_ids.stages.train import train_rqvae\n"
         "torch.set_num_threads(2)\n"
-        "x = np.random.default_rng(0).normal(size=(3000, 48)).astype(np.float32)\n"
+        "x = np.random.default_rng(0).normal(size=(1000, 48)).astype(np.float32)\n"
         "r = train_rqvae(x, ModelConfig(codebook_sizes=(16, 16), latent_dim=4, hidden_dims=(64, 32)),\n"
-        "                TrainConfig(epochs=3, batch_size=256, checkpoint_every=0), show_progress=False)\n"
+        "                TrainConfig(epochs=2, batch_size=128, checkpoint_every=0), show_progress=False)\n"
         "torch.save(r.model.state_dict(), sys.argv[1])\n"
     )
     out = {}

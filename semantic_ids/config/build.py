@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import tomllib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,10 @@ def moved_keys() -> dict[str, dict[str, str]]:
 
 def load_toml(path: str | Path) -> dict[str, Any]:
     """A TOML file as a dict; a missing or malformed file is a ConfigError naming it."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # the same parser, from PyPI (a dependency on Python 3.10)
+        import tomli as tomllib
     path = Path(path)
     try:
         with path.open("rb") as fh:

@@ -15,7 +15,9 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, TypeVar
+
+S = TypeVar("S", bound="Section")  # typing.Self is Python 3.11+
 
 from ..errors import ConfigError
 
@@ -66,7 +68,7 @@ class Section:
         }
 
     @classmethod
-    def from_dict(cls, data: Any) -> Self:
+    def from_dict(cls: type[S], data: Any) -> S:
         """Build from a dict such as :meth:`to_dict` or a TOML table gives; missing keys
         take their defaults."""
         if not isinstance(data, dict):

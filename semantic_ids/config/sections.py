@@ -143,9 +143,18 @@ class TrainConfig(Section):
     restart_every: int = 10  # epochs between dead-code restarts
     max_train_items: int | None = 100_000  # train on a seeded sample of this size (None: every item)
     checkpoint_every: int = machine_local(10)  # epochs between resumable checkpoints (0: none)
+    # torch/BLAS threads while training: the weights depend on it (the BLAS splits gradient sums by
+    # thread), so it is fixed, not the core count, and the same build gives the same IDs on any
+    # machine; 0: the machine's default (faster on many cores, IDs then depend on the core count)
+    threads: int = 2
+    # a warm-started rebuild (--previous) trains at most this many epochs (None: `epochs`): it starts
+    # from the old model, and fewer epochs keep more old IDs at the same quality (docs/warmstart.md)
+    warm_epochs: int | None = 10
 
     def check(self) -> None:
-        at_least(self, epochs=0, batch_size=1, kmeans_iters=1, restart_every=1, checkpoint_every=0)
+        at_least(self, epochs=0, batch_size=1, kmeans_iters=1, restart_every=1, checkpoint_every=0, threads=0)
+        if self.warm_epochs is not None:
+            at_least(self, warm_epochs=0)
         finite(self, "lr", positive=True)
         finite(self, "weight_decay")
         finite(self, "codebook_lr_scale", positive=True)

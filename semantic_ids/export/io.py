@@ -54,7 +54,7 @@ from .manifest import (  # noqa: F401 - re-exported: users import these from sem
 )
 from ..config import BuildConfig
 from ..model.sizing import codebook_sizes_of
-from .outdir import check_out_dir
+from .outdir import check_out_dir, move_inner_report
 from .tokens import format_sids
 
 if TYPE_CHECKING:
@@ -164,6 +164,7 @@ def write_export(
     # whatever is not an earlier export. It also guards the callers that have no
     # up-front check (SemanticIDs.save).
     out = check_out_dir(export_dir)
+    move_inner_report(out)  # replacing the directory would remove a report an older version put inside
     if write_ids is None:
         if ids is None or codes is None:
             raise ValueError("write_export needs ids and codes, or write_ids")

@@ -17,11 +17,14 @@ report's generator tag and that holds nothing but the report's files.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..errors import OutputPathError
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"  # same name as export.MANIFEST_FILE (not imported: export pulls in torch)
 REPORT_DIR = "report"
@@ -169,3 +172,29 @@ def _writable(parent: Path, shown: str, error: type[Exception]) -> None:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise error(f"{shown}: cannot write into {parent} (permission denied); the output is staged there")
     return None
+
+
+def report_beside(export_dir: str | Path) -> Path:
+    """``DIR-report`` beside the export ``DIR``: where a report of it goes by default, so that
+    replacing the export (an in-place rebuild, ``assign``) never touches the report."""
+    export_dir = Path(export_dir).resolve()
+    return export_dir.with_name(f"{export_dir.name}-{REPORT_DIR}")
+
+
+def move_inner_report(export_dir: str | Path) -> Path | None:
+    """Move a report an older version wrote inside the export (``DIR/report``) to
+    :func:`report_beside`, before the export is replaced (which would remove it with the
+    directory); return where it went, or None when there was none to move. A report is moved
+    only when it is one (:func:`foreign_in_report`) and the name beside is free; otherwise
+    it stays, and the check before the swap decides."""
+    inner = Path(export_dir) / REPORT_DIR
+    if not inner.is_dir() or inner.is_symlink() or foreign_in_report(inner) != []:
+        return None
+    dst = report_beside(export_dir)
+    if dst.exists() or dst.is_symlink():
+        log.warning("%s is a report an older version wrote inside the export; %s exists, so it is "
+                    "replaced with the export", inner, dst)
+        return None
+    os.replace(inner, dst)
+    log.warning("moved %s (a report an older version wrote inside the export) to %s, where reports now go", inner, dst)
+    return dst

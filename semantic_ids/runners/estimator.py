@@ -32,6 +32,7 @@ from ..model.sizing import sized_config
 from ..stages.train import train_rqvae
 from ..errors import NotFittedError
 from ..errors import EmbeddingError
+from ..threads import fixed_threads
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ class SemanticIDs:
                             "items_with_interactions": int((self.fusion_.counts > 0).sum())}
         if warm is not None:
             warm.prepare(ids, emb.shape[1])
-        with timer.stage("train"):
+        with timer.stage("train"), fixed_threads(cfg.train.threads):  # IDs independent of the core count
             result = train_rqvae(
                 emb, cfg.model, cfg.train, seed=cfg.seed, show_progress=self.show_progress, experimental=cfg.experimental,
                 checkpoint_dir=checkpoint_root(cfg), **({} if warm is None else warm.train_kwargs()),

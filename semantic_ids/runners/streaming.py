@@ -52,6 +52,7 @@ from ..stages.shards import EmbeddingShards, embed_catalog, embeddings_fingerpri
 from ..model.sizing import sized_config
 from ..stages.train import train_rqvae
 from .build import BuildResult
+from ..threads import fixed_threads
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ def run_streaming(
         ckpt_root = checkpoint_root(cfg)
         if warm is not None:
             warm.prepare(shards.ids(), shards.dim)
-        with timer.stage("train"):
+        with timer.stage("train"), fixed_threads(cfg.train.threads):  # IDs independent of the core count
             result = train_rqvae(shards, cfg.model, cfg.train, seed=cfg.seed, show_progress=show_progress, checkpoint_dir=ckpt_root,
                                  experimental=cfg.experimental,
                                  **({} if warm is None else warm.train_kwargs()))

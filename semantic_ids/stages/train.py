@@ -23,6 +23,7 @@ from ..config import ExperimentalConfig, ModelConfig, TrainConfig
 from .encode import encode_all
 from .metrics import collision_rate
 from ..progress import progress
+from ..threads import fixed_threads
 from ..model.rqvae import RQVAE
 from ..model.sizing import sized_model
 
@@ -73,7 +74,8 @@ def residual_codebooks(x: np.ndarray, sizes, *, seed: int = 0) -> list[np.ndarra
     rq = faiss.ResidualQuantizer(x.shape[1], bits)
     rq.max_beam_size = 1
     rq.cp.seed = seed
-    rq.train(x)
+    with fixed_threads(torch.get_num_threads()):  # FAISS's pools too (its BLAS splits sums by thread)
+        rq.train(x)
     books = faiss.vector_to_array(rq.codebooks).reshape(-1, x.shape[1])
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     return [books[offsets[lvl] : offsets[lvl + 1]] for lvl in range(len(sizes))]
@@ -171,6 +173,8 @@ def train_rqvae(
         exp.check_model(model_config)
         return train_rq_kmeans(embeddings, model_config, seed=seed, experimental=exp)
     cfg = train_config
+    if init_from is not None and cfg.warm_epochs is not None and cfg.epochs > cfg.warm_epochs:
+        cfg = dataclasses.replace(cfg, epochs=cfg.warm_epochs)  # a warm start fine-tunes (train.warm_epochs)
     # The random calls come in one fixed order (the global seed for the layers' initial
     # weights, then ``gen``: sample, first level, evaluation sample, every epoch), so a
     # run, a resumed run and a rerun give the same weights.

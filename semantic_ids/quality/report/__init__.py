@@ -33,7 +33,7 @@ import numpy as np
 
 from ...export.atomic import staged_dir
 from ...export.io import read_export
-from ...export.outdir import check_out_dir
+from ...export.outdir import check_out_dir, report_beside
 from . import evaluation
 from . import html
 from . import plots
@@ -47,8 +47,7 @@ INDEX = "index.html"
 
 def default_report_dir(export_dir: str | Path) -> Path:
     """``DIR-report`` beside the export ``DIR`` (the report's default place)."""
-    export_dir = Path(export_dir).resolve()
-    return export_dir.with_name(f"{export_dir.name}-{REPORT_DIR}")
+    return report_beside(export_dir)
 
 
 def write_report(
