@@ -91,7 +91,7 @@ ARMS = ["ours", "ours-seq", *GROWTH_ARMS, "ours-seq-w0.3", "ours-seq-w0.7", "rq-
 SMALL_BUDGET = {"movielens": BENCHMARK_SETTINGS["MovieLens-100K"]}  # the library prints how a user's run differs
 # the t5 arm's model and budget (semantic_ids.quality.downstream.t5.T5RecipeConfig fields): a size a CPU trains;
 # an epoch is a seeded draw of 32,768 of Beauty's 131,413 training pairs (1.3-4 min with validation on 2 busy
-# cores); TIGER's own size (T5RecipeConfig.tiger()) costs about 2.7 h per pass over the pairs here: a GPU's job
+# cores); TIGER's own size (T5RecipeConfig.tiger()) takes hours per pass over the pairs here: a GPU's job
 T5_ARM = {"num_layers": 2, "num_heads": 4, "d_model": 64, "d_kv": 16, "d_ff": 256, "sample": 32768, "epochs": 16, "patience": 3}
 T5_OVERRIDE: dict = {}  # --t5-config
 WARM_EPOCHS: int | None = None  # --warm-epochs
