@@ -180,10 +180,12 @@ def block_downstream_t5() -> str:
                      span([x["test_seconds"] / 60 for x in rs], "{:.1f}") if rs else "–",
                      span([x["load_1m"] for x in rs if x.get("load_1m")], "{:.1f}") if rs else "–"])
     ours = downstream_rows().get(("beauty", "ours"))
-    if ours and 0 in ours["seeds"] and not any(r["arm"] == "ours" for r in d["rows"]):
-        i = ours["seeds"].index(0)  # context, not a paired comparison: downstream.json's run of the same build config
-        rows.append(["ours (from `downstream.json`)", "decoder-only retriever, 2 layers, d 64", "0",
-                     *(f"{ours[f'{m}_per_seed'][i]:.4f}" for m in ("recall@5", "ndcg@5", "recall@10", "ndcg@10")),
+    t5_seeds = next((r["seeds"] for r in d["rows"] if r["arm"] == "t5"), [])
+    if ours and set(t5_seeds) <= set(ours["seeds"]) and not any(r["arm"] == "ours" for r in d["rows"]):
+        # context, not a paired comparison: downstream.json's runs of the same build config on the t5 row's seeds
+        at = [ours["seeds"].index(x) for x in t5_seeds]
+        rows.append(["ours (from `downstream.json`)", "decoder-only retriever, 2 layers, d 64", seeds(t5_seeds),
+                     *(f"{sum(ours[f'{m}_per_seed'][i] for i in at) / len(at):.4f}" for m in ("recall@5", "ndcg@5", "recall@10", "ndcg@10")),
                      "", "", "", "", ""])
     return table(["arm (Beauty)", "model", "seeds", "R@5", "N@5", "R@10", "N@10", "parameters", "best epoch",
                   "train min", "test min", "load"], rows)
