@@ -4,8 +4,8 @@ Within each user's sequence, items at most ``window`` positions apart co-occur,
 weighted 1 / distance (an item next to itself does not count). The counts are a
 symmetric (N, N) sparse matrix, kept as CSR blocks of ``block_rows`` rows:
 
-1. every sequence chunk becomes int64 keys ``(row * N + col) * window + (distance - 1)``,
-   one per ordered pair, appended to the key store of the pair's row block (a list
+1. every sequence chunk becomes int64 keys, ``row``, ``col`` and ``distance - 1`` packed
+   in bit fields (shifts and masks: integer division is slow), one per ordered pair, appended to the key store of the pair's row block (a list
    in memory, or a raw ``.bin`` file per block on disk for the streaming build);
 2. each block's keys are counted (``np.unique``) and summed per pair in distance
    order, ``sum_d n_d / d``: every pair's value depends only on how often it occurs
@@ -35,9 +35,23 @@ log = logging.getLogger(__name__)
 BLOCK_ROWS = 65536  # rows per count block: at 10 events per item, about 6M pairs per block
 
 
+def _bits(x: int) -> int:
+    return max(1, int(x - 1).bit_length())
+
+
+def key_fields(n_items: int, window: int) -> tuple[int, int]:
+    """Bits of the column and of the distance in a pair key (the row takes the rest)."""
+    nb, wb = _bits(n_items), _bits(window)
+    if 2 * nb + wb > 63:
+        raise SequenceError(f"{n_items} items with window {window}: too many for 64-bit pair keys")
+    return nb, wb
+
+
 def pair_keys(sequences: Iterable[np.ndarray], n_items: int, window: int) -> np.ndarray:
     """(M,) int64 keys of every ordered co-occurring pair of ``sequences`` (rows into the
-    catalog, time order): ``(row * n_items + col) * window + (distance - 1)``, both directions."""
+    catalog, time order): ``row | col | distance - 1`` in bit fields (:func:`key_fields`),
+    both directions; sorted keys are sorted by row, column, then distance."""
+    nb, wb = key_fields(n_items, window)
     seqs = [np.asarray(s, dtype=np.int64) for s in sequences if len(s) > 1]
     if not seqs:
         return np.zeros(0, dtype=np.int64)
@@ -48,7 +62,7 @@ def pair_keys(sequences: Iterable[np.ndarray], n_items: int, window: int) -> np.
         a, b = flat[:-d], flat[d:]
         keep = (user[:-d] == user[d:]) & (a != b)  # same user, not an item next to itself
         a, b = a[keep], b[keep]
-        parts += [(a * n_items + b) * window + (d - 1), (b * n_items + a) * window + (d - 1)]
+        parts += [(a << (nb + wb)) | (b << wb) | (d - 1), (b << (nb + wb)) | (a << wb) | (d - 1)]
     return np.concatenate(parts)
 
 
@@ -57,19 +71,26 @@ def count_block(keys: np.ndarray, lo: int, hi: int, n_items: int, window: int):
     values ``sum_d n_d / d`` summed in distance order, columns sorted."""
     from scipy import sparse
 
-    uk, n = np.unique(keys, return_counts=True)  # sorted: by row, column, then distance
-    pair = uk // window
-    w = n / (uk % window + 1)
-    if len(pair):
-        starts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
-        vals = np.add.reduceat(w, starts)
-        pair = pair[starts]
-    else:
-        vals = w
-    rows = pair // n_items - lo
+    nb, wb = key_fields(n_items, window)
+    uk = np.sort(keys)  # by row, column, then distance
+    new = np.empty(len(uk), dtype=bool)
+    new[:1] = True
+    np.not_equal(uk[1:], uk[:-1], out=new[1:])
+    first = np.flatnonzero(new)
+    n = np.diff(np.r_[first, len(uk)])  # occurrences of each (row, col, distance)
+    uk = uk[first]
+    w = n / ((uk & ((1 << wb) - 1)) + 1)
+    pair = uk >> wb
+    new = np.empty(len(pair), dtype=bool)
+    new[:1] = True
+    np.not_equal(pair[1:], pair[:-1], out=new[1:])
+    # bincount adds the weights in input order: each pair's distances in ascending order
+    vals = np.bincount(np.cumsum(new) - 1, weights=w) if len(pair) else w
+    pair = pair[new]
+    rows = (pair >> nb) - lo
     indptr = np.zeros(hi - lo + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=hi - lo), out=indptr[1:])
-    return sparse.csr_matrix((vals, (pair % n_items).astype(np.int32), indptr), shape=(hi - lo, n_items))
+    return sparse.csr_matrix((vals, (pair & ((1 << nb) - 1)).astype(np.int32), indptr), shape=(hi - lo, n_items))
 
 
 @dataclass
@@ -97,8 +118,9 @@ class CountBlocks:
     _blocks: list = field(default_factory=list, repr=False)
 
     def __post_init__(self):
-        if self.n_items * self.n_items * self.window >= 2**63:
-            raise SequenceError(f"{self.n_items} items with window {self.window}: too many for 64-bit pair keys")
+        key_fields(self.n_items, self.window)  # fails early for a catalog too large for the keys
+        if self.block_rows & (self.block_rows - 1):
+            raise ValueError(f"block_rows={self.block_rows} should be a power of two")
         self.bounds = [(lo, min(self.n_items, lo + self.block_rows)) for lo in range(0, self.n_items, self.block_rows)]
         if self.directory is not None:
             self.directory = Path(self.directory)
@@ -108,7 +130,8 @@ class CountBlocks:
         """Count a chunk of sequences (rows into the catalog), appending their keys to each block's store."""
         self.longest = max([self.longest, *(len(s) for s in sequences)])
         keys = pair_keys(sequences, self.n_items, self.window)
-        block = keys // (self.n_items * self.window * self.block_rows)
+        nb, wb = key_fields(self.n_items, self.window)
+        block = keys >> (nb + wb + self.block_rows.bit_length() - 1)  # row // block_rows
         order = np.argsort(block, kind="stable")
         cuts = np.searchsorted(block[order], np.arange(len(self.bounds) + 1))
         for b in range(len(self.bounds)):
