@@ -50,7 +50,6 @@ from semantic_ids.stages.catalog import load_catalog  # noqa: E402
 from semantic_ids.quality.churn import churn_codes  # noqa: E402
 from semantic_ids.quality.downstream import read_sequences  # noqa: E402
 from semantic_ids.quality.evaluate import category_labels, evaluate_codes  # noqa: E402
-from semantic_ids.export.manifest import read_ids  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 QUALITY = ("collisions", "purity@1", "purity@2", "lift@1", "lift@2")
@@ -83,7 +82,8 @@ def measure(name: str, seeds: list[int], share: float, warm_epochs: list[int | N
         start = time.perf_counter()
         SemanticIDs(cfg, show_progress=False).fit(emb[old], ids=frame.iloc[old]["item_id"].to_numpy()).save(old_dir)
         print(f"old build ({len(old)} items): {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
-        old_ids, old_codes, _ = read_ids(old_dir)
+        old_exp = read_export(old_dir, model=False)
+        old_ids, old_codes = old_exp.ids, old_exp.codes
         arms: list[tuple[str, int | None]] = ([("fresh", None)] + [("warm", e) for e in warm_epochs]
                                               + [("warm-streaming", None), ("assign", None)])
         fresh_q = None
@@ -92,8 +92,9 @@ def measure(name: str, seeds: list[int], share: float, warm_epochs: list[int | N
             if arm == "assign":
                 d = work / f"assign-{seed}"
                 shutil.copytree(old_dir, d)
-                assign_new_items(d, frame, embeddings=emb, show_progress=False)
-                got_ids, got_codes, _ = read_ids(d)
+                assign_new_items(d, catalog=frame, embeddings=emb, show_progress=False)
+                got = read_export(d, model=False)
+                got_ids, got_codes = got.ids, got.codes
                 order = pd.Index(got_ids).get_indexer(pd.Index(ids))
                 got_ids, got_codes = got_ids[order], got_codes[order]
                 sizes = SemanticIDs.load(d).model_.codebook_sizes
@@ -103,7 +104,7 @@ def measure(name: str, seeds: list[int], share: float, warm_epochs: list[int | N
                     write_embedding_shards(shards, frame["item_id"].to_numpy(), emb)
                 res = build_streaming(work / f"warm-streaming-{seed}", embeddings=shards, config=cfg, previous=old_dir,
                                       work_dir=work / "stream-work", show_progress=False)
-                exp = read_export(res.out)
+                exp = read_export(res.export_dir)
                 order = pd.Index(exp.ids).get_indexer(pd.Index(ids))
                 got_ids, got_codes, sizes = exp.ids[order], exp.codes[order], exp.model.codebook_sizes
                 arm = f"warm, streaming ({cfg.train.epochs} epochs)"

@@ -53,7 +53,9 @@ from semantic_ids.stages.resolve import resolve_counter  # noqa: E402
 from semantic_ids.stages.catalog.datasets import fetch_movielens  # noqa: E402
 from semantic_ids.model.sizing import auto_codebook_sizes  # noqa: E402
 from semantic_ids.quality.downstream import leave_one_out, paired_bootstrap, read_sequences, recall_ndcg, target_ranks  # noqa: E402
-from semantic_ids.quality.downstream.retriever import GenerativeRetriever, RetrieverConfig, popularity_ranking  # noqa: E402
+from semantic_ids.quality.downstream.retriever import (  # noqa: E402
+    BENCHMARK_SETTINGS, GenerativeRetriever, RetrieverConfig, popularity_ranking,
+)
 
 BEAUTY = ROOT.parent / "shared" / "data" / "amazon_beauty"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -82,7 +84,7 @@ GROWTH_ARMS = ("ours-warm", "ours-assign")
 ARMS = ["ours", "ours-seq", *GROWTH_ARMS, "ours-seq-w0.3", "ours-seq-w0.7", "rq-kmeans-seq", "rq-kmeans", "rqvae-latent", "random", "letter", "sasrec", "popularity", "bisecting-rq"]
 # MovieLens-100K has 943 users, about 21 training steps an epoch against Beauty's 88: it gets
 # more epochs and a shorter warm-up so that it trains for a comparable number of steps
-SMALL_BUDGET = {"movielens": {"epochs": 20, "warmup_steps": 50}}
+SMALL_BUDGET = {"movielens": BENCHMARK_SETTINGS["MovieLens-100K"]}  # the library prints how a user's run differs
 METRICS = ["recall@5", "ndcg@5", "recall@10", "ndcg@10"]
 TIGER_BEAUTY = {"recall@5": 0.0454, "ndcg@5": 0.0321, "recall@10": 0.0648, "ndcg@10": 0.0384}
 
@@ -166,7 +168,7 @@ def arm_codes(arm: str, name: str, path: Path, ids: np.ndarray, seed: int) -> tu
                 sid = SemanticIDs(cfg, show_progress=False).fit(emb, ids=frame["item_id"].to_numpy(), previous=old_dir)
                 got_ids, codes = sid.ids_, sid.codes_
             else:
-                assign_new_items(old_dir, frame, embeddings=emb, show_progress=False)
+                assign_new_items(old_dir, catalog=frame, embeddings=emb, show_progress=False)
                 sid = SemanticIDs.load(old_dir)
                 got_ids, codes = sid.ids_, sid.codes_
         order = pd.Index(got_ids).get_indexer(pd.Index(ids))

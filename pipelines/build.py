@@ -22,12 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from semantic_ids.runners.build import build, check_options  # noqa: E402
+from semantic_ids.runners.build import build  # noqa: E402
 from semantic_ids.errors import SemanticIDsError  # noqa: E402
 from semantic_ids.cli.commands import print_table, summary_rows  # noqa: E402
 from semantic_ids.config import BuildConfig, ConfigError, load_toml  # noqa: E402
 from semantic_ids.stages.catalog.datasets import fetch_movielens  # noqa: E402
-from semantic_ids.export.outdir import check_out_dir  # noqa: E402
 
 BUILTIN = {"movielens-100k": lambda: fetch_movielens("data/ml-100k")}
 
@@ -41,15 +40,10 @@ def run(config_path: str, show_progress: bool = True) -> Path:
     if unknown:
         raise ConfigError(f"{config_path}: unknown key(s) in [job]: {sorted(unknown)}")
     cfg = BuildConfig.from_dict(data)
-    # before any work (even fetching a built-in catalog): replace only an earlier export or an empty directory
-    given = None if job["catalog"] in BUILTIN else job["catalog"]
-    check_out_dir(job["out"], inputs=[given, job.get("embeddings"), config_path, job.get("work_dir"), job.get("sequences")])
     streaming = bool(job.get("streaming"))
-    try:  # refused before a built-in catalog is fetched
-        check_options(streaming=streaming, engine=job.get("engine", "local"), sequences=job.get("sequences"), previous=None)
-    except ConfigError as exc:
-        raise ConfigError(f"{config_path}: [job] {exc}") from None
-    catalog = BUILTIN[job["catalog"]]() if job["catalog"] in BUILTIN else Path(job["catalog"])
+    # build() checks the export directory and the options once, before any work; a built-in
+    # catalog is passed as the function that fetches it, so a refused build fetches nothing
+    catalog = BUILTIN[job["catalog"]] if job["catalog"] in BUILTIN else Path(job["catalog"])
     res = build(
         job["out"],
         catalog=None if streaming and job.get("embeddings") else catalog,
@@ -62,10 +56,11 @@ def run(config_path: str, show_progress: bool = True) -> Path:
         batch_rows=int(job.get("batch_rows", 65536)),
         ray_options={"address": job["ray_address"]} if job.get("ray_address") else None,
         show_progress=show_progress,
+        also_reads=(config_path,),
     )
-    print(f"semantic IDs for {res.metrics['n_items']:,} items written to {res.out.resolve()}")
-    print_table(summary_rows(res.metrics, res.out.resolve()))
-    return res.out
+    print(f"semantic IDs for {res.metrics['n_items']:,} items written to {res.export_dir}")
+    print_table(summary_rows(res.metrics, res.export_dir))
+    return res.export_dir
 
 
 def main() -> int:

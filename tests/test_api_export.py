@@ -79,12 +79,12 @@ def test_failed_run_leaves_previous_export_untouched(fitted, small_catalog, smal
     out = fitted.save(tmp_path / "e")
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
-    import semantic_ids.export.io as export_mod
+    import safetensors.torch
 
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(export_mod, "save_bytes", boom)
+    monkeypatch.setattr(safetensors.torch, "save", boom)  # the model's file, halfway through the export
     other = SemanticIDs(tiny_config.replace(seed=5), show_progress=False).fit(small_embeddings, ids=small_catalog["item_id"].to_numpy())
     with pytest.raises(OSError, match="disk full"):
         other.save(out)
@@ -332,7 +332,7 @@ def test_estimator_contract(small_catalog, small_embeddings, tiny_config):
     # ids default to row numbers; y is ignored (scikit-learn convention)
     plain = SemanticIDs(tiny_config, show_progress=False).fit(small_embeddings, None)
     assert np.array_equal(plain.ids_, np.arange(len(ids))) and np.array_equal(plain.raw_codes_, codes)
-    with pytest.raises(TypeError, match=r"semantic_ids.build\(out, catalog=...\)"):  # a catalog is the step in front
+    with pytest.raises(TypeError, match=r"semantic_ids.build\(export_dir, catalog=...\)"):  # a catalog is the step in front
         SemanticIDs(tiny_config).fit(small_catalog)
 
 

@@ -16,7 +16,7 @@ CFG = BuildConfig().replace(model={"codebook_sizes": [4, 4], "hidden_dims": [8]}
 
 def export(path, ids, codes):
     """An export holding exactly these ids and resolved codes (N, 3)."""
-    model = RQVAE(6, CFG.model)
+    model = RQVAE(input_dim=6, config=CFG.model)
     return write_export(path, config=CFG, model=model, metrics={}, ids=np.asarray(ids, dtype=object),
                         codes=np.asarray(codes, dtype=np.int64))
 
@@ -88,3 +88,14 @@ def test_diff_does_not_import_torch(tmp_path):
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["n_common"] == 4
+
+
+def test_diff_of_exports_with_no_item_in_common_says_so(tmp_path, capsys):
+    """Issue 24: two unrelated exports printed "full ID changed 0.00%", as if nothing moved."""
+    a = export(tmp_path / "a", OLD_IDS, OLD)
+    b = export(tmp_path / "b", ["x", "y"], [[0, 0, 0], [0, 1, 0]])
+    assert main(["diff", str(a), str(b)]) == 0
+    text = capsys.readouterr().out
+    assert "share no items" in text and "%" not in text
+    assert main(["diff", str(a), str(a)]) == 0  # with items in common the shares are printed
+    assert "0.00%" in capsys.readouterr().out

@@ -216,7 +216,7 @@ def test_lookup_into_a_reader_that_leaves_early(tmp_path):
     cfg = BuildConfig().replace(model={"codebook_sizes": [4, 4], "hidden_dims": [8]})
     ids = np.array([f"item{i:02d}" for i in range(16)], dtype=object)
     codes = np.array([[i // 4, i % 4, 0] for i in range(16)], dtype=np.int64)
-    out = write_export(tmp_path / "e", config=cfg, model=RQVAE(6, cfg.model), metrics={}, ids=ids, codes=codes)
+    out = write_export(tmp_path / "e", config=cfg, model=RQVAE(input_dim=6, config=cfg.model), metrics={}, ids=ids, codes=codes)
     argv = [sys.executable, "-m", "semantic_ids", "lookup", str(out), "--item", *ids.tolist() * 1500]
     with open(tmp_path / "all.txt", "wb") as fh:  # the whole output, read to the end
         assert subprocess.run(argv, stdout=fh, timeout=120).returncode == 0
@@ -230,3 +230,23 @@ def test_lookup_into_a_reader_that_leaves_early(tmp_path):
     assert proc.wait(timeout=120) == 141, err  # 141 comes only from the BrokenPipeError handler
     assert first == lines[0] + b"\n"
     assert err == ""  # no traceback, no "Exception ignored" at exit
+def test_summary_rows_read_plainly():
+    """Issue 24: "codes used 64/64 / 64/64 / 64/64" was hard to read; given embeddings printed
+    "items with empty text 10,000"; a build with sequences never said what went in."""
+    from pathlib import Path
+
+    from semantic_ids.cli.commands import summary_rows
+
+    m = {"n_items": 10_000, "n_empty_text": 10_000, "embedding": {"source": "given", "dim": 8}, "codebook_sizes": [64, 64, 64],
+         "collision_level_size": 2, "codes_used": [64, 64, 64], "perplexity": [60.0, 50.0, 40.0], "collision_rate": 0.01,
+         "n_collided_items": 3, "largest_group": 2, "reconstruction_mse": 0.1, "unique_after_resolution": True, "stages": {}}
+    rows = dict(summary_rows(m, Path("ids")))
+    assert rows["codes used per level"] == "all used (64, 64, 64)"
+    assert "items with empty text" not in rows and "sequences: users / interactions used" not in rows
+    m = {**m, "codes_used": [64, 60, 64], "embedding": {"source": "all-MiniLM-L6-v2", "dim": 384},
+         "collab": {"users": 943, "interactions": 98_114, "interactions_held_out": 1_886, "items_with_interactions": 1_680}}
+    rows = dict(summary_rows(m, Path("ids")))
+    assert rows["codes used per level"] == "level 1: 64 of 64, level 2: 60 of 64, level 3: 64 of 64"
+    assert rows["items with empty text"] == "10,000"
+    assert rows["sequences: users / interactions used"].startswith("943 / 98,114 (1,886 held out")
+    assert rows["items with interactions"].startswith("1,680")

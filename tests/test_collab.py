@@ -193,7 +193,7 @@ def test_assign_adds_items_without_sequences_and_old_ids_stay(world, cfg, fused,
     base = SemanticIDs(cfg.replace(collab={"dim": 8}), show_progress=False).fit(text[:half], ids=df.iloc[:half]["item_id"].to_numpy(), sequences=seq)
     out = base.save(tmp_path / "exp")
     before = SemanticIDs.load(out)
-    res = assign_new_items(out, df, embeddings=text)
+    res = assign_new_items(out, catalog=df, embeddings=text)
     after = SemanticIDs.load(out)
     assert res.n_new == N - half
     assert np.array_equal(after.codes_[:half], before.codes_)
@@ -243,7 +243,19 @@ def test_cli_build_with_sequences(world, tmp_path, capsys):
     assert rc == 0
     info = json.loads((out / "config.json").read_text())
     assert info["config"]["collab"]["holdout_last"] == 2 and info["collab_items"] == N
+    # issue 24: metrics count the interactions the vectors learnt from, not every one in the file
+    lengths = [len(json.loads(line)["items"]) for line in path.read_text().splitlines()]
+    collab = json.loads((out / "metrics.json").read_text())["collab"]
+    assert collab["users"] == len(lengths) and collab["interactions"] == sum(n - 2 for n in lengths)
+    assert collab["interactions_held_out"] == 2 * len(lengths) and collab["items_with_interactions"] == N - COLD
+    # ... and the summary says what went in; with embeddings given, no "items with empty text"
     capsys.readouterr()
+    rc = main(["build", "--catalog", str(cat), "--embeddings", str(emb), "--sequences", str(path), "--holdout-last", "2",
+               "--config", str(conf), "--out", str(out), "--no-progress"])
+    text_out = capsys.readouterr().out
+    assert rc == 0 and "empty text" not in text_out
+    assert f"{len(lengths):,} / {sum(n - 2 for n in lengths):,} ({2 * len(lengths):,} held out" in text_out
+    assert f"items with interactions               {N - COLD:,}" in text_out or f"{N - COLD:,} (the others'" in text_out
     rc = main(["build", "--catalog", str(cat), "--sequences", str(path), "--streaming", "--out", str(tmp_path / "s")])
     assert rc == 2 and "in-memory build only" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
@@ -278,3 +290,44 @@ def test_lookup_takes_text_embeddings_of_a_fused_export(world, fused):
     nb = lk.search_embeddings(text[:3], k=5)
     assert nb.rows.shape == (3, 5) and (nb.rows >= 0).all()
     assert np.array_equal(nb.codes, codes[:3])
+
+
+def test_used_interactions_leave_out_the_held_out_items():
+    from semantic_ids.model.collab import used_interactions
+
+    seqs = [np.arange(5), np.arange(1), np.arange(3)]
+    assert used_interactions(seqs) == {"users": 3, "interactions": 9, "interactions_held_out": 0}
+    # a user with fewer items than the holdout keeps none (as fit_fusion cuts them)
+    assert used_interactions(seqs, 2) == {"users": 3, "interactions": 4, "interactions_held_out": 5}
+
+
+def test_text_query_on_a_fused_export_explains_itself(world, fused, tmp_path, monkeypatch, capsys):
+    """Issue 24: on an export built with sequences, an item's exact catalog text did not return
+    the item, and the printed codes disagreed with the hits. A text query is placed as a new item
+    with that text would be (text + behaviour predicted from it, as assign places it); the output
+    says so, names the catalog item that has this exact text, and its hits follow its codes."""
+    import semantic_ids.stages.embed
+    from semantic_ids.lookup import SemanticIDLookup
+
+    df, text, _, _ = world
+    _, out = fused
+    df.to_parquet(tmp_path / "cat.parquet")
+    lk = SemanticIDLookup.load(out)
+    lk.read_catalog_texts(tmp_path / "cat.parquet")
+    by_text = {t: i for i, t in enumerate(lk.texts)}
+    monkeypatch.setattr(semantic_ids.stages.embed, "embed_texts",
+                        lambda texts, config, show_progress=True: (text[[by_text[t] for t in texts]], {}))
+    query = lk.texts[5]
+    assert main(["lookup", str(out), "--text", query, "--k", "6", "--catalog", str(tmp_path / "cat.parquet"), "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["behaviour"] == "predicted from the text"
+    assert rec["catalog_items"] == [{"item_id": "i0005", "semantic_id": lk.item_to_sid("i0005")}]
+    # the query's codes are those a new item with this text gets: text with predicted behaviour
+    assert rec["codes"] == SemanticIDs.load(out).transform(text[5:6])[0].tolist()
+    hits = [lk.item_to_codes(n["item_id"])[: lk.n_levels] for n in rec["neighbors"]]
+    depth = [int(np.cumprod(np.asarray(h) == rec["codes"]).sum()) for h in hits]
+    assert depth[0] >= 1 and depth == sorted(depth, reverse=True)
+    assert all(n["text"] == lk.texts[int(n["item_id"][1:])] for n in rec["neighbors"])
+    assert main(["lookup", str(out), "--text", query, "--k", "3", "--catalog", str(tmp_path / "cat.parquet")]) == 0
+    printed = capsys.readouterr().out
+    assert "predicted from its text" in printed and "catalog item i0005 has exactly this text" in printed

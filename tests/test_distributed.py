@@ -47,7 +47,7 @@ def test_ray_assign_equals_local(tmp_path, local_ray, config):
     kw = dict(embeddings=tmp_path / "emb", config=config, work_dir=tmp_path / "w", show_progress=False)
     local = build_streaming(tmp_path / "local", **kw)
     ray_ = build_streaming(tmp_path / "ray", engine="ray", ray_options={"batch_size": 500}, **kw)
-    _same_export(local.out, ray_.out)
+    _same_export(local.export_dir, ray_.export_dir)
     assert ray_.metrics["build"]["engine"] == "ray"
     assert ray_.metrics["collision_rate"] == local.metrics["collision_rate"]
 
@@ -57,7 +57,7 @@ def test_ray_embed_and_assign_from_a_catalog_equal_local(tmp_path, local_ray, co
     small_catalog.to_parquet(path, row_group_size=150)
     local = build_streaming(tmp_path / "local", catalog=path, config=config, work_dir=tmp_path / "wl", batch_rows=96, show_progress=False)
     ray_ = build_streaming(tmp_path / "ray", catalog=path, config=config, work_dir=tmp_path / "wr", batch_rows=96, engine="ray", show_progress=False)
-    _same_export(local.out, ray_.out)
+    _same_export(local.export_dir, ray_.export_dir)
     (el,) = (tmp_path / "wl" / "embeddings").iterdir()
     (er,) = (tmp_path / "wr" / "embeddings").iterdir()
     for fl, fr in zip(sorted(el.iterdir()), sorted(er.iterdir()), strict=True):

@@ -329,6 +329,12 @@ def test_cli_evaluate_downstream(tmp_path, small_export, capsys):
     assert main(["evaluate", str(out), "--sequences", str(seq), "--downstream", "--epochs", "1", "--json", "--no-progress"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["protocol"]["users"] == 80 and res["ids"]["invalid_id_rate"] == 0.0 and len(res["ids"]["history"]) == 1
+    assert res["ids"]["still_improving"] is True  # one epoch of one: its best is its last
+    # printed: the settings before training, and the best epoch flagged when it was the last
+    assert main(["evaluate", str(out), "--sequences", str(seq), "--downstream", "--epochs", "1", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert text.index("retriever settings") < text.index("recall@10") and "warm-up 100 steps" in text
+    assert "1 / 1 (the last: still improving; try --epochs 2)" in text
     # a sequences file naming an unknown item fails with exit 2 and names it, before any training
     bad = write_jsonl(tmp_path / "bad.jsonl", rows + [{"user_id": "x", "items": [ids[0], "nope", ids[1]]}])
     assert main(["evaluate", str(out), "--sequences", str(bad), "--downstream"]) == 2
@@ -357,3 +363,34 @@ def test_cli_decoding_files(tmp_path, small_export, capsys):
     assert main(["decoding-files", str(out), "--out", str(mine)]) == 2
     assert "mine" in capsys.readouterr().err and (mine / "notes.txt").read_text() == "keep me"
     assert main(["decoding-files", str(out), "--out", str(tmp_path / "x"), "--formats", "pt"]) == 2
+
+
+# -- issue 24: the downstream command shows its settings and its training --------------------------
+
+def test_settings_rows_say_how_a_run_differs_from_the_readme_benchmark():
+    from semantic_ids.cli.commands import downstream_settings_rows
+
+    rows = dict(downstream_settings_rows(RetrieverConfig(), "small"))
+    assert "at most 10 epochs, warm-up 100 steps" in rows["retriever settings"]
+    assert rows["README's Amazon Beauty run (small preset)"] == "the same settings"
+    ml = rows["README's MovieLens-100K run (small preset)"]
+    assert ml == "epochs 20 (here 10), warmup_steps 50 (here 100); run with --epochs 20 --warmup-steps 50 to match"
+    rows = dict(downstream_settings_rows(RetrieverConfig(epochs=20, warmup_steps=50, seed=3), "small"))
+    assert rows["README's MovieLens-100K run (small preset)"] == "the same settings"  # the seed is not a setting to match
+    assert rows["README's Amazon Beauty run (small preset)"].startswith("epochs 10 (here 20)")
+
+
+def test_progress_bar_shows_epoch_total_and_validation_and_a_last_best_epoch_warns(capsys, caplog):
+    seqs, codes = synthetic(n_users=60)
+    split = leave_one_out(seqs, SMALL.max_history)
+    cfg = RetrieverConfig(**{**SMALL.to_dict(), "epochs": 2, "patience": 5, "lr": 1e-12})  # epoch 2 cannot beat epoch 1
+    with caplog.at_level("WARNING", logger="semantic_ids.quality.downstream.retriever"):
+        model = GenerativeRetriever(codes, None, cfg, show_progress=True).fit(split)
+    err = capsys.readouterr().err
+    assert "epoch 1/2" in err and "epoch 2/2" in err
+    assert f"valid R@10={model.history_[0]['valid_recall@10']:.4f}" in err  # epoch 2's bar shows epoch 1's recall
+    assert model.best_epoch_ == 1 and not model.still_improving and "still improving" not in caplog.text
+    cfg = RetrieverConfig(**{**SMALL.to_dict(), "epochs": 1})
+    with caplog.at_level("WARNING", logger="semantic_ids.quality.downstream.retriever"):
+        model = GenerativeRetriever(codes, None, cfg, show_progress=False).fit(split)
+    assert model.still_improving and "the best epoch was the last (1 of at most 1)" in caplog.text

@@ -118,7 +118,8 @@ def test_user_input_raises_the_hierarchy(tmp_path):
     from semantic_ids.lookup.ann import CodeIndex
     from semantic_ids.quality.evaluate import sequence_pairs
     from semantic_ids.quality.report.evaluation import load_baselines
-    from semantic_ids.runners.build import check_options
+    from semantic_ids.config import BuildConfig
+    from semantic_ids.runners.build import check_build
     from semantic_ids.stages.embed import load_embeddings
 
     with pytest.raises(errors.ReportError, match="nope.json: baselines file not found"):
@@ -126,7 +127,7 @@ def test_user_input_raises_the_hierarchy(tmp_path):
     with pytest.raises(errors.SequenceError, match="nope.jsonl"):
         sequence_pairs(tmp_path / "nope.jsonl", np.array([1, 2]))
     with pytest.raises(errors.ConfigError, match="--previous"):
-        check_options(streaming=False, engine="ray", sequences=None, previous="old")
+        check_build(tmp_path / "out", BuildConfig(), catalog="c.csv", engine="ray", previous="old")
     (tmp_path / "emb.parquet").write_text("item_id,embedding\n1,0.5\n")
     with pytest.raises(errors.EmbeddingError, match="emb.parquet: cannot read embeddings"):
         load_embeddings(tmp_path / "emb.parquet", np.array([1]))

@@ -56,7 +56,7 @@ def test_movielens_end_to_end(movielens_items, tmp_path):
         train={"epochs": 60},
     )
     res = build(tmp_path / "ml", catalog=movielens_items, config=cfg, show_progress=False)
-    sid, out = res.estimator, res.out
+    sid, out = res.estimator, res.export_dir
     df, codes = check_export(out, pd.read_parquet(movielens_items)["item_id"].tolist())
     m = json.loads((out / "metrics.json").read_text())
     assert m["n_items"] == 1682 and m["unique_after_resolution"]
@@ -72,7 +72,7 @@ def test_movielens_end_to_end(movielens_items, tmp_path):
     # Rerun: embeddings all come from the cache, and the export is byte-identical.
     again = build(tmp_path / "ml2", catalog=movielens_items, config=cfg, show_progress=False)
     assert again.metrics["embedding"]["computed"] == 0
-    out2 = again.out
+    out2 = again.export_dir
     assert (out / "semantic_ids.parquet").read_bytes() == (out2 / "semantic_ids.parquet").read_bytes()
 
     # Reload: the frozen model gives the same codes for the same embeddings.
@@ -87,7 +87,7 @@ def beauty_build(beauty_dir, tmp_path_factory):
     cfg = BuildConfig.from_toml(ROOT / "pipelines" / "configs" / "amazon_beauty.toml", ignore=("job",))
     cfg = cfg.replace(embedding={"cache_dir": CACHE})
     res = build(tmp_path_factory.mktemp("beauty") / "export", catalog=beauty_dir / "items.jsonl", config=cfg, show_progress=False)
-    return res.estimator, res.out
+    return res.estimator, res.export_dir
 
 
 def test_beauty_meets_the_bar(beauty_dir, beauty_build):
@@ -112,7 +112,7 @@ def test_beauty_meets_the_bar(beauty_dir, beauty_build):
     from semantic_ids.quality.evaluate import evaluate_export
 
     # (embeddings for the neighbour share come from the build's cache)
-    ev = evaluate_export(out, beauty_dir / "items.jsonl", sequences=beauty_dir / "sequences.jsonl")
+    ev = evaluate_export(out, catalog=beauty_dir / "items.jsonl", sequences=beauty_dir / "sequences.jsonl")
     assert ev["purity@1"] >= 0.56
     assert ev["lift@1"] >= 21
 

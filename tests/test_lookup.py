@@ -148,9 +148,33 @@ def test_prefer_prefix_rule(lk):
 
 def test_search_embeddings_codes_match_model(lk, export):
     _, _, emb, sid = export
-    nb = lk.search_embeddings(emb[:50], k=5)
+    nb = lk.search_embeddings(emb[:50], k=5, prefer_prefix=False)
     assert np.array_equal(nb.codes, sid.raw_codes_[:50])
     assert (np.diff(nb.distances, axis=1) >= -1e-6).all()
+
+
+def _shared_depth(lk, nb):
+    """(Q, k) how many leading model codes each hit shares with its query's codes."""
+    hit = lk.codes[nb.rows][:, :, : lk.n_levels]
+    return np.cumprod(hit == nb.codes[:, None, :], axis=2).sum(2)
+
+
+def test_embedding_hits_agree_with_the_query_codes(lk, export):
+    """Issue 24: a query printed codes=[38, 25, 45] while its top hits sat under other level-1
+    codes. By default hits now share the most leading codes with the query first, each tier
+    by distance; the same candidates by distance alone are still a keyword away."""
+    _, _, emb, _ = export
+    queries = emb[1000:1200]  # items the export does not hold
+    nb = lk.search_embeddings(queries, k=8)
+    depth = _shared_depth(lk, nb)
+    assert (np.diff(depth, axis=1) <= 0).all()  # never a deeper shared prefix after a shallower one
+    has_group = np.array([lk.prefix_count(tuple(c[:1])) > 0 for c in nb.codes])
+    assert (depth[has_group, 0] >= 1).all()  # the first hit is under the query's level-1 code
+    same = depth[:, :-1] == depth[:, 1:]
+    assert (np.diff(nb.distances, axis=1)[same] >= -1e-6).all()  # by distance within a tier
+    by_distance = lk.search_embeddings(queries, k=8, prefer_prefix=False)
+    assert (_shared_depth(lk, by_distance)[:, 0] <= depth[:, 0]).all()
+    assert (nb.distances[:, 0] >= by_distance.distances[:, 0] - 1e-6).all()
 
 
 def test_similar_items_excludes_itself(lk):

@@ -167,7 +167,7 @@ def test_code_space_distance_is_centroid_plus_weighted_latent(trained):
 
 
 def test_latent_model_has_no_first_level_buffers():
-    m = RQVAE(32, ModelConfig(codebook_sizes=(8, 8), latent_dim=4, hidden_dims=(16,), first_level="latent"))
+    m = RQVAE(input_dim=32, config=ModelConfig(codebook_sizes=(8, 8), latent_dim=4, hidden_dims=(16,), first_level="latent"))
     assert not m.kmeans_first and m.quantizer.n_levels == 2
     assert "first_codebook" not in m.state_dict()
     assert [b.shape for b in m.code_books()] == [(8, 4), (8, 4)]

@@ -186,5 +186,5 @@ def test_assign_refuses_export_with_user_files(fitted, tmp_path, monkeypatch):
     monkeypatch.setattr(assign_mod, "encode_all", boom)
     monkeypatch.setattr("semantic_ids.stages.embed.embed_texts", boom)
     with pytest.raises(OutputPathError, match="new_items.csv"):
-        assign_new_items(out, out / "new_items.csv", show_progress=False)
+        assign_new_items(out, catalog=out / "new_items.csv", show_progress=False)
     assert snapshot(tmp_path) == before

@@ -55,6 +55,11 @@ def export(data, tmp_path):
     return dst
 
 
+def _report_dir(export):
+    """Where ``write_report(export)`` writes by default: beside the export."""
+    return export.parent / f"{export.name}-report"
+
+
 def _links(page: str) -> list[str]:
     return re.findall(r'<img src="([^"]+)"', page)
 
@@ -76,10 +81,10 @@ def _check_pngs(index):
 
 def test_report_writes_html_and_valid_pngs(export):
     index = write_report(export)
-    assert index == export / "report" / "index.html"
+    assert index == _report_dir(export) / "index.html"
     page = _check_pngs(index)
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
-    # the export itself still verifies: the report lives beside its files
+    # the export itself still verifies: the report lives beside it
     SemanticIDs.load(export)
 
 
@@ -90,7 +95,7 @@ def test_quality_table_and_header_facts(export):
         assert f"<code>{key}</code>" in page, key
     assert f"{m['collision_rate']:.2%}" in page
     assert f"{m['reconstruction_mse']:.4g}" in page
-    assert " / ".join(f"{u}/8" for u in m["codes_used"]) in page
+    assert ("all used (8, 8, 8)" if m["codes_used"] == [8, 8, 8] else ", ".join(f"level {i}: {u} of 8" for i, u in enumerate(m["codes_used"], 1))) in page
     assert "8 × 8 × 8" in page and f"{N:,}" in page
     assert "build time" in page and f"{m['total_seconds']:.1f} s" in page
     assert "[model]" in page and "[train]" in page  # the saved config
@@ -147,7 +152,7 @@ def test_bad_baselines_file(export, tmp_path):
     (tmp_path / "b.json").write_text(json.dumps({"rows": 3}))
     with pytest.raises(ReportError, match="list of row objects"):
         write_report(export, baselines=tmp_path / "b.json")
-    assert not (export / "report").exists()
+    assert not (_report_dir(export)).exists()
 
 
 def test_text_is_escaped(export):
@@ -174,7 +179,7 @@ def test_catalog_evaluation_and_sequences(export, data):
     assert "purity @ depth 1 (category)" in page and "evaluated against" in page
     from semantic_ids.quality.evaluate import evaluate_export
 
-    q = evaluate_export(export, data / "cat.parquet", sequences=data / "seq.jsonl", embeddings=data / "emb.npy")
+    q = evaluate_export(export, catalog=data / "cat.parquet", sequences=data / "seq.jsonl", embeddings=data / "emb.npy")
     ours = re.search(r"<tr class=ours>(.*?)</tr>", page).group(1)
     assert f"{q['purity@1']:.4g}" in ours and f"{q['lift@1']:.4g}" in ours  # matched to purity_l1 / lift_l1
     with pytest.raises(ReportError, match="need a catalog"):
@@ -206,8 +211,8 @@ def test_atomic_no_partial_report_on_failure(export, monkeypatch):
     monkeypatch.setattr(plots, "plot_collisions", boom)
     with pytest.raises(RuntimeError, match="plot failed"):
         write_report(export)
-    assert not (export / "report").exists()
-    assert not list(export.glob(".report.staging-*"))
+    assert not (_report_dir(export)).exists()
+    assert not list(export.parent.glob(".*staging*"))
     monkeypatch.undo()
     index = write_report(export)
     before = {p.name: p.read_bytes() for p in index.parent.iterdir()}
@@ -215,7 +220,7 @@ def test_atomic_no_partial_report_on_failure(export, monkeypatch):
     with pytest.raises(RuntimeError):
         write_report(export)
     assert {p.name: p.read_bytes() for p in index.parent.iterdir()} == before  # the earlier report is untouched
-    assert not list(export.glob(".report.staging-*"))
+    assert not list(export.parent.glob(".*staging*"))
 
 
 def test_not_an_export(tmp_path, capsys):
@@ -224,7 +229,7 @@ def test_not_an_export(tmp_path, capsys):
         write_report(tmp_path / "plain")
     with pytest.raises(ExportError, match="not found"):
         write_report(tmp_path / "missing")
-    assert not (tmp_path / "plain" / "report").exists()
+    assert not _report_dir(tmp_path / "plain").exists()
     assert main(["report", str(tmp_path / "plain")]) == 2
     assert "not a semantic-ids export" in capsys.readouterr().err
 
@@ -256,7 +261,7 @@ def test_cli_report(export, tmp_path, capsys):
     assert index == str(tmp_path / "r" / "index.html")
     assert "ref-method" in _check_pngs(tmp_path / "r" / "index.html")
     assert main(["report", str(export)]) == 0
-    assert "report written to" in capsys.readouterr().out and (export / "report" / "index.html").exists()
+    assert "report written to" in capsys.readouterr().out and (_report_dir(export) / "index.html").exists()
     assert main(["report", str(export), "--sequences", str(tmp_path / "q.json")]) == 2
     assert "need a catalog" in capsys.readouterr().err
 
@@ -267,7 +272,7 @@ def test_missing_matplotlib_names_the_extra(export, monkeypatch, capsys):
         write_report(export)
     assert main(["report", str(export)]) == 2
     assert "semantic-ids[report]" in capsys.readouterr().err
-    assert not (export / "report").exists()
+    assert not (_report_dir(export)).exists()
 
 
 def test_report_leaves_no_lock_files_and_keeps_user_files(export, tmp_path):
@@ -276,14 +281,14 @@ def test_report_leaves_no_lock_files_and_keeps_user_files(export, tmp_path):
     exp = tmp_path / "exp"
     shutil.copytree(export, exp)
     index = write_report(exp)
-    assert index.parent == (exp / "report").resolve()
+    assert index.parent == (_report_dir(exp)).resolve()
     hidden = [p.name for p in exp.rglob(".*")] + [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert hidden == []
     # a user's file dropped into an earlier report is not deleted by the next one
-    (exp / "report" / "my-notes.md").write_text("keep")
+    (_report_dir(exp) / "my-notes.md").write_text("keep")
     with pytest.raises(ReportError, match="my-notes.md"):
         write_report(exp)
-    assert (exp / "report" / "my-notes.md").read_text() == "keep"
+    assert (_report_dir(exp) / "my-notes.md").read_text() == "keep"
 
 
 # -- churn since a previous export (issue 14) ---------------------------------------------------
@@ -369,4 +374,35 @@ def test_churn_section_absent_without_previous_or_warm_start(rebuilt, export, tm
 def test_bad_previous_export_fails_before_writing(export, tmp_path):
     with pytest.raises(ExportError, match="nowhere"):
         write_report(export, previous=tmp_path / "nowhere")
-    assert not (export / "report").exists()
+    assert not (_report_dir(export)).exists()
+
+
+# -- issue 24 ------------------------------------------------------------------------------------
+
+def test_default_report_survives_an_in_place_rebuild(data, export):
+    """The report used to live in DIR/report, and the next in-place rebuild (or assign) of DIR
+    deleted it silently; it now lives beside the export, which those never touch."""
+    index = write_report(export)
+    assert index.parent == _report_dir(export).resolve() and not (export / "report").exists()
+    emb = np.load(data / "emb.npy")
+    ids = pd.read_parquet(data / "cat.parquet")["item_id"].to_numpy()
+    SemanticIDs(_config(), show_progress=False).fit(emb, ids=ids).save(export)  # rebuilt in place
+    assert index.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_embedding_fact_gives_the_text_dimension_not_the_fused_input(data, tmp_path):
+    """A build with sequences feeds the model text + behaviour side by side; the header said
+    "<model> (dim 448)" for a 384-d text model. It now gives the text's and the input's widths."""
+    emb = np.load(data / "emb.npy")
+    ids = pd.read_parquet(data / "cat.parquet")["item_id"].to_numpy()
+    cfg = _config().replace(collab={"dim": 16})
+    seq = tmp_path / "users.jsonl"
+    seq.write_text("".join(json.dumps({"user_id": u, "items": [f"i{(u * 7 + j) % N}" for j in range(6)]}) + "\n"
+                           for u in range(120)))
+    SemanticIDs(cfg, show_progress=False).fit(emb, ids=ids, sequences=seq).save(tmp_path / "seq")
+    page = write_report(tmp_path / "seq").read_text(encoding="utf-8")
+    assert "given embeddings (32-d); model input 48-d: text + 16-d behaviour" in page
+    assert "(dim 48)" not in page
+    page = write_report(data / "tiny-export", tmp_path / "r").read_text(encoding="utf-8")
+    assert "given embeddings (32-d)<" in page and "model input" not in page
+    assert "all used (8, 8, 8)" in page or "level 1:" in page  # codes used, written out

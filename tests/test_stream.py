@@ -157,7 +157,7 @@ def test_streaming_build_equals_in_memory_build(tmp_path, sampled_config, emb_50
         tmp_path / "out", embeddings=tmp_path / "emb", config=sampled_config, work_dir=tmp_path / "work",
         batch_rows=batch_rows, partitions=5, show_progress=False,
     )
-    exp = read_export(res.out)
+    exp = read_export(res.export_dir)
     pd.testing.assert_frame_equal(by_id(exp.ids, exp.codes), by_id(mem.ids_, mem.codes_))
     assert len(np.unique(exp.codes, axis=0)) == len(exp.codes) == 500
     for k in ("codes_used", "collision_rate", "largest_group", "n_collided_items"):
@@ -165,7 +165,7 @@ def test_streaming_build_equals_in_memory_build(tmp_path, sampled_config, emb_50
     assert res.metrics["training"]["train_items"] == 300
     assert set(res.metrics["stages"]) >= {"train", "encode", "resolve", "export"}
     # the export loads like any other, and the work directory is cleaned up
-    assert SemanticIDs.load(res.out).codes_.shape == (500, 4)
+    assert SemanticIDs.load(res.export_dir).codes_.shape == (500, 4)
     assert not list((tmp_path / "work").glob("run-*"))
 
 
@@ -186,14 +186,14 @@ def test_streaming_build_from_a_catalog_resumes_embedding(tmp_path, sampled_conf
     shards = EmbeddingShards(emb_dir)
     assert sum((b.ids.to_pylist() for b in shards.iter_batches(1000)), []) == small_catalog["item_id"].tolist()
     mem = SemanticIDs(sampled_config, show_progress=False).fit(shards.take(np.arange(400)), ids=small_catalog["item_id"].to_numpy())
-    exp = read_export(res.out)
+    exp = read_export(res.export_dir)
     pd.testing.assert_frame_equal(by_id(exp.ids, exp.codes), by_id(mem.ids_, mem.codes_))
 
 
 def test_failed_streaming_build_keeps_the_previous_export(tmp_path, sampled_config, emb_500, ids_500):
     write_embedding_shards(tmp_path / "emb", ids_500, emb_500)
     first = build_streaming(tmp_path / "out", embeddings=tmp_path / "emb", config=sampled_config, work_dir=tmp_path / "w", show_progress=False)
-    before = (first.out / "semantic_ids.parquet").read_bytes()
+    before = (first.export_dir / "semantic_ids.parquet").read_bytes()
     dup = ids_500.copy()
     dup[10] = dup[20]
     write_embedding_shards(tmp_path / "emb_dup", dup, emb_500)
@@ -207,11 +207,11 @@ def test_streaming_build_same_seed_same_bytes(tmp_path, sampled_config, emb_500,
     write_embedding_shards(tmp_path / "emb", ids_500, emb_500)
     a = build_streaming(tmp_path / "a", embeddings=tmp_path / "emb", config=sampled_config, work_dir=tmp_path / "w", show_progress=False)
     b = build_streaming(tmp_path / "b", embeddings=tmp_path / "emb", config=sampled_config, work_dir=tmp_path / "w", batch_rows=33, show_progress=False)
-    assert (a.out / "semantic_ids.parquet").read_bytes() == (b.out / "semantic_ids.parquet").read_bytes()
+    assert (a.export_dir / "semantic_ids.parquet").read_bytes() == (b.export_dir / "semantic_ids.parquet").read_bytes()
 
 
 def test_streaming_build_rejects_what_it_cannot_do(tmp_path, sampled_config):
-    with pytest.raises(ValueError, match="catalog or an embeddings"):
+    with pytest.raises(ValueError, match="needs a catalog.* or an embeddings"):
         build_streaming(tmp_path / "o", config=sampled_config)
     with pytest.raises(ValueError, match="balanced"):
         build_streaming(tmp_path / "o", embeddings=tmp_path, config=sampled_config.replace(collision={"strategy": "balanced"}))

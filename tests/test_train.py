@@ -117,7 +117,7 @@ def test_encode_all_is_batch_size_independent(model_cfg):
 def test_rqvae_state_dict_round_trip(model_cfg):
     x = torch.from_numpy(clustered_embeddings(100))
     m = train_rqvae(x.numpy(), model_cfg, TrainConfig(epochs=2, batch_size=64), seed=0, show_progress=False).model
-    m2 = RQVAE(x.shape[1], model_cfg)
+    m2 = RQVAE(input_dim=x.shape[1], config=model_cfg)
     m2.load_state_dict(m.state_dict())
     m2.eval()
     assert torch.equal(m.encode(x), m2.encode(x))

@@ -268,7 +268,7 @@ def test_streaming_warm_start_gives_the_in_memory_ids(growth, warm, tmp_path, sa
     cfg = CFG.replace(train={"max_train_items": sample})
     res = build_streaming(tmp_path / "new", embeddings=tmp_path / "emb", config=cfg, previous=out, batch_rows=200,
                           partitions=3, work_dir=tmp_path / "w", show_progress=False)
-    got = read_export(res.out)
+    got = read_export(res.export_dir)
     order = pd.Index(got.ids).get_indexer(ids)
     ws = res.metrics["warm_start"]
     assert ws["new_items"] == N - len(old) and ws["common_items"] == len(old)

@@ -6,8 +6,8 @@ itself: this module imports only the standard library and the handlers' light
 module, so ``--help`` and bad input answer without loading torch or
 sentence-transformers.
 
-Exit codes: 0 success; 1 ``lookup`` found no item for at least one id (every
-id is still reported, misses marked); 2 bad input: a
+Exit codes: 0 success; 1 ``lookup`` found no item for at least one item id,
+semantic ID or prefix (every query is still reported, misses marked); 2 bad input: a
 :class:`~semantic_ids.errors.SemanticIDsError` (the message says why, no
 traceback); 130 interrupted; 141 the reader of stdout left early
 (``semantic-ids lookup ... | head -1``), quietly. Any other exception is a bug:
@@ -91,8 +91,8 @@ def _parser_build(sub) -> None:
 def _parser_lookup(sub) -> None:
     lk = sub.add_parser(
         "lookup", help="look up IDs in an export: by item, semantic ID, prefix or text",
-        epilog="exit status: 0 every id found; 1 at least one item id or semantic ID matched no item (every id is "
-        "still reported, misses marked NOT FOUND, or \"found\": false with --json); 2 bad input (e.g. a malformed ID)",
+        epilog="exit status: 0 every query matched; 1 at least one item id, semantic ID or prefix matched no item (every "
+        "query is still reported, misses marked NOT FOUND, or \"found\": false with --json); 2 bad input (e.g. a malformed ID)",
     )
     lk.add_argument("dir", help="export directory")
     q = lk.add_mutually_exclusive_group(required=True)
@@ -101,6 +101,8 @@ def _parser_lookup(sub) -> None:
     q.add_argument("--prefix", help="a semantic-ID prefix, e.g. '<a_12><b_200>' -> items under it and their count")
     q.add_argument("--text", nargs="+", help="text(s) -> codes under the frozen model and the k nearest items")
     lk.add_argument("--k", type=_at_least(1), help="number of nearest items")
+    lk.add_argument("--catalog", help="the catalog the export was built from: show each item's text beside its id "
+                    "(the export stores no texts)")
     lk.add_argument("--limit", type=_at_least(0), default=50, help="items shown for --prefix (the count is always exact)")
     lk.add_argument("--json", action="store_true", help="one JSON object per line")
     lk.set_defaults(func=commands.cmd_lookup)
@@ -111,7 +113,8 @@ def _parser_assign(sub) -> None:
     a.add_argument("dir", help="export directory (updated atomically)")
     a.add_argument("--catalog", required=True, help="catalog with the new items (items already present are skipped)")
     a.add_argument("--embeddings", help="precomputed embeddings for the catalog")
-    a.add_argument("--json", action="store_true")
+    a.add_argument("--limit", type=int, default=50, help="new items' IDs printed (default 50; --json lists all)")
+    a.add_argument("--json", action="store_true", help="the counts and every new item's ID as one JSON object")
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=commands.cmd_assign)
 
@@ -127,6 +130,7 @@ def _parser_evaluate(sub) -> None:
     ev.add_argument("--preset", choices=["small", "tiger"], default="small",
                     help="with --downstream: the retriever's size; small fits a CPU, tiger is TIGER-sized (use --device cuda)")
     ev.add_argument("--epochs", type=int, help="with --downstream: at most this many epochs (default: the preset's)")
+    ev.add_argument("--warmup-steps", type=int, help="with --downstream: learning-rate warm-up steps (default: the preset's)")
     ev.add_argument("--device", default="cpu", help="with --downstream: torch device, e.g. cuda")
     ev.add_argument("--seed", type=int, default=0, help="with --downstream: the retriever's seed")
     ev.add_argument("--json", action="store_true")
@@ -148,7 +152,8 @@ def _parser_decoding_files(sub) -> None:
 def _parser_report(sub) -> None:
     r = sub.add_parser("report", help="an HTML page with plots about an export: training, code usage, collisions, quality")
     r.add_argument("dir", help="export directory")
-    r.add_argument("--out", help="report directory, replaced atomically (default DIR/report); holds index.html and PNGs")
+    r.add_argument("--out", help="report directory, replaced atomically (default DIR-report beside the export, which "
+                   "rebuilds and assign never touch); holds index.html and PNGs")
     r.add_argument("--baselines", help="JSON rows to compare with, e.g. benchmarks/results/quality.json")
     r.add_argument("--baselines-catalog", help="keep the baseline rows of this catalog (default: inferred from the export)")
     r.add_argument("--catalog", help="the export's catalog: evaluate purity/NMI and neighbour coherence (else metrics.json)")

@@ -14,18 +14,16 @@ one level at a time; this package keeps every generated ID valid. Modules:
 from .constrain import mask_logits, mask_vocab_logits
 from .formats import DecodingFilesError, verify_decoding_files, write_decoding_files
 from .trie import PrefixTrie, TrieError
-from .vocab import ExportCodes, SIDVocab, VocabError, read_export_codes
+from .vocab import SIDVocab, VocabError
 
 __all__ = [
     "DecodingFilesError",
-    "ExportCodes",
     "PrefixTrie",
     "SIDVocab",
     "TrieError",
     "VocabError",
     "mask_logits",
     "mask_vocab_logits",
-    "read_export_codes",
     "verify_decoding_files",
     "write_decoding_files",
 ]

@@ -37,7 +37,8 @@ from ..version import __version__
 from ..export import outdir
 from ..export.atomic import staged_dir
 from .trie import PrefixTrie
-from .vocab import SIDVocab, read_export_codes
+from ..export.io import read_export
+from .vocab import SIDVocab
 from ..errors import DecodingFilesError
 
 log = logging.getLogger(__name__)
@@ -117,20 +118,21 @@ def write_decoding_files(
     """
     chosen = _formats(formats)
     out = check_out_dir(out_dir, export_dir)
-    ex = read_export_codes(export_dir)
-    vocab = SIDVocab.from_export_codes(ex)
+    ex = read_export(export_dir, model=False)
+    vocab = SIDVocab.from_export(ex)
+    ids = ex.ids.tolist()  # Python ints or strings, for JSON
     trie = PrefixTrie.from_codes(ex.codes, vocab.level_sizes) if "trie" in chosen else None  # checks uniqueness
     blobs: dict[str, bytes] = {}
     if "sid2pid" in chosen:
         sid2pid: dict[str, list[Any]] = {}
-        for row, item in zip(ex.codes.tolist(), ex.ids):
+        for row, item in zip(ex.codes.tolist(), ids):
             sid2pid.setdefault(",".join(map(str, row)), []).append(item)
         blobs["sid2pid.json"] = _json_bytes(sid2pid)
     if "codes" in chosen:
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(ex.codes.T, dtype=np.int64), allow_pickle=False)
         blobs["codes.npy"] = buf.getvalue()
-        blobs["item_ids.json"] = _json_bytes(ex.ids)
+        blobs["item_ids.json"] = _json_bytes(ids)
     if "vocab" in chosen:
         blobs["vocab.json"] = json.dumps({**vocab.to_dict(), "tokens": vocab.tokens}, indent=1).encode()
     manifest: dict[str, Any] = {

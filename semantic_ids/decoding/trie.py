@@ -39,7 +39,8 @@ import torch
 
 from ..export.atomic import atomic_write_bytes
 from ..export.tokens import format_sid
-from .vocab import SIDVocab, VocabError, _check_codes, read_export_codes
+from ..export.io import read_export
+from .vocab import SIDVocab, VocabError, _check_codes
 from ..errors import TrieError
 
 # Dense child tables up to 4M entries (16 MiB as int32) per level: covers the
@@ -145,11 +146,11 @@ class PrefixTrie:
                    mask_cap=mask_cap)  # fmt: skip
 
     @classmethod
-    def from_export(cls, path: str | Path, *, dense_cap: int = DENSE_CAP, mask_cap: int = MASK_CAP) -> PrefixTrie:
+    def from_export(cls, export_dir: str | Path, *, dense_cap: int = DENSE_CAP, mask_cap: int = MASK_CAP) -> PrefixTrie:
         """Trie of an export's codes (model levels + collision level); ``leaf_rows``
         index the export's rows. Reads only the Parquet file and config.json."""
-        ex = read_export_codes(path)
-        vocab = SIDVocab.from_export_codes(ex)
+        ex = read_export(export_dir, model=False)
+        vocab = SIDVocab.from_export(ex)
         return cls.from_codes(ex.codes, vocab.level_sizes, dense_cap=dense_cap, mask_cap=mask_cap)
 
     def _check(self) -> None:

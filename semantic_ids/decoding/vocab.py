@@ -10,61 +10,25 @@ and ``tokens`` lists the token strings in that order, ready for
 ``tokenizer.add_tokens``. The collision level (the counter that makes every ID
 unique) is the last level.
 
-This module imports neither torch nor the RQ-VAE model: :func:`read_export_codes`
-reads an export's codes straight from its Parquet file and ``config.json``.
+This module imports neither torch nor the RQ-VAE model: an export's codes are read
+with :func:`~semantic_ids.export.io.read_export` and ``model=False`` (the Parquet
+file and ``config.json``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..export.manifest import parse_ids, read_verified
+from ..export.io import Export, read_export
 from ..export.tokens import LETTERS
-from ..model.sizing import codebook_sizes_of
 from ..errors import VocabError
-
-
-@dataclass(frozen=True)
-class ExportCodes:
-    """An export's items and codes, read without the model.
-
-    ``ids`` (N,) item ids as Python objects (str or int) in export order;
-    ``codes`` (N, L + 1) int64, model levels plus the collision level;
-    ``codebook_sizes`` the model's codebook sizes (L,); ``id_column`` the
-    name of the item id column.
-    """
-
-    ids: list[Any]
-    codes: np.ndarray
-    codebook_sizes: tuple[int, ...]
-    id_column: str
-    info: dict[str, Any] = field(repr=False)
-    manifest_sha256: str = ""  # of the export's manifest (canonical JSON), to record which export was read
-
-
-def read_export_codes(path: str | Path) -> ExportCodes:
-    """Item ids and codes (N, L + 1) of an export directory, checksums verified.
-
-    Reads the files through :func:`semantic_ids.manifest.read_verified` (no torch, no
-    model); a missing or damaged export raises its ``ExportError``.
-    """
-    path = Path(path)
-    manifest, files = read_verified(path)
-    ids, codes, info = parse_ids(path, files)
-    try:
-        sizes = codebook_sizes_of(info)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise VocabError(f"{path / 'config.json'}: damaged or incomplete ({exc!r})") from None
-    sha = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-    return ExportCodes(list(ids.tolist()), codes, sizes, str(info["id_column"]), info, sha)
 
 
 def _check_codes(codes: np.ndarray, level_sizes: Sequence[int] | None, what: str = "codes") -> np.ndarray:
@@ -128,15 +92,11 @@ class SIDVocab:
         return cls(tuple(int(k) for k in level_sizes))
 
     @classmethod
-    def from_export(cls, path: str | Path) -> SIDVocab:
-        """Vocabulary of an export: the model's codebook sizes, then the collision
-        level sized ``max counter + 1``."""
-        ex = read_export_codes(path)
-        return cls.from_export_codes(ex)
-
-    @classmethod
-    def from_export_codes(cls, ex: ExportCodes) -> SIDVocab:
-        """As :meth:`from_export`, for codes already read by :func:`read_export_codes`."""
+    def from_export(cls, export: str | Path | Export) -> SIDVocab:
+        """Vocabulary of an export (its directory, or what
+        :func:`~semantic_ids.export.io.read_export` read): the model's codebook sizes,
+        then the collision level sized ``max counter + 1``."""
+        ex = export if isinstance(export, Export) else read_export(export, model=False)
         n_model = len(ex.codebook_sizes)
         if ex.codes.shape[1] != n_model + 1:
             raise VocabError(

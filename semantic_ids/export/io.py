@@ -10,24 +10,29 @@ Layout of ``DIR``::
     metrics.json           quality, timings, peak memory, training history
     manifest.json          sha256 and size of every file above (written last)
 
-The whole directory is staged and swapped in (see :mod:`semantic_ids.atomic`):
+The whole directory is staged and swapped in (see :mod:`semantic_ids.export.atomic`):
 a run that fails halfway leaves an earlier export untouched.
+
+:func:`read_export` is the one reader. ``read_export(export_dir, model=False)`` reads
+the ids table, ``config.json`` and ``metrics.json`` without importing torch
+(exact lookups, the decoding files, ``diff`` and the downstream evaluation start
+fast this way); the model is parsed only when asked for. Importing this module
+loads neither torch nor safetensors' torch half.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from safetensors.torch import load as load_bytes
-from safetensors.torch import save as save_bytes
 
 from ..version import __version__
 from .atomic import staged_dir
@@ -48,9 +53,12 @@ from .manifest import (  # noqa: F401 - re-exported: users import these from sem
     verify_export,
 )
 from ..config import BuildConfig
+from ..model.sizing import codebook_sizes_of
 from .outdir import check_out_dir
-from ..model.rqvae import RQVAE
 from .tokens import format_sids
+
+if TYPE_CHECKING:
+    from ..model.rqvae import RQVAE
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +67,28 @@ COLLAB_FILE = "collab.safetensors"
 
 @dataclass(frozen=True)
 class Export:
-    """What an export directory holds, loaded."""
+    """What an export directory holds, read by :func:`read_export`.
+
+    ``model`` and ``fusion`` are None when it was read with ``model=False``.
+    """
 
     config: BuildConfig
-    ids: np.ndarray  # (N,) item ids as in the catalog
+    ids: np.ndarray  # (N,) item ids as in the catalog: int64, or str objects
     codes: np.ndarray  # (N, L + 1) int64, model levels + collision level
-    model: RQVAE
     info: dict[str, Any]  # config.json contents
     metrics: dict[str, Any]
+    model: RQVAE | None = None
     fusion: Any = None  # collab.Fusion for builds with sequences, else None
+    manifest_sha256: str = field(default="", repr=False)  # of the manifest (canonical JSON): which export was read
+
+    @property
+    def codebook_sizes(self) -> tuple[int, ...]:
+        """Codes per model level (L,), the collision level excluded."""
+        return codebook_sizes_of(self.info)
+
+    @property
+    def id_column(self) -> str:
+        return str(self.info["id_column"])
 
 
 def ids_table(ids: np.ndarray, codes: np.ndarray, id_column: str, metadata: dict[str, Any]) -> pa.Table:
@@ -114,7 +135,7 @@ def export_info(
 
 
 def write_export(
-    out: str | Path,
+    export_dir: str | Path,
     *,
     config: BuildConfig,
     model: RQVAE,
@@ -126,7 +147,7 @@ def write_export(
     extra_info: dict[str, Any] | None = None,
     fusion: Any = None,
 ) -> Path:
-    """Write all artifacts to ``out`` atomically; return ``out``.
+    """Write all artifacts to ``export_dir`` atomically; return it (absolute).
 
     Either ``ids`` and resolved ``codes`` (N, L + 1) in memory, or
     ``write_ids(path, info)`` that writes ``semantic_ids.parquet`` itself (the
@@ -134,9 +155,15 @@ def write_export(
 
     Only a new path, an empty directory or an earlier export (holding nothing
     else) is replaced; anything else raises
-    :class:`~semantic_ids.outdir.OutputPathError` and is left untouched.
+    :class:`~semantic_ids.export.outdir.OutputPathError` and is left untouched.
     """
-    out = check_out_dir(out)
+    # The atomic swap's own guard. A build checks its output directory once, before any
+    # work (runners.build.check_build), but that may be minutes ago: training runs in
+    # between, and meanwhile someone may have put files into the directory, or made it
+    # a file; the swap would delete them. Checking here, just before staging, keeps
+    # whatever is not an earlier export. It also guards the callers that have no
+    # up-front check (SemanticIDs.save).
+    out = check_out_dir(export_dir)
     if write_ids is None:
         if ids is None or codes is None:
             raise ValueError("write_export needs ids and codes, or write_ids")
@@ -154,6 +181,8 @@ def write_export(
     with staged_dir(out) as stage:
         write_ids(stage / IDS_FILE, info)
         faults.point("export.ids_written")
+        from safetensors.torch import save as save_bytes
+
         state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
         # written with open() like the other files, so its mode follows the umask (save_file made it 0600)
         (stage / MODEL_FILE).write_bytes(save_bytes(state, metadata={"format_version": str(FORMAT_VERSION)}))
@@ -178,21 +207,58 @@ def write_export(
     return out
 
 
-def read_export(path: str | Path, *, verify: bool = True) -> Export:
-    """Load an export directory (no pickle anywhere); every file is parsed from
-    the very bytes whose checksum was verified."""
-    path = Path(path)
+def read_export(export_dir: str | Path, *, model: bool = True, verify: bool = True) -> Export:
+    """Read an export directory (no pickle anywhere); every file is parsed from the
+    very bytes whose checksum was verified.
+
+    Parameters
+    ----------
+    export_dir : the export directory.
+    model : also rebuild the RQ-VAE (and a build with sequences' fusion), which
+        imports torch; with False, ``Export.model`` and ``fusion`` are None and only
+        the ids table, ``config.json`` and ``metrics.json`` are parsed (the model's
+        file is still checked against the manifest).
+    verify : check every file against the manifest's sha256 (default).
+
+    Raises
+    ------
+    ExportError : naming the directory or the file that is missing, damaged, or
+        from an unsupported format version.
+    """
+    path = Path(export_dir)
     if verify:
-        _, files = read_verified(path)
+        manifest, files = read_verified(path)
+        sha = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
     else:
+        if not path.is_dir():
+            raise ExportError(f"{path}: export directory not found")
         files = {f.name: f.read_bytes() for f in path.iterdir() if f.is_file()}
+        sha = ""
     ids, codes, info = parse_ids(path, files)
     try:
         metrics = json.loads(files[METRICS_FILE])
     except json.JSONDecodeError as exc:
         raise ExportError(f"{path}: damaged JSON ({exc})") from None
-    config = BuildConfig.from_dict(upgrade_config(info["config"]))
-    model = RQVAE(int(info["input_dim"]), config.model, config.experimental)
+    try:
+        saved, _ = info["config"], codebook_sizes_of(info)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ExportError(f"{path / CONFIG_FILE}: damaged or incomplete ({exc!r})") from None
+    config = BuildConfig.from_dict(upgrade_config(saved))
+    exp = Export(config=config, ids=ids, codes=codes, info=info, metrics=metrics, manifest_sha256=sha)
+    if not model:
+        return exp
+    rqvae, fusion = _read_model(path, files, exp)
+    return dataclasses.replace(exp, model=rqvae, fusion=fusion)
+
+
+def _read_model(path: Path, files: dict[str, bytes], exp: Export):
+    """The RQ-VAE and, for a build with sequences, its fusion, from the verified bytes."""
+    from safetensors.torch import load as load_bytes
+
+    from ..model.rqvae import RQVAE
+
+    info, config = exp.info, exp.config
+    model = RQVAE(input_dim=int(info["input_dim"]), config=config.model, experimental=config.experimental)
     model.load_state_dict(load_bytes(files[MODEL_FILE]))
     model.eval()
     fusion = None
@@ -204,7 +270,7 @@ def read_export(path: str | Path, *, verify: bool = True) -> Export:
         if COLLAB_FILE not in files:
             raise ExportError(f"{path}: {COLLAB_FILE} is missing (the build used sequences)")
         n = int(info["collab_items"])
-        fusion = Fusion.from_tensors(config.collab, ids[:n], load_arrays(files[COLLAB_FILE]))
+        fusion = Fusion.from_tensors(config.collab, exp.ids[:n], load_arrays(files[COLLAB_FILE]))
         if len(fusion.vectors) != n or fusion.dim != model.input_dim:
             raise ExportError(f"{path}: {COLLAB_FILE} does not match the model ({len(fusion.vectors)} items, dim {fusion.dim})")
-    return Export(config=config, ids=ids, codes=codes, model=model, info=info, metrics=metrics, fusion=fusion)
+    return model, fusion

@@ -1,8 +1,9 @@
-"""An export directory's files, checked and parsed without torch (see :mod:`semantic_ids.export`).
+"""An export directory's files, checked and parsed without torch (see :mod:`semantic_ids.export.io`).
 
 Exact lookups (item <-> semantic ID, prefixes) need only ``semantic_ids.parquet``
-and ``config.json``; reading them here keeps ``semantic-ids lookup --item`` free
-of torch, safetensors and sentence-transformers. Every file is still checked
+and ``config.json``; :func:`~semantic_ids.export.io.read_export` with
+``model=False`` reads them through here, which keeps ``semantic-ids lookup --item``
+free of torch, safetensors and sentence-transformers. Every file is still checked
 against the manifest's sha256.
 """
 
@@ -85,17 +86,9 @@ def read_verified(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
     raise last_error
 
 
-def verify_export(path: str | Path) -> dict[str, Any]:
+def verify_export(export_dir: str | Path) -> dict[str, Any]:
     """Check the manifest's checksums; raise ExportError naming a bad file."""
-    return read_verified(Path(path))[0]
-
-
-def read_ids(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """The item ids (N,), resolved codes (N, L + 1) int64 and ``config.json`` of an
-    export, checksums verified (the model is checked, not parsed)."""
-    path = Path(path)
-    _, files = read_verified(path)
-    return parse_ids(path, files)
+    return read_verified(Path(export_dir))[0]
 
 
 def parse_ids(path: Path, files: dict[str, bytes]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:

@@ -23,7 +23,7 @@ import numpy as np
 from ..export.tokens import format_sids
 from .index import CodeKeys, ItemRows, UnknownIDError, is_single_id, is_single_sid
 from .query import encode, read_query_model
-from .search import Neighbors, neighbors, search_codes, similar_rows
+from .search import Neighbors, neighbors, search_codes, search_vectors, similar_rows
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -111,19 +111,49 @@ class SemanticIDLookup:
 
     # -- construction ----------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path, *, index_kind: str = "auto") -> "SemanticIDLookup":
+    def load(cls, export_dir: str | Path, *, index_kind: str = "auto") -> "SemanticIDLookup":
         """Load from an export directory (checksums verified, no pickle, no network).
 
         Exact lookups need only the ids table and ``config.json``; the model
         (and torch) is read on the first nearest-code, embedding or text query.
         """
-        from ..export.manifest import read_ids
-        from ..model.sizing import codebook_sizes_of
+        from ..export.io import read_export
 
-        ids, codes, info = read_ids(path)
-        obj = cls(ids, codes, codebook_sizes_of(info), index_kind=index_kind)
-        obj._path = Path(path)
+        exp = read_export(export_dir, model=False)
+        obj = cls(exp.ids, exp.codes, exp.codebook_sizes, index_kind=index_kind)
+        obj._uses_behaviour = "collab_items" in exp.info
+        obj._catalog_config = (exp.info.get("config") or {}).get("catalog")
+        obj._path = Path(export_dir)
         return obj
+
+    def read_catalog_texts(self, catalog) -> None:
+        """Read each item's text from ``catalog`` (a path or DataFrame), built as the export's
+        build built it (its id column, text columns or template), for :meth:`text_of`.
+
+        The export stores no texts: they can outweigh the IDs many times over, and the
+        catalog they come from stays the user's own source of truth.
+        """
+        from ..config import CatalogConfig
+        from ..stages.catalog import load_catalog
+
+        cfg = CatalogConfig.from_dict(self._catalog_config) if getattr(self, "_catalog_config", None) else None
+        cat = load_catalog(catalog, cfg)
+        rows = self._items.rows(cat.ids, missing="null")
+        texts = np.full(len(self.ids), None, dtype=object)
+        texts[rows[rows >= 0]] = np.asarray(cat.texts, dtype=object)[rows >= 0]
+        self.texts = texts
+
+    def text_of(self, item_ids) -> list:
+        """The catalog texts of ``item_ids`` (a list; None for ids the export or catalog lacks,
+        and all None before :meth:`read_catalog_texts`)."""
+        texts = getattr(self, "texts", None)
+        rows = self._items.rows(list(item_ids), missing="null")
+        return [None if texts is None or r < 0 else texts[r] for r in rows.tolist()]
+
+    def rows_with_text(self, text: str) -> np.ndarray:
+        """Export rows whose catalog text is exactly ``text`` (empty before :meth:`read_catalog_texts`)."""
+        texts = getattr(self, "texts", None)
+        return np.zeros(0, np.int64) if texts is None else np.flatnonzero(texts == text)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -237,20 +267,39 @@ class SemanticIDLookup:
         model = self._need_model()
         return encode(model, self.fusion, embeddings)
 
-    def search_embeddings(self, embeddings: np.ndarray, k: int = 10) -> Neighbors:
+    def search_embeddings(self, embeddings: np.ndarray, k: int = 10, *, prefer_prefix: bool = True) -> Neighbors:
         """Codes of each embedding under the frozen model and its k nearest items
-        (squared L2 between the query's and the items' vectors in code space)."""
+        (squared L2 between the query's and the items' vectors in code space).
+
+        With ``prefer_prefix`` (default) the items sharing the most leading codes with
+        the query come first, each tier by distance, then the nearest others
+        (:func:`.search.search_vectors`), so the hits agree with the query's codes;
+        without it, distance alone.
+        """
         _check_k(k)
         codes, z = self.encode(embeddings)
-        rows, dist = self._need_index().search(z, k)
+        index = self._need_index()
+        rows, dist = search_vectors(index, self._keys, z, codes, k) if prefer_prefix else index.search(z, k)
         return neighbors(self.ids, rows, dist, codes)
 
-    def search_texts(self, texts: Sequence[str], k: int = 10) -> Neighbors:
-        """Embed texts with the export's own embedding model, then :meth:`search_embeddings`."""
+    def search_texts(self, texts: Sequence[str], k: int = 10, *, prefer_prefix: bool = True) -> Neighbors:
+        """Embed texts with the export's own embedding model, then :meth:`search_embeddings`.
+
+        A text is placed where a new item with that text would be (where ``assign``
+        puts it): for a build with sequences, the text with the behaviour predicted
+        from it, since a text query has no users. A catalog item's own ID also
+        reflects how users used it, so its exact text may sit elsewhere
+        (docs/lookup.md, "Text queries").
+        """
         self._load_model()
         if self.embed_fn is None:
             raise RuntimeError("text queries need the export's embedding model; load from an export directory")
-        return self.search_embeddings(self.embed_fn(list(texts)), k)
+        return self.search_embeddings(self.embed_fn(list(texts)), k, prefer_prefix=prefer_prefix)
+
+    @property
+    def uses_behaviour(self) -> bool:
+        """Whether the export was built with sequences (its IDs fuse text with behaviour)."""
+        return self._uses_behaviour if self._path is not None else self.fusion is not None
 
     def search_codes(self, sids, k: int = 10, *, prefer_prefix: bool = True) -> Neighbors:
         """Nearest valid items for code sequences that may match no item.

@@ -12,11 +12,10 @@ Everything here is read-only after construction and safe to share between thread
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import repeat
 
 import numpy as np
 
-from ..model.keys import radix_strides
+from ..model.keys import IdRows, radix_strides
 from ..export.tokens import TokenError, parse_sid
 from ..errors import UnknownIDError
 
@@ -60,7 +59,8 @@ def coerce_ids(item_ids, dtype: np.dtype):
 
 
 class ItemRows:
-    """Item id -> row number.
+    """Item id -> row number for lookups: the one id -> row mapping
+    (:class:`~semantic_ids.model.keys.IdRows`) plus what a lookup adds to it.
 
     Parameters
     ----------
@@ -69,59 +69,33 @@ class ItemRows:
 
     def __init__(self, ids: np.ndarray):
         ids = np.asarray(ids)
-        # String ids: a dict is the fastest exact map CPython has (str caches its hash);
-        # integer ids: argsort once, then binary search (no pandas, for a light start).
-        self._map: dict | None = None
-        if ids.dtype == object:
-            self._map = dict(zip(ids.tolist(), range(len(ids))))
-            unique = len(self._map) == len(ids)
-        else:
-            ids = ids.astype(np.int64)
-            self._order = np.argsort(ids, kind="stable")
-            self._sorted = ids[self._order]
-            unique = not (np.diff(self._sorted) == 0).any()
-        if not unique:
-            raise ValueError("item ids are not unique")
-        self.ids = ids
+        self._index = IdRows(ids if ids.dtype == object else ids.astype(np.int64))
+        self.ids = self._index.ids
 
     def rows(self, item_ids, *, missing: str = "raise") -> np.ndarray:
         """(Q,) int64 rows of item ids; a single id gives a (1,) array.
 
         Unknown ids raise :class:`UnknownIDError` naming them, or give -1 with
         ``missing="null"``. With integer ids, strings are read as integers
-        (see :func:`coerce_ids`).
+        (see :func:`coerce_ids`); a value that is no integer matches nothing.
         """
         single = is_single_id(item_ids)
         keys = coerce_ids([item_ids] if single else item_ids, self.ids.dtype)
-        if self._map is not None:
-            rows = np.fromiter(map(self._map.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
+        keys = keys if isinstance(keys, np.ndarray) else np.asarray(keys, dtype=object)
+        if self.ids.dtype.kind in "iu" and keys.dtype.kind not in "iu":
+            ok = np.fromiter(
+                (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and -(2**63) <= v < 2**63 for v in keys.tolist()),
+                dtype=bool, count=len(keys),
+            )
+            rows = np.full(len(keys), -1, dtype=np.int64)
+            rows[ok] = self._index.rows(np.array([int(v) for v in keys[ok].tolist()], dtype=np.int64), missing="-1")
         else:
-            rows = self._search(keys)
+            rows = self._index.rows(keys, missing="-1")
         if missing == "raise" and (rows < 0).any():
             if single:
                 raise UnknownIDError(f"unknown item id {item_ids!r}")
             unknown = [keys[i] for i in np.flatnonzero(rows < 0)[:10]]
             raise UnknownIDError(f"{int((rows < 0).sum())} unknown item id(s), e.g. {unknown}")
-        return rows
-
-    def _search(self, keys: np.ndarray) -> np.ndarray:
-        """Rows of integer ids by binary search (-1 where unknown, or not an integer at all)."""
-        keys = np.asarray(keys)
-        rows = np.full(len(keys), -1, dtype=np.int64)
-        if keys.dtype.kind in "iu":
-            ok = np.ones(len(keys), dtype=bool)
-            query = keys.astype(np.int64)
-        else:
-            ok = np.fromiter(
-                (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and -(2**63) <= v < 2**63 for v in keys.tolist()),
-                dtype=bool, count=len(keys),
-            )
-            query = np.array([int(v) for v in keys[ok].tolist()], dtype=np.int64)
-        if len(query) and len(self._sorted):
-            pos = np.searchsorted(self._sorted, query)
-            pos_c = np.minimum(pos, len(self._sorted) - 1)
-            hit = (pos < len(self._sorted)) & (self._sorted[pos_c] == query)
-            rows[ok] = np.where(hit, self._order[pos_c], -1)
         return rows
 
 

@@ -93,6 +93,45 @@ def search_codes(
     return all_rows, all_dist, model_codes
 
 
+def search_vectors(
+    index: CodeIndex, keys: CodeKeys, vecs: np.ndarray, codes: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest items of query vectors (Q, D_c) in code space, ranked by their IDs first.
+
+    ``codes`` (Q, L) are the queries' own model codes. Items that share more leading
+    codes with the query come first: every item sharing its first L codes, then those
+    sharing L - 1, ... down to its level-1 code, each tier by distance (ties by
+    collision number); then, if fewer than k, the nearest others. So a hit list read
+    top-down never shares a longer prefix with the query than the hit before it, and
+    the query's printed codes say where its first hits are.
+
+    Returns ``rows`` (Q, k) int64 (-1 past the end) and ``dist`` (Q, k) float32 (inf past the end).
+    """
+    all_rows = np.full((len(vecs), k), -1, dtype=np.int64)
+    all_dist = np.full((len(vecs), k), np.inf, dtype=np.float32)
+    n_levels = keys.n_levels
+    for i, c in enumerate(np.asarray(codes, dtype=np.int64)):
+        lo, hi = keys.range(c[:1])
+        cand = keys.order[lo:hi]  # the query's level-1 group (empty if no item has its level-1 code)
+        chosen: list[int] = []
+        dists: list[float] = []
+        if len(cand):
+            d = index.distances(vecs[i], cand)
+            shared = np.cumprod(keys.codes[cand, :n_levels] == c[None, :n_levels], axis=1).sum(1)
+            order = np.lexsort((keys.codes[cand, -1], d, -shared))[:k]
+            chosen, dists = cand[order].tolist(), d[order].tolist()
+        if len(chosen) < k:
+            extra_rows, extra_d = index.search(vecs[i : i + 1], k + len(chosen))
+            taken = set(chosen)
+            for r, dd in zip(extra_rows[0], extra_d[0]):
+                if r >= 0 and r not in taken and len(chosen) < k:
+                    chosen.append(int(r))
+                    dists.append(float(dd))
+        all_rows[i, : len(chosen)] = chosen
+        all_dist[i, : len(dists)] = dists
+    return all_rows, all_dist
+
+
 def similar_rows(index: CodeIndex, codes: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k nearest other rows of each of ``rows`` (Q,), given every item's model codes (N, L).
 

@@ -50,6 +50,14 @@ def ppmi(counts, alpha: float = 0.75):
     return PPMI([(0, counts.tocsr())], np.asarray(counts.sum(1), dtype=np.float64).ravel(), alpha).to_csr()
 
 
+def used_interactions(sequences: list[np.ndarray], holdout_last: int = 0) -> dict[str, int]:
+    """What of ``sequences`` the collaborative vectors learn from: users, the interactions
+    left once each sequence's last ``holdout_last`` items are held out, and those held out."""
+    total = int(sum(len(s) for s in sequences))
+    used = int(sum(max(len(s) - holdout_last, 0) for s in sequences)) if holdout_last else total
+    return {"users": len(sequences), "interactions": used, "interactions_held_out": total - used}
+
+
 def _unit(x: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(norm > 0, norm, 1)

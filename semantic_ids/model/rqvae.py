@@ -8,11 +8,13 @@ from what that centroid leaves (the residual, scaled to unit RMS norm). ``first_
 quantizes the encoder's latent.
 
 A checkpoint is the state dict plus ``ModelConfig``, the input dimension and the
-``ExperimentalConfig`` switches, so ``RQVAE(input_dim, config, experimental)``
+``ExperimentalConfig`` switches, so ``RQVAE(input_dim=..., config=..., experimental=...)``
 followed by ``load_state_dict`` rebuilds it exactly.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -38,6 +40,16 @@ def _flush_tiny(r: torch.Tensor) -> torch.Tensor:
     return r.masked_fill(r.abs() < TINY, 0.0)
 
 
+class RQVAEOutput(NamedTuple):
+    """What :meth:`RQVAE.forward` returns for a batch of B items."""
+
+    loss: torch.Tensor  # () recon + vq: what training minimises
+    recon: torch.Tensor  # () reconstruction term
+    vq: torch.Tensor  # () codebook + commitment terms
+    codes: torch.Tensor  # (B, levels) int64, the active levels' codes
+    z: torch.Tensor  # (B, latent_dim) the encoder's latents
+
+
 def mlp(dims: list[int]) -> nn.Sequential:
     """Linear layers with SiLU between them (none after the last)."""
     layers: list[nn.Module] = []
@@ -61,7 +73,7 @@ class RQVAE(nn.Module):
         the whole section is kept as ``self.experimental`` for the export.
     """
 
-    def __init__(self, input_dim: int, config: ModelConfig, experimental: ExperimentalConfig | None = None):
+    def __init__(self, *, input_dim: int, config: ModelConfig, experimental: ExperimentalConfig | None = None):
         super().__init__()
         experimental = experimental or ExperimentalConfig()
         experimental.check_model(config)
@@ -130,8 +142,10 @@ class RQVAE(nn.Module):
         return nearest(x.detach(), self.first_codebook)
 
     @torch.no_grad()
-    def latent(self, x: torch.Tensor) -> torch.Tensor:
-        """Inference latents (B, latent_dim), independent of how rows are batched.
+    def latent(self, x: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
+        """Inference latents (B, latent_dim), independent of how rows are batched;
+        ``first``: (B,) level-1 codes to take the residuals from (the k-means first
+        level; the nearest centroids when not given).
 
         CPU matrix kernels take different paths for very small batches (a
         single row often goes through a matrix-vector kernel), which changes
@@ -140,8 +154,10 @@ class RQVAE(nn.Module):
         so an item gets the same codes alone, in a batch, before or after a
         save/load (tested).
         """
-        xp, n = self._padded(x)
-        return self.encode_latent(xp)[:n]
+        xp, n = self.pad_rows(x)
+        if first is None:
+            return self.encode_latent(xp)[:n]
+        return self.encode_latent(xp, torch.cat([first, first.new_zeros(len(xp) - n)]))[:n]
 
     def encode_latent(self, x: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
         """(B, input_dim) -> (B, latent_dim): what the residual quantizer quantizes.
@@ -168,7 +184,7 @@ class RQVAE(nn.Module):
 
     def forward(
         self, x: torch.Tensor, levels: int | None = None, first: torch.Tensor | None = None, anchor: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
+    ) -> RQVAEOutput:
         """Loss terms and codes for a batch ``x`` (B, input_dim); ``levels``: how many
         of the model's levels are active (all by default); ``first``: the batch's
         level-1 codes when the caller has them (they do not change during training);
@@ -193,10 +209,11 @@ class RQVAE(nn.Module):
             q, codes, vq_loss = self.quantizer(z, levels, anchor)
             target = x
         recon = F.mse_loss(self.decoder(q), target, reduction="none").sum(1).mean()
-        return {"loss": recon + vq_loss, "recon": recon, "vq": vq_loss, "codes": codes, "z": z}
+        return RQVAEOutput(loss=recon + vq_loss, recon=recon, vq=vq_loss, codes=codes, z=z)
 
-    def _padded(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Rows padded to a multiple of ``PAD_ROWS`` (see :meth:`latent`)."""
+    def pad_rows(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """(``x`` with zero rows appended up to a multiple of ``PAD_ROWS``, its original
+        row count): one matrix-kernel path for every batch size (see :meth:`latent`)."""
         n = len(x)
         pad = (-n) % PAD_ROWS
         if pad:
@@ -205,7 +222,7 @@ class RQVAE(nn.Module):
 
     def _codes_and_latent(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(codes, latents, padded x) of ``x`` padded to a multiple of ``PAD_ROWS`` rows."""
-        xp, _ = self._padded(x)
+        xp, _ = self.pad_rows(x)
         first = self.first_codes(xp) if self.kmeans_first else None
         z = self.encode_latent(xp, first)
         codes = self.quantizer.encode(z)

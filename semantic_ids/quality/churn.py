@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..export.manifest import read_ids
+from ..export.io import read_export
 from ..model.keys import kept_prefixes, rows_of
 
 
@@ -29,7 +29,8 @@ class ChurnReport:
     n_old, n_new : items in each export.
     n_common : items in both.
     n_added : items only in ``new``; n_removed : items only in ``old``.
-    full_id_changed : share of the common items whose full ID differs (0.0 when none are common).
+    full_id_changed : share of the common items whose full ID differs (0.0 when none are common:
+        check ``n_common``; :meth:`table` says the exports share no items).
     prefix_changed : per depth d = 1..L+1, share of the common items whose first d codes differ;
         the last entry equals ``full_id_changed``.
     """
@@ -53,8 +54,10 @@ class ChurnReport:
         rows = [
             ("items old / new", f"{self.n_old:,} / {self.n_new:,}"),
             ("common / added / removed", f"{self.n_common:,} / {self.n_added:,} / {self.n_removed:,}"),
-            ("full ID changed (common items)", f"{self.full_id_changed:.2%}"),
         ]
+        if self.n_common == 0:  # a share of no items is no number: say why there is none
+            return rows + [("full ID changed (common items)", "none: the exports share no items, nothing to compare")]
+        rows.append(("full ID changed (common items)", f"{self.full_id_changed:.2%}"))
         return rows + [(f"prefix changed at depth {d}", f"{v:.2%}") for d, v in enumerate(self.prefix_changed, 1)]
 
 
@@ -86,7 +89,6 @@ def churn(old: str | Path, new: str | Path) -> ChurnReport:
     Raises :class:`~semantic_ids.manifest.ExportError` naming the path of a
     missing, damaged or foreign directory.
     """
-    old_ids, old_codes, _ = read_ids(old)
-    new_ids, new_codes, _ = read_ids(new)
-    return churn_codes(old_ids, old_codes, new_ids, new_codes, old=str(old), new=str(new))
+    a, b = read_export(old, model=False), read_export(new, model=False)
+    return churn_codes(a.ids, a.codes, b.ids, b.codes, old=str(old), new=str(new))
 

@@ -191,12 +191,12 @@ def evaluate_codes(
 
 def evaluate_export(
     export_dir: str | Path,
-    catalog,
     *,
+    catalog,
     sequences: str | Path | None = None,
     embeddings: str | Path | np.ndarray | None = None,
     category_column: str | None = None,
-    show_progress: bool = False,
+    show_progress: bool = True,
 ) -> dict:
     """Evaluate an export against its catalog (labels, embeddings) and user sequences.
 

@@ -53,8 +53,8 @@ def resolve_against(existing: np.ndarray, new_raw: np.ndarray, new_ids: np.ndarr
 
 def assign_new_items(
     export_dir: str | Path,
-    catalog: str | Path | pd.DataFrame | Catalog,
     *,
+    catalog: str | Path | pd.DataFrame | Catalog,
     embeddings: str | Path | np.ndarray | None = None,
     batch_size: int = 65536,
     show_progress: bool = True,
@@ -109,16 +109,37 @@ def _new_catalog(sid: SemanticIDs, catalog, embeddings) -> Catalog:
                            "the same text (or pass embeddings)") from None
 
 
+def _ids_like_export(cat: Catalog, export_ids: np.ndarray) -> Catalog:
+    """String ids such as "3003" for an export with integer ids are read as integers, as
+    ``lookup`` and the sequences reader read them; anything else is refused, naming ids."""
+    import dataclasses
+
+    if export_ids.dtype.kind in "iu":
+        conv, bad = [], []
+        for v in cat.ids.tolist():
+            try:
+                conv.append(int(v))
+            except (TypeError, ValueError):
+                bad.append(v)
+        if not bad:
+            ids = np.asarray(conv, dtype=np.int64)
+            if len(np.unique(ids)) == len(ids):
+                return dataclasses.replace(cat, ids=ids)
+            values, counts = np.unique(ids, return_counts=True)
+            bad = [v for v in cat.ids.tolist() if int(v) in set(values[counts > 1].tolist())][:5]
+            raise CatalogError(f"new catalog ids read as integers (the export's ids are integers) repeat: {bad}")
+        raise CatalogError(f"the export's item ids are integers, but {len(bad)} new catalog id(s) are not: {bad[:5]}")
+    raise CatalogError(f"the export's item ids are strings, but the new catalog's are integers (e.g. {cat.ids[:3].tolist()}); "
+                     "write them as strings, exactly as the export has them")
+
+
 def _assign(export_dir, catalog, embeddings, batch_size: int, show_progress: bool) -> AssignResult:
     start = time.perf_counter()
     sid = SemanticIDs.load(export_dir, show_progress=show_progress)
     cfg = sid.config_
     cat = _new_catalog(sid, catalog, embeddings)
     if len(cat.ids) and len(sid.ids_) and (cat.ids.dtype.kind in "iu") != (sid.ids_.dtype.kind in "iu"):
-        raise CatalogError(
-            f"new catalog ids are {'integers' if cat.ids.dtype.kind in 'iu' else 'strings'} but the export's are "
-            f"{'integers' if sid.ids_.dtype.kind in 'iu' else 'strings'}"
-        )
+        cat = _ids_like_export(cat, sid.ids_)
     present = rows_of(cat.ids, sid.ids_, missing="-1") >= 0
     new_pos = np.flatnonzero(~present)
     new_ids = cat.ids[new_pos]

@@ -1,4 +1,4 @@
-"""The estimator: ``SemanticIDs(config).fit(embeddings, ids=ids).save(out)``; ``SemanticIDs.load(out)``.
+"""The estimator: ``SemanticIDs(config).fit(embeddings, ids=ids).save(export_dir)``; ``SemanticIDs.load(export_dir)``.
 
 Follows the scikit-learn contract: ``__init__`` stores arguments only, ``fit``
 validates and learns, learned state ends in ``_``, and using it before ``fit``
@@ -103,7 +103,7 @@ class SemanticIDs:
         """
         if isinstance(X, (str, Path, pd.DataFrame)) or not hasattr(X, "shape") or y is not None:
             raise TypeError("SemanticIDs.fit takes embeddings (N, D) and ids=...; to build from a catalog use "
-                            "semantic_ids.build(out, catalog=...) or pipeline.read_and_embed(catalog, config)")
+                            "semantic_ids.build(export_dir, catalog=...) or semantic_ids.runners.build.read_and_embed(catalog, config)")
         cfg = self.config or BuildConfig()
         ids = np.arange(len(X)) if ids is None else validate_ids(pd.DataFrame({"id": ids}), "id", "ids")
         if np.ndim(X) != 2 or len(X) != len(ids) or len(ids) == 0:
@@ -127,12 +127,12 @@ class SemanticIDs:
         self.fusion_ = None
         collab_stats: dict[str, Any] | None = None
         if seqs is not None:
-            from ..model.collab import fit_fusion
+            from ..model.collab import fit_fusion, used_interactions
 
             with timer.stage("collab"):
                 self.fusion_ = fit_fusion(text, ids, seqs.items, cfg.collab, seed=cfg.seed)
                 emb = self.fusion_.fuse(text, ids)
-            collab_stats = {"users": len(seqs), "interactions": int(sum(len(s) for s in seqs.items)),
+            collab_stats = {**used_interactions(seqs.items, cfg.collab.holdout_last),
                             "items_with_interactions": int((self.fusion_.counts > 0).sum())}
         if warm is not None:
             warm.prepare(ids, emb.shape[1])
@@ -203,8 +203,11 @@ class SemanticIDs:
         return encode_all(self.model_, x, batch_size).numpy()
 
     # -- persistence ---------------------------------------------------------------
-    def save(self, out: str | Path) -> Path:
-        """Write the export directory atomically (see :mod:`semantic_ids.export`)."""
+    def save(self, export_dir: str | Path) -> Path:
+        """Write the export directory atomically (see :mod:`semantic_ids.export.io`); return it (absolute).
+
+        Only a new path, an empty directory or an earlier export is replaced
+        (:class:`~semantic_ids.export.outdir.OutputPathError` otherwise)."""
         self._check_fitted()
         start = time.perf_counter()
         export_stage: dict[str, Any] = {}
@@ -213,7 +216,7 @@ class SemanticIDs:
             export_stage.update(seconds=round(time.perf_counter() - start, 3), peak_rss_mb=round(rss_bytes() / 2**20, 1))
             return {**self.metrics_, "stages": {**self.metrics_.get("stages", {}), "export": export_stage}}
 
-        path = write_export(out, config=self.config_, ids=self.ids_, codes=self.codes_, model=self.model_, metrics=metrics,
+        path = write_export(export_dir, config=self.config_, ids=self.ids_, codes=self.codes_, model=self.model_, metrics=metrics,
                             fusion=self.fusion_)
         faults.point("api.exported")
         self.metrics_["stages"] = {**self.metrics_.get("stages", {}), "export": export_stage}
@@ -223,9 +226,10 @@ class SemanticIDs:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, *, show_progress: bool = False) -> "SemanticIDs":
-        """Load an export directory; checksums are verified, nothing is unpickled."""
-        exp = read_export(path)
+    def load(cls, export_dir: str | Path, *, show_progress: bool = True) -> "SemanticIDs":
+        """Load an export directory; checksums are verified, nothing is unpickled.
+        ``show_progress``: for a later ``fit``."""
+        exp = read_export(export_dir)
         obj = cls(exp.config, show_progress=show_progress)
         obj._fitted_config = exp.config
         obj.model_ = exp.model

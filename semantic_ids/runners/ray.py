@@ -1,6 +1,6 @@
 """Ray Data engine: the embed and encode stages as Ray Data jobs (``pip install semantic-ids[ray]``).
 
-    build_streaming(out, catalog=..., engine="ray", ray_options={"address": "auto"})
+    build_streaming(export_dir, catalog=..., engine="ray", ray_options={"address": "auto"})
 
 - embed: ``read_parquet(catalog)`` -> ``map_batches`` over an actor pool whose
   actors each hold the sentence-transformers model -> ``write_parquet``;
@@ -185,7 +185,7 @@ class _Encoder:
         torch.set_num_threads(1)
         self.pool = ThreadPoolExecutor(threads) if threads > 1 and device == "cpu" else None
         cfg = BuildConfig.from_dict({"model": model_config, "experimental": experimental})
-        self.model = RQVAE(input_dim, cfg.model, cfg.experimental)
+        self.model = RQVAE(input_dim=input_dim, config=cfg.model, experimental=cfg.experimental)
         self.model.load_state_dict(load(model_bytes))
         self.model.eval().to(device)
         self.device = device

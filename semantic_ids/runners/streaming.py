@@ -34,7 +34,6 @@ import shutil
 import socket
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,6 @@ from ..stages.catalog import CatalogError, parquet_text_spec
 from ..config import BuildConfig
 from ..stages.encode import as_tensor, encode_shards, reconstruction_mse
 from ..export.io import export_info, write_export
-from ..export.outdir import check_out_dir
 from ..stages.resolve_disk import resolve_to_parquet
 from ..stages.metrics import build_metrics
 from ..resources import StageTimer, rss_bytes
@@ -53,24 +51,17 @@ from ..model.rqvae import RQVAE
 from ..stages.shards import EmbeddingShards, embed_catalog, embeddings_fingerprint
 from ..model.sizing import sized_config
 from ..stages.train import train_rqvae
-from ..errors import ConfigError
+from .build import BuildResult
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("local", "ray")
 RECON_SAMPLE = 50_000
 OWNER_FILE = "owner.json"  # in each run directory: the build's pid and host
 
 
 # -- the build ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class StreamResult:
-    out: Path
-    metrics: dict[str, Any]
-
-
 def build_streaming(
-    out: str | Path,
+    export_dir: str | Path,
     *,
     catalog: str | Path | None = None,
     embeddings: str | Path | None = None,
@@ -83,12 +74,15 @@ def build_streaming(
     workers: int | None = None,
     previous: str | Path | None = None,
     show_progress: bool = True,
-) -> StreamResult:
-    """Build semantic IDs for a catalog of any size; write the export to ``out``.
+) -> BuildResult:
+    """Build semantic IDs for a catalog of any size; write the export to ``export_dir``.
+
+    The same as ``build(export_dir, streaming=True, ...)``
+    (:func:`semantic_ids.runners.build.build`), which checks every option first.
 
     Parameters
     ----------
-    out : export directory (replaced atomically; a failed run leaves the old one).
+    export_dir : export directory (replaced atomically; a failed run leaves the old one).
     catalog : a Parquet catalog, read in batches (unless ``embeddings`` is given).
     embeddings : a sharded embeddings dataset (a ``.parquet`` file or a directory
         of them, with the id column and an ``embedding`` list column); skips embedding.
@@ -98,10 +92,10 @@ def build_streaming(
     batch_rows : rows per batch for embedding and encoding.
     partitions : on-disk partitions for collision resolution.
     engine : ``"local"`` or ``"ray"`` (embed and encode as Ray Data jobs).
-    ray_options : passed to :mod:`semantic_ids.distributed` (``address``,
+    ray_options : passed to :mod:`semantic_ids.runners.ray` (``address``,
         ``concurrency``, ``num_gpus``, ``batch_size``).
     workers : threads for local encoding (default: one per core).
-    previous : an earlier export (or a :class:`~semantic_ids.warmbuild.WarmStart` of one) to warm-start from:
+    previous : an earlier export to warm-start from:
         training starts from its model, codes are renumbered to its codes, and old
         items keep their IDs where the new model agrees. Memory is then no longer
         bounded by the batch: the previous export's ids and codes, every item's id
@@ -110,27 +104,37 @@ def build_streaming(
         in-memory warm start on the same embeddings while the items both builds
         hold fit in ``train.max_train_items`` (the codes are aligned on a sample
         of that size beyond it).
+    show_progress : show progress bars.
     """
-    cfg = config or BuildConfig()
-    if engine not in ENGINES:
-        raise ConfigError(f"engine={engine!r}; use one of {ENGINES}")
-    if cfg.collision.strategy != "counter":
-        raise ConfigError(
-            f"collision.strategy={cfg.collision.strategy!r} is not available in the streaming build (counter only); "
-            "use the in-memory build for 'balanced'"
-        )
-    if catalog is None and embeddings is None:
-        raise ConfigError("build_streaming needs a catalog or an embeddings dataset")
-    prev_path = getattr(previous, "path", previous)  # a path or a WarmStart of one
-    in_place = prev_path is not None and Path(prev_path).resolve() == Path(out).resolve()
-    out = check_out_dir(out, inputs=[catalog, embeddings, work_dir, None if in_place else prev_path])  # before any heavy work
+    from .build import build
+
+    return build(export_dir, streaming=True, catalog=catalog, embeddings=embeddings, config=config, work_dir=work_dir,
+                 batch_rows=batch_rows, partitions=partitions, engine=engine, ray_options=ray_options, workers=workers,
+                 previous=previous, show_progress=show_progress)
+
+
+def run_streaming(
+    out: Path,
+    *,
+    catalog: str | Path | None,
+    embeddings: str | Path | None,
+    config: BuildConfig,
+    work_dir: str | Path | None,
+    batch_rows: int,
+    partitions: int,
+    engine: str,
+    ray_options: dict[str, Any] | None,
+    workers: int | None,
+    previous: Any,
+    show_progress: bool,
+) -> BuildResult:
+    """The streaming runner, for :func:`semantic_ids.runners.build.build` once it has
+    checked every option and the export directory ``out``; ``previous`` is a
+    :class:`~semantic_ids.stages.warm.start.WarmStart` or None."""
+    cfg = config
     warm = None
     if previous is not None:
-        if engine == "ray":
-            raise ConfigError("a previous export (--previous) works with the local engine only, not engine='ray'")
-        from ..stages.warm.start import WarmStart
-
-        warm = previous if isinstance(previous, WarmStart) else WarmStart(previous)  # read fully: the export may replace it
+        warm = previous  # read fully: the export may replace it
         cfg = warm.config(cfg)
     ray_options = dict(ray_options or {})
     work = Path(work_dir) if work_dir is not None else cache_root(cfg.embedding) / "stream"
@@ -235,7 +239,7 @@ def build_streaming(
         if result.checkpoint is not None:
             result.checkpoint.remove()
         log.info("streaming build: %d items, collision rate %.4f, %.1f s", stats.n_items, code["collision_rate"], metrics["total_seconds"])
-        return StreamResult(out=path, metrics=metrics)
+        return BuildResult(export_dir=path, metrics=metrics)
     finally:
         if owner is not None:
             owner.close()

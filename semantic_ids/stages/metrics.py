@@ -71,6 +71,15 @@ def code_stats_of_counts(
     }
 
 
+def usage_text(codes_used, codebook_sizes) -> str:
+    """Per-level code usage for people: "all used (64, 64, 64)" or, when some level
+    leaves codes unused, "level 1: 60 of 64, level 2: 64 of 64, ..."."""
+    used, sizes = [int(u) for u in codes_used], [int(k) for k in codebook_sizes]
+    if used == sizes:
+        return f"all used ({', '.join(map(str, sizes))})"
+    return ", ".join(f"level {i}: {u} of {k}" for i, (u, k) in enumerate(zip(used, sizes), 1))
+
+
 def build_metrics(
     *,
     mode: str,

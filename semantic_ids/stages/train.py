@@ -86,7 +86,7 @@ def train_rq_kmeans(
     quantizer so that encoding, export and lookups are shared with the RQ-VAE path.
     ``experimental`` is only recorded on the model (no switch applies here)."""
     books = residual_codebooks(embeddings, model_config.codebook_sizes, seed=seed)
-    model = RQVAE(embeddings.shape[1], model_config, experimental)
+    model = RQVAE(input_dim=embeddings.shape[1], config=model_config, experimental=experimental)
     with torch.no_grad():
         for lvl, book in enumerate(books):
             model.quantizer.codebooks[lvl].copy_(torch.from_numpy(book))
@@ -171,115 +171,151 @@ def train_rqvae(
         exp.check_model(model_config)
         return train_rq_kmeans(embeddings, model_config, seed=seed, experimental=exp)
     cfg = train_config
+    # The random calls come in one fixed order (the global seed for the layers' initial
+    # weights, then ``gen``: sample, first level, evaluation sample, every epoch), so a
+    # run, a resumed run and a rerun give the same weights.
     torch.manual_seed(seed)
     gen = seeded_generator(seed)
-    n_total = len(embeddings)
-    if cfg.max_train_items is not None and n_total > cfg.max_train_items:
-        sample = torch.randperm(n_total, generator=gen)[: cfg.max_train_items].sort().values.numpy()
-    else:
-        sample = None
-    if isinstance(embeddings, np.ndarray):
-        x = embeddings if sample is None else embeddings[sample]
-    else:  # a dataset that reads only the sampled rows (EmbeddingShards)
-        x = embeddings.take(np.arange(n_total) if sample is None else sample)
-    x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    n, dim = x.shape
-    model = RQVAE(dim, model_config, exp)
-    first = None  # level-1 codes of the training items: fixed once fitted, so computed once
-    if init_from is not None:
-        from .warm.algorithms import warm_init
-
-        first = warm_init(model, init_from, x)
-    else:
-        model.input_mean.copy_(x.mean(0))
-        if model.kmeans_first:
-            model.fit_first_level(x, generator=gen)
-            first = model.first_codes(x)
+    x, sample = _training_rows(embeddings, cfg.max_train_items, gen)
+    model = RQVAE(input_dim=x.shape[1], config=model_config, experimental=exp)
+    first = _start_model(model, x, init_from, gen)
     anchor_t = None
     if anchor is not None:
         anchor_t = torch.from_numpy(np.asarray(anchor if sample is None else anchor[sample], dtype=np.int64))
         if first is not None:  # anchored items keep their level-1 code too
             first = torch.where(anchor_t[:, 0] >= 0, anchor_t[:, 0], first)
-    codebook_params = list(model.quantizer.parameters())
-    other = [p for n_, p in model.named_parameters() if not n_.startswith("quantizer.")]
-    opt = torch.optim.AdamW(
-        [
-            {"params": other, "lr": cfg.lr * lr_scale, "weight_decay": cfg.weight_decay},
-            {"params": codebook_params, "lr": cfg.lr * lr_scale * cfg.codebook_lr_scale, "weight_decay": 0.0},
-        ]
-    )
-    n_levels = model.n_levels
-    fixed = model.fixed_levels  # levels not learned by gradient (the k-means first level)
-    history: list[dict] = []
-    eval_x = x if n <= 50_000 else x[torch.randperm(n, generator=gen)[:50_000]]
-    batches_per_epoch = math.ceil(n / cfg.batch_size)
-    total_epochs = cfg.epochs
-    no_restart_after = total_epochs - max(1, total_epochs // 10)
-    epoch_levels = [lv for lv, count in _phases(cfg.epochs, exp.progressive, n_levels, fixed) for _ in range(count)]
+    opt = _optimizer(model, cfg, lr_scale)
+    eval_x = x if len(x) <= 50_000 else x[torch.randperm(len(x), generator=gen)[:50_000]]
     ckpt = None
     if checkpoint_dir:
-        # a warm start's key also covers its learning rate, initial weights and anchors
-        key = fingerprint(x, model_config, dataclasses.replace(cfg, lr=cfg.lr * lr_scale), seed, init_from)
-        if anchor_t is not None:
-            key = fingerprint(anchor_t.to(torch.float32), model_config, cfg, seed)[:12] + key[:12]
-        key = _with_experimental(key, exp)
-        ckpt = Checkpoint(checkpoint_dir, key)
-    start = 0
+        ckpt = Checkpoint(checkpoint_dir, _checkpoint_key(x, model_config, cfg, seed, exp, lr_scale, init_from, anchor_t))
+    start, history = 0, []
     if ckpt is not None and ckpt.exists():
         start, history = ckpt.load(model, opt, gen)
         log.info("resuming training from the checkpoint after epoch %d (%s)", start, ckpt.dir)
-    with progress(total=total_epochs, initial=start, desc="train", unit="epoch", disable=not show_progress) as bar:
-        for epoch in range(start, total_epochs):
-            levels = epoch_levels[epoch]
-            active = levels - fixed  # learned levels in use (levels == n_levels unless progressive)
-            if cfg.kmeans_init and not bool(model.quantizer.initialized[:active].all()):
-                model.eval()
-                with torch.no_grad():
-                    z = model.encode_latent(x, first)
-                for lvl in range(active):
-                    if not bool(model.quantizer.initialized[lvl]):
-                        model.quantizer.kmeans_init(z, lvl, iters=cfg.kmeans_iters, generator=gen)
-            model.train()
-            perm = torch.randperm(n, generator=gen)
-            sums = {"loss": 0.0, "recon": 0.0, "vq": 0.0}
-            seen = [torch.zeros(k, dtype=torch.bool) for k in model.codebook_sizes[:levels]]
-            for b in range(batches_per_epoch):
-                idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                out = model(x[idx], levels, None if first is None else first[idx], None if anchor_t is None else anchor_t[idx])
-                loss = out["loss"]
-                if exp.uniformity_weight > 0:
-                    out["unif"] = uniformity_loss(out["z"], exp.uniformity_t)
-                    loss = loss + exp.uniformity_weight * out["unif"]
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                for k in sums:
-                    sums[k] += float(out[k].detach()) * len(idx)
-                for lvl in range(levels):
-                    seen[lvl][out["codes"][:, lvl]] = True
-            usage = [int(s.sum()) for s in seen]
-            record = {"epoch": epoch, "levels": levels, **{k: v / n for k, v in sums.items()}, "codes_used": usage}
-            restart_now = cfg.dead_code_restart and (epoch + 1) % cfg.restart_every == 0 and epoch < no_restart_after
-            last = epoch == total_epochs - 1
-            record["restarted"] = [0] * levels
-            if restart_now or (cfg.dead_code_restart and last):
-                model.eval()
-                with torch.no_grad():
-                    z = model.encode_latent(x, first)
-                q = model.quantizer
-                got = q.restart_unused(z, generator=gen) if last else q.restart_dead_codes(z, generator=gen)
-                record["restarted"] = [0] * fixed + got[: levels - fixed]
-            if (epoch + 1) % max(1, cfg.restart_every) == 0 or epoch == total_epochs - 1:
-                codes = encode_all(model, eval_x)[:, :levels]
-                record["collision_rate"] = collision_rate(codes.numpy())
-            history.append(record)
-            if ckpt is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch == total_epochs - 1):
+    loop = _Loop(model, opt, x, first, anchor_t, cfg, exp, gen, eval_x)
+    with progress(total=cfg.epochs, initial=start, desc="train", unit="epoch", disable=not show_progress) as bar:
+        for epoch in range(start, cfg.epochs):
+            history.append(loop.epoch(epoch))
+            if ckpt is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch == cfg.epochs - 1):
                 ckpt.save(epoch + 1, model, opt, gen, history)
-            bar.set_postfix(postfix_fields(record, history))
+            bar.set_postfix(postfix_fields(history[-1], history))
             bar.update(1)
     model.eval()
     if model.kmeans_first:
         model.fit_latent_weight(x)
     last = history[-1] if history else {}
-    log.info("trained %d epochs: loss %.4f, collision rate %.4f", total_epochs, last.get("loss", float("nan")), last.get("collision_rate", float("nan")))
+    log.info("trained %d epochs: loss %.4f, collision rate %.4f", cfg.epochs, last.get("loss", float("nan")), last.get("collision_rate", float("nan")))
     return TrainResult(model=model, history=history, checkpoint=ckpt)
+
+
+def _training_rows(embeddings, max_items: int | None, gen: torch.Generator) -> tuple[torch.Tensor, np.ndarray | None]:
+    """The training rows (n, D) float32 and the sorted sample of rows they are (None: all).
+
+    A dataset (``len`` and ``take(rows)``) is read for the sampled rows only."""
+    n_total = len(embeddings)
+    sample = None
+    if max_items is not None and n_total > max_items:
+        sample = torch.randperm(n_total, generator=gen)[:max_items].sort().values.numpy()
+    if isinstance(embeddings, np.ndarray):
+        x = embeddings if sample is None else embeddings[sample]
+    else:  # a dataset that reads only the sampled rows (EmbeddingShards)
+        x = embeddings.take(np.arange(n_total) if sample is None else sample)
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), sample
+
+
+def _start_model(model: RQVAE, x: torch.Tensor, init_from: RQVAE | None, gen: torch.Generator) -> torch.Tensor | None:
+    """Initialise ``model`` before the first epoch: from a previous model (a warm start)
+    or from the data (input mean, the k-means first level). Returns the training items'
+    level-1 codes (B,) under the k-means first level, else None; they stay fixed."""
+    if init_from is not None:
+        from .warm.algorithms import warm_init
+
+        return warm_init(model, init_from, x)
+    model.input_mean.copy_(x.mean(0))
+    if not model.kmeans_first:
+        return None
+    model.fit_first_level(x, generator=gen)
+    return model.first_codes(x)
+
+
+def _optimizer(model: RQVAE, cfg: TrainConfig, lr_scale: float) -> torch.optim.AdamW:
+    """AdamW with its own learning rate for the codebooks and no weight decay on them."""
+    codebook_params = list(model.quantizer.parameters())
+    other = [p for n_, p in model.named_parameters() if not n_.startswith("quantizer.")]
+    return torch.optim.AdamW(
+        [
+            {"params": other, "lr": cfg.lr * lr_scale, "weight_decay": cfg.weight_decay},
+            {"params": codebook_params, "lr": cfg.lr * lr_scale * cfg.codebook_lr_scale, "weight_decay": 0.0},
+        ]
+    )
+
+
+def _checkpoint_key(x: torch.Tensor, model_config: ModelConfig, cfg: TrainConfig, seed: int, exp: ExperimentalConfig,
+                    lr_scale: float, init_from: RQVAE | None, anchor: torch.Tensor | None) -> str:
+    """The checkpoint's key: everything that determines the weights. A warm start's key
+    also covers its learning rate, initial weights and anchors."""
+    key = fingerprint(x, model_config, dataclasses.replace(cfg, lr=cfg.lr * lr_scale), seed, init_from)
+    if anchor is not None:
+        key = fingerprint(anchor.to(torch.float32), model_config, cfg, seed)[:12] + key[:12]
+    return _with_experimental(key, exp)
+
+
+class _Loop:
+    """One epoch at a time of the plain loop: (k-means init), batches, dead-code restarts,
+    the collision rate every ``restart_every`` epochs; returns the epoch's history record."""
+
+    def __init__(self, model: RQVAE, opt, x: torch.Tensor, first, anchor, cfg: TrainConfig, exp: ExperimentalConfig,
+                 gen: torch.Generator, eval_x: torch.Tensor):
+        self.model, self.opt, self.x, self.first, self.anchor = model, opt, x, first, anchor
+        self.cfg, self.exp, self.gen, self.eval_x = cfg, exp, gen, eval_x
+        self.fixed = model.fixed_levels  # levels not learned by gradient (the k-means first level)
+        phases = _phases(cfg.epochs, exp.progressive, model.n_levels, self.fixed)
+        self.epoch_levels = [lv for lv, count in phases for _ in range(count)]
+        self.no_restart_after = cfg.epochs - max(1, cfg.epochs // 10)
+
+    def epoch(self, epoch: int) -> dict:
+        model, cfg, gen, x, fixed = self.model, self.cfg, self.gen, self.x, self.fixed
+        n = len(x)
+        levels = self.epoch_levels[epoch]
+        active = levels - fixed  # learned levels in use (levels == n_levels unless progressive)
+        if cfg.kmeans_init and not bool(model.quantizer.initialized[:active].all()):
+            model.eval()
+            with torch.no_grad():
+                z = model.encode_latent(x, self.first)
+            for lvl in range(active):
+                if not bool(model.quantizer.initialized[lvl]):
+                    model.quantizer.kmeans_init(z, lvl, iters=cfg.kmeans_iters, generator=gen)
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        sums = {"loss": 0.0, "recon": 0.0, "vq": 0.0}
+        seen = [torch.zeros(k, dtype=torch.bool) for k in model.codebook_sizes[:levels]]
+        for b in range(math.ceil(n / cfg.batch_size)):
+            idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            out = model(x[idx], levels, None if self.first is None else self.first[idx],
+                        None if self.anchor is None else self.anchor[idx])
+            loss = out.loss
+            if self.exp.uniformity_weight > 0:
+                loss = loss + self.exp.uniformity_weight * uniformity_loss(out.z, self.exp.uniformity_t)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            for k in sums:
+                sums[k] += float(getattr(out, k).detach()) * len(idx)
+            for lvl in range(levels):
+                seen[lvl][out.codes[:, lvl]] = True
+        record = {"epoch": epoch, "levels": levels, **{k: v / n for k, v in sums.items()}, "codes_used": [int(s.sum()) for s in seen]}
+        restart_now = cfg.dead_code_restart and (epoch + 1) % cfg.restart_every == 0 and epoch < self.no_restart_after
+        last = epoch == cfg.epochs - 1
+        record["restarted"] = [0] * levels
+        if restart_now or (cfg.dead_code_restart and last):
+            model.eval()
+            with torch.no_grad():
+                z = model.encode_latent(x, self.first)
+            q = model.quantizer
+            got = q.restart_unused(z, generator=gen) if last else q.restart_dead_codes(z, generator=gen)
+            record["restarted"] = [0] * fixed + got[: levels - fixed]
+        if (epoch + 1) % max(1, cfg.restart_every) == 0 or last:
+            codes = encode_all(model, self.eval_x)[:, :levels]
+            record["collision_rate"] = collision_rate(codes.numpy())
+        return record

@@ -87,6 +87,7 @@ def evaluate_downstream(ids, codes: np.ndarray, sequences: str | Path, config=No
             **summarize({k: ours[k] for k in metrics}, n_boot=n_boot),
             "invalid_id_rate": float(ours["invalid"].mean()),
             "best_epoch": model.best_epoch_,
+            "still_improving": model.still_improving,
             "train_seconds": round(trained, 1),
             "history": model.history_,
             "parameters": model.model_.num_parameters(),
@@ -105,9 +106,9 @@ def evaluate_export_downstream(export_dir: str | Path, sequences: str | Path, co
     the signal (``collab.holdout_last >= 2``, ``build --holdout-last 2``): otherwise
     its IDs saw the validation and test items, and the evaluation is refused.
     """
-    from ...decoding.vocab import read_export_codes
+    from ...export.io import read_export
 
-    ex = read_export_codes(export_dir)
+    ex = read_export(export_dir, model=False)
     if "collab_items" in ex.info:
         held = int(ex.info.get("config", {}).get("collab", {}).get("holdout_last", 0))
         if held < 2:

@@ -31,6 +31,12 @@ from ...errors import ConfigError, SequenceError
 log = logging.getLogger(__name__)
 
 
+# The settings behind the README's downstream numbers (benchmarks/downstream.py reads them from
+# here): the small preset, and for MovieLens-100K more epochs and a shorter warm-up, so that its
+# few users train for a comparable number of steps. A user's run prints how it differs from these.
+BENCHMARK_SETTINGS = {"Amazon Beauty": {}, "MovieLens-100K": {"epochs": 20, "warmup_steps": 50}}
+
+
 @dataclass(frozen=True)
 class RetrieverConfig:
     """Model size, training budget and decoding of the generative retriever.
@@ -84,6 +90,11 @@ class RetrieverConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def differences(self, other: "RetrieverConfig") -> dict[str, tuple]:
+        """``{field: (this value, other's value)}`` for the fields where they differ."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return {k: (v, theirs[k]) for k, v in mine.items() if v != theirs[k]}
 
 
 def _pad(seqs: list[np.ndarray], value: int = PAD) -> np.ndarray:
@@ -183,7 +194,8 @@ class GenerativeRetriever:
         for epoch in range(1, c.epochs + 1):
             model.train()
             total_loss, count = 0.0, 0
-            bar = tqdm(self._batches(lengths, rng), desc=f"epoch {epoch}", leave=False, disable=not self.show_progress)
+            last = {"valid R@10": f"{self.history_[-1]['valid_recall@10']:.4f}", "best": f"{best:.4f}"} if self.history_ else {}
+            bar = tqdm(self._batches(lengths, rng), desc=f"epoch {epoch}/{c.epochs}", leave=False, disable=not self.show_progress)
             for idx in bar:
                 batch = [windows[j] for j in idx]
                 x, y, keep = (t.to(c.device) for t in training_batch(batch, L))
@@ -198,7 +210,7 @@ class GenerativeRetriever:
                 n = int(keep.sum())
                 total_loss += loss.item() * n
                 count += n
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                bar.set_postfix(loss=f"{loss.item():.3f}", **last)  # validation figures: the previous epoch's
             valid = self.score([split.valid_history[i] for i in pick], split.valid_target[pick])
             r10 = float(valid["recall@10"].mean())
             self.history_.append({"epoch": epoch, "loss": total_loss / max(1, count), "valid_recall@10": r10,
@@ -214,7 +226,15 @@ class GenerativeRetriever:
                     break
         model.load_state_dict(best_state)
         self.train_seconds_ = time.perf_counter() - start
+        if self.still_improving:
+            log.warning("the best epoch was the last (%d of at most %d): validation Recall@10 was still improving; "
+                        "more epochs may give a better model", self.best_epoch_, c.epochs)
         return self
+
+    @property
+    def still_improving(self) -> bool:
+        """Training stopped at ``config.epochs`` with its best validation Recall@10 on the last epoch."""
+        return bool(self.history_) and self.best_epoch_ == len(self.history_) == self.config.epochs
 
     def _batches(self, lengths: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
         """Shuffled batches of windows of similar length (less padding), in shuffled order.

@@ -1,6 +1,7 @@
 """An HTML report about one export directory, with PNG plots beside it.
 
-``write_report(DIR)`` writes ``DIR/report/index.html`` and its plots
+``write_report(DIR)`` writes ``DIR-report/index.html`` (beside the export, so
+that rebuilding or assigning into DIR never touches it) and its plots
 (``training.png``, ``usage.png``, ``collisions.png``) in one staged directory
 that is swapped in atomically (see :mod:`semantic_ids.atomic`): a failed run
 leaves any earlier report untouched. The page is self-contained apart from
@@ -44,9 +45,15 @@ REPORT_DIR = "report"
 INDEX = "index.html"
 
 
+def default_report_dir(export_dir: str | Path) -> Path:
+    """``DIR-report`` beside the export ``DIR`` (the report's default place)."""
+    export_dir = Path(export_dir).resolve()
+    return export_dir.with_name(f"{export_dir.name}-{REPORT_DIR}")
+
+
 def write_report(
     export_dir: str | Path,
-    out: str | Path | None = None,
+    report_dir: str | Path | None = None,
     *,
     baselines: str | Path | Sequence[dict] | None = None,
     baselines_catalog: str | None = None,
@@ -55,14 +62,16 @@ def write_report(
     embeddings: str | Path | np.ndarray | None = None,
     category_column: str | None = None,
     previous: str | Path | None = None,
-    show_progress: bool = False,
+    show_progress: bool = True,
 ) -> Path:
     """Write an HTML report about ``export_dir``; return the path of its ``index.html``.
 
     Parameters
     ----------
     export_dir : an export directory (checksums are verified).
-    out : the report directory (default ``export_dir/report``); it is replaced
+    report_dir : the report directory (default ``DIR-report`` beside ``export_dir``: an in-place
+        rebuild or ``assign`` replaces the export directory whole, and a report inside it
+        would go with it); it is replaced
         atomically, and an existing directory is only replaced if it is empty
         or an earlier report.
     baselines : a JSON file (or the rows themselves) of flat row dicts, as a
@@ -95,7 +104,7 @@ def write_report(
     export_dir = Path(export_dir)
     mpl = plots.matplotlib_parts()  # fail before any heavy work
     exp = read_export(export_dir)
-    out = check_out_dir(Path(out) if out is not None else export_dir / REPORT_DIR, kind="report",
+    out = check_out_dir(Path(report_dir) if report_dir is not None else default_report_dir(export_dir), kind="report",
                         inputs=[export_dir], error=ReportError)
     base = evaluation.select_baselines(baselines, exp, baselines_catalog) if baselines is not None else None
     churn = evaluation.churn_since(previous, export_dir)  # a bad previous export fails before embedding
@@ -116,4 +125,4 @@ def write_report(
     return out / INDEX
 
 
-__all__ = ["ReportError", "write_report", "REPORT_DIR", "INDEX"]
+__all__ = ["ReportError", "write_report", "default_report_dir", "REPORT_DIR", "INDEX"]

@@ -56,7 +56,7 @@ QUALITY_KEYS = (
 
 def measure(exp: Export, export_dir: Path, *, catalog: Any = None, sequences: str | Path | None = None,
             embeddings: str | Path | np.ndarray | None = None, category_column: str | None = None,
-            show_progress: bool = False) -> Quality:
+            show_progress: bool = True) -> Quality:
     """The quality table: evaluated against ``catalog`` (and ``sequences``) when given,
     else the build-time metrics; the model inputs come along when they cover the export."""
     if sequences is not None and catalog is None:

@@ -21,6 +21,7 @@ import numpy as np
 from ..churn import ChurnReport
 from ...export.io import Export
 from ...export.outdir import REPORT_MARKER
+from ...stages.metrics import usage_text
 from .evaluation import Baselines, Quality, export_value
 
 
@@ -142,7 +143,7 @@ def _facts(exp: Export) -> list[tuple[str, str]]:
         ("items", _num(int(info.get("n_items", len(exp.ids))))),
         ("levels", f"{n_levels - 1} model + 1 collision"),
         ("codebook sizes", " × ".join(map(str, sizes)) + (f" + {col_level}" if col_level is not None else "")),
-        ("codes used", " / ".join(f"{u}/{k}" for u, k in zip(m.get("codes_used", []), sizes)) or "–"),
+        ("codes used", usage_text(m["codes_used"], sizes) if m.get("codes_used") else "–"),
         ("collision rate (before resolution)", _num(m.get("collision_rate_before_resolution", m.get("collision_rate")), "rate")
          if m.get("collision_rate") is not None else "–"),
         ("collided items / largest group", f"{_num(m.get('n_collided_items', '–'))} / {m.get('largest_group', '–')}"),
@@ -152,10 +153,23 @@ def _facts(exp: Export) -> list[tuple[str, str]]:
         ("peak memory", f"{peak:,.0f} MB" if peak else "–"),
         ("epochs", str(len(history)) if history else "–"),
         ("collision strategy", str(exp.config.collision.strategy)),
-        ("embedding model", f"{info.get('embedding_model', '–')} (dim {info.get('input_dim', '–')})"),
+        ("embedding model", _embedding_fact(info, m)),
         ("versions", f"library {info.get('library_version', '–')}, format {info.get('format_version', '–')}"),
     ]
     return facts
+
+
+def _embedding_fact(info: dict, metrics: dict) -> str:
+    """The text embedding's model and dimension; with sequences, the model's input is wider
+    (text and behaviour side by side), and the fact says so rather than giving that width as
+    the embedding's."""
+    emb = metrics.get("embedding") or {}
+    text_dim = info.get("text_dim", emb.get("dim"))
+    name = "given embeddings" if emb.get("source") == "given" else info.get("embedding_model", "–")
+    fact = f"{name} ({text_dim if text_dim is not None else info.get('input_dim', '–')}-d)"
+    if text_dim is not None and info.get("input_dim") not in (None, text_dim):
+        fact += f"; model input {info['input_dim']}-d: text + {int(info['input_dim']) - int(text_dim)}-d behaviour"
+    return fact
 
 
 def _quality_table(quality: dict, when: str) -> str:
@@ -164,7 +178,7 @@ def _quality_table(quality: dict, when: str) -> str:
         if k in ("codebook_sizes", "category_column") or v is None:
             continue
         if k == "codes_used" and quality.get("codebook_sizes"):
-            val = _esc(" / ".join(f"{u}/{s}" for u, s in zip(v, quality["codebook_sizes"])))
+            val = _esc(usage_text(v, quality["codebook_sizes"]))
         elif isinstance(v, dict):
             continue
         else:

@@ -288,8 +288,8 @@ def sticky_codes(model, x: torch.Tensor, old: np.ndarray, margin: float, nearest
         d = sq_dists(x, model.first_codebook)
         codes[:, 0] = _prefer_old(d, old[:, 0], nearest(x, model.first_codebook), margin).numpy()
     first = torch.from_numpy(codes[:, 0]) if fixed else None
-    z = torch.cat([model.latent(x[s : s + 65536]) if first is None else
-                   _latent_from(model, x[s : s + 65536], first[s : s + 65536]) for s in range(0, len(x), 65536)])
+    z = torch.cat([model.latent(x[s : s + 65536], None if first is None else first[s : s + 65536])
+                   for s in range(0, len(x), 65536)])
     q = model.quantizer
     residual = z
     for n in range(q.n_levels):
@@ -309,10 +309,3 @@ def _prefer_old(d: torch.Tensor, old: torch.Tensor, nearest_: torch.Tensor, marg
     keep = (old >= 0) & (d[rows, o] <= (1.0 + margin) * d[rows, nearest_])
     return torch.where(keep, o, nearest_)
 
-
-def _latent_from(model, x: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
-    """Latents (B, latent_dim) of ``x`` under given level-1 codes, batch-independent
-    (padded as :meth:`RQVAE.latent` pads)."""
-    xp, n = model._padded(x)
-    fp = torch.cat([first, first.new_zeros(len(xp) - n)])
-    return model.encode_latent(xp, fp)[:n]
