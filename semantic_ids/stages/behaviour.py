@@ -32,7 +32,7 @@ from typing import Iterator
 import numpy as np
 
 from ..config import CollabConfig
-from ..model.collab import Fusion, fit_from_counts
+from ..model.collab import Fusion, fit_from_counts, used_interactions
 from ..model.cooccur import CountBlocks
 from ..model.keys import IdRows
 from .sequences import iter_sequences
@@ -51,15 +51,15 @@ def fit_streaming_fusion(sequences: str | Path, shards: EmbeddingShards, config:
     index = IdRows(ids)
     counts = CountBlocks(len(ids), config.window, directory=Path(work_dir) / "cooc")
     cut = config.holdout_last
-    users = interactions = 0
+    used = {"users": 0, "interactions": 0, "interactions_held_out": 0}
     for chunk in iter_sequences(sequences, index, min_length=1, chunk_users=chunk_users):
-        users += len(chunk)
-        interactions += int(sum(len(s) for s in chunk.items))
+        for k, v in used_interactions(chunk.items, cut).items():
+            used[k] += v
         counts.add([s[:-cut] if cut else s for s in chunk.items])
     del index
     counts.finish()
     fusion = fit_from_counts(counts, shards, ids, config, seed=seed)
-    stats = {"users": users, "interactions": interactions, "items_with_interactions": int((fusion.counts > 0).sum())}
+    stats = {**used, "items_with_interactions": int((fusion.counts > 0).sum())}
     return fusion, stats
 
 
