@@ -9,7 +9,7 @@ import pytest
 from scipy import sparse
 
 from semantic_ids import SemanticIDs
-from semantic_ids.errors import ConfigError, SequenceError
+from semantic_ids.errors import ConfigError, ExportError, SequenceError
 from semantic_ids.export.io import read_export
 from semantic_ids.model.collab import fit_fusion, randomized_svd
 from semantic_ids.model.cooccur import CountBlocks, count_sequences, pair_keys
@@ -221,3 +221,60 @@ def test_beauty_streaming_with_sequences_gives_the_in_memory_ids(tmp_path):
     exp = read_export(res.export_dir)
     got = pd.DataFrame(exp.codes, index=exp.ids).sort_index()
     pd.testing.assert_frame_equal(got, pd.DataFrame(mem.codes_, index=mem.ids_).sort_index())
+
+
+# -- warm rebuilds with sequences -----------------------------------------------------------
+def test_procrustes_undoes_a_rotation_of_the_behaviour_space():
+    from semantic_ids.model.collab import Fusion
+    from semantic_ids.stages.warm.behaviour import rotate_to_previous
+
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(300, 8))
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    q, _ = np.linalg.qr(rng.normal(size=(8, 8)))  # what a new SVD basis does to the same space
+    ids = np.arange(300)
+    counts = np.ones(300, np.float32)
+    old = Fusion(None, ids, v.astype(np.float32), counts, rng.normal(size=(5, 8)))
+    new = Fusion(None, ids[::-1].copy(), (v @ q).astype(np.float32)[::-1].copy(), counts, old.ridge @ q)
+    got, facts = rotate_to_previous(new, old)
+    assert np.allclose(got.vectors[::-1], v, atol=1e-5) and np.allclose(got.ridge, old.ridge)
+    assert facts["rotated"] and facts["mean_sq_distance_after"] < 1e-8 < facts["mean_sq_distance_before"]
+
+
+@pytest.mark.parametrize("change", [{"collab": {"weight": 0.3}}, {"collab": {"window": 3}},
+                                    {"catalog": {"template": "{title}!"}}, {"embedding": {"model": "other-model"}}])
+def test_warm_start_refuses_a_previous_export_built_with_other_inputs(behaviour_world, seq_config, tmp_path, change):
+    d, ids, text = behaviour_world
+    prev = SemanticIDs(seq_config, show_progress=False).fit(text, ids=ids, sequences=d / "s.jsonl").save(tmp_path / "prev")
+    field = ".".join([*change, *next(iter(change.values()))])
+    with pytest.raises(ExportError, match=rf"{field}=.*\(previous .*not comparable"):
+        build(tmp_path / "new", embeddings=d / "emb", streaming=True, sequences=d / "s.jsonl", previous=prev,
+              config=seq_config.replace(**change))
+    assert not (tmp_path / "new").exists()
+
+
+def test_warm_rebuild_with_moved_behaviour_keeps_ids_in_memory_and_streaming(behaviour_world, seq_config, tmp_path, monkeypatch):
+    """One interaction fewer per user, and a new SVD basis (an SVD may turn its basis any way
+    within a subspace; on MovieLens it does): the rotated behaviour space keeps most IDs,
+    streaming as in memory."""
+    import semantic_ids.model.collab as collab
+
+    d, ids, text = behaviour_world
+    prev = SemanticIDs(seq_config, show_progress=False).fit(text, ids=ids, sequences=d / "s.jsonl").save(tmp_path / "prev")
+    svd = collab.randomized_svd
+    q, _ = np.linalg.qr(np.random.default_rng(5).normal(size=(8, 8)))
+    monkeypatch.setattr(collab, "randomized_svd", lambda a, rank, seed: ((lambda u, s: (u * np.sqrt(s) @ q, np.ones_like(s)))(*svd(a, rank, seed=seed))))
+    lines = [json.loads(x) for x in (d / "s.jsonl").read_text().splitlines()]
+    moved = tmp_path / "moved.jsonl"
+    moved.write_text("".join(json.dumps({**r, "items": r["items"][1:]}) + "\n" for r in lines))
+    old = read_export(prev)
+    mem = SemanticIDs(seq_config, show_progress=False).fit(text, ids=ids, sequences=moved, previous=prev)
+    res = build_streaming(tmp_path / "s", embeddings=d / "emb", sequences=moved, previous=prev, config=seq_config,
+                          work_dir=tmp_path / "w", show_progress=False)
+    exp = read_export(res.export_dir)
+    pd.testing.assert_frame_equal(pd.DataFrame(exp.codes, index=exp.ids).sort_index(),
+                                  pd.DataFrame(mem.codes_, index=mem.ids_).sort_index())
+    kept = (pd.DataFrame(mem.codes_, index=mem.ids_).sort_index().to_numpy()
+            == pd.DataFrame(old.codes, index=old.ids).sort_index().to_numpy()).all(1).mean()
+    assert kept >= 0.8, kept  # without the rotation: 0.46
+    assert mem.metrics_["warm_start"]["behaviour"]["rotated"]

@@ -176,6 +176,8 @@ def run_streaming(
 
             with timer.stage("collab"):
                 fusion, collab_stats = fit_streaming_fusion(sequences, shards, cfg.collab, seed=cfg.seed, work_dir=run_dir)
+                if warm is not None:  # the new behaviour space in the previous one's coordinates
+                    fusion = warm.align_fusion(fusion)
             shards = FusedShards(shards, fusion)  # train, encode and recon read fused batches
         if warm is not None:
             warm.prepare(shards.ids(), shards.dim)
