@@ -14,8 +14,9 @@ Scenarios (each: an old build with sequences, then the new catalog and behaviour
   new build every interaction (the new items' and the old users' later ones).
 
 Arms: ``fresh`` (a new build with sequences), ``warm`` (``build --previous old``: the new
-behaviour space rotated onto the old one, docs/warmstart.md) and ``warm, no rotation``
-(the same without the rotation: what a warm start did before). For each: the share of the
+behaviour space rotated onto the old one and old vectors carried over by evidence,
+docs/warmstart.md), ``warm, rotation only`` (without the carry-over) and ``warm, no
+alignment`` (neither: what a warm start did before). For each: the share of the
 old items that keep their full ID, level-1 and level-2 codes, and collisions. Writes
 benchmarks/results/churn_behaviour.json and .md.
 """
@@ -44,7 +45,7 @@ from semantic_ids.quality.churn import churn_codes  # noqa: E402
 from semantic_ids.stages.catalog import load_catalog  # noqa: E402
 from semantic_ids.stages.embed import embed_texts  # noqa: E402
 from semantic_ids.stages.sequences import Sequences, read_sequences  # noqa: E402
-from semantic_ids.stages.warm import start as warm_start  # noqa: E402
+from semantic_ids.stages.warm import behaviour as warm_behaviour, start as warm_start  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -77,7 +78,10 @@ def scenario(name: str, seed: int):
     return cat, cfg, old, old_seqs, new_seqs
 
 
-def run(name: str, seed: int, work: Path) -> list[dict]:
+ARMS = ("fresh", "warm", "warm, rotation only", "warm, no alignment")
+
+
+def run(name: str, seed: int, work: Path, arms=ARMS) -> list[dict]:
     cat, cfg, old, old_seqs, new_seqs = scenario(name, seed)
     emb = embed_texts(cat.texts, cfg.embedding, show_progress=False)[0]
     ids = np.asarray(cat.ids)
@@ -95,14 +99,16 @@ def run(name: str, seed: int, work: Path) -> list[dict]:
     new_sq = Sequences(users=list(range(len(new_seqs))), items=list(new_seqs))
     rows = []
     rotate = warm_start.WarmStart.align_fusion
-    for arm in ("fresh", "warm", "warm, no rotation"):
+    for arm in arms:
         t = time.perf_counter()
-        if arm == "warm, no rotation":
+        if arm == "warm, no alignment":
             warm_start.WarmStart.align_fusion = lambda self, fusion: fusion
+        warm_behaviour.EVIDENCE_CARRY_OVER = arm != "warm, rotation only"
         try:
             sid = SemanticIDs(cfg, show_progress=False).fit(emb, ids=ids, sequences=new_sq, previous=None if arm == "fresh" else old_dir)
         finally:
             warm_start.WarmStart.align_fusion = rotate
+            warm_behaviour.EVIDENCE_CARRY_OVER = True
         rep = churn_codes(old_sid.ids_, old_sid.codes_, sid.ids_, sid.codes_)
         row = {"scenario": name, "arm": arm, "seed": seed, "old_items": len(old), "items": len(ids),
                "kept_full_id": round(1 - rep.full_id_changed, 4), "kept_level1": round(1 - rep.prefix_changed[0], 4),
@@ -120,6 +126,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenarios", nargs="+", default=["ml-grow", "ml-drop", "beauty-grow"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS / "churn_behaviour"))
     args = ap.parse_args()
@@ -131,7 +138,7 @@ def main() -> None:
                 print(f"skipping {name}: ../shared/data/amazon_beauty not found", file=sys.stderr)
                 continue
             for seed in args.seeds:
-                rows += run(name, seed, Path(tmp))
+                rows += run(name, seed, Path(tmp), args.arms)
     env = environment(f"in-memory builds with sequences, default config, {args.threads} torch thread(s); kept_* over the old "
                       "items; sq_dist: mean squared distance of the common items' unit behaviour vectors to the old ones, "
                       "before -> after the rotation")

@@ -15,6 +15,20 @@ text -> behaviour map turns with it (``ridge @ R``), so items predicted from tex
 land in the same coordinates. The keep-old-codes rules of the warm start then see
 old items where they were, wherever their behaviour did not move.
 
+A rotation cannot undo real movement, and on a sparse catalog behaviour moves a
+lot between rebuilds: on Amazon Beauty grown from 80% to 100% of the items and
+interactions, the rotated vectors of the old items still sit at a mean squared
+distance of 0.63 from the old ones (unit vectors: cosine 0.69), and 0.7% of the
+old items keep their full ID. So an old item's vector is also carried over in
+proportion to the evidence it rested on: with summed co-occurrence weight
+``c_old`` then and ``c_new`` now, its vector is
+``unit(a * old + (1 - a) * new)`` with ``a = c_old / max(c_old, c_new)``: the
+share of today's evidence the old vector already saw (``EVIDENCE_CARRY_OVER``;
+``False`` turns it off). An item whose interactions doubled moves halfway; one
+that gained none keeps its vector. Behaviour then reaches old items' IDs as it
+accumulates, the way an exponential moving average would, and never jumps on a
+rebuild's sampling noise.
+
 :func:`incomparable` lists what makes a previous export's inputs incomparable
 with this build's (the text embedding's model and template, the ``[collab]``
 settings of a build with sequences); a warm start refuses them.
@@ -32,6 +46,8 @@ from ...model.collab import Fusion
 from ...model.keys import rows_of
 
 log = logging.getLogger(__name__)
+
+EVIDENCE_CARRY_OVER = True  # old items keep their vector in proportion to the evidence it saw (module docstring)
 
 # fields whose change gives other inputs for the same items: the old codes would mean something else
 TEXT_FIELDS = (("embedding", "model"), ("embedding", "max_seq_length"), ("catalog", "template"),
@@ -79,6 +95,14 @@ def rotate_to_previous(fusion: Fusion, previous: Fusion) -> tuple[Fusion, dict]:
     after = float(np.mean(np.sum((new @ r - old) ** 2, 1)))
     log.info("warm start: behaviour space rotated onto the previous one over %d items (mean squared distance %.3f -> %.3f)",
              len(both), before, after)
-    rotated = Fusion(fusion.config, fusion.ids, (fusion.vectors @ r).astype(np.float32), fusion.counts, fusion.ridge @ r)
-    return rotated, {"matched_items": int(len(both)), "rotated": True,
-                     "mean_sq_distance_before": round(before, 4), "mean_sq_distance_after": round(after, 4)}
+    vectors = fusion.vectors @ r
+    facts = {"matched_items": int(len(both)), "rotated": True,
+             "mean_sq_distance_before": round(before, 4), "mean_sq_distance_after": round(after, 4)}
+    if EVIDENCE_CARRY_OVER:
+        common = np.flatnonzero(row >= 0)
+        c_old = previous.counts[row[common]].astype(np.float64)
+        a = c_old / np.maximum(np.maximum(c_old, fusion.counts[common]), 1e-12)
+        mixed = a[:, None] * previous.vectors[row[common]] + (1 - a[:, None]) * vectors[common]
+        vectors[common] = mixed / np.maximum(np.linalg.norm(mixed, axis=1, keepdims=True), 1e-12)
+        facts["mean_carried_over"] = round(float(a.mean()), 4) if len(a) else 0.0
+    return Fusion(fusion.config, fusion.ids, vectors.astype(np.float32), fusion.counts, fusion.ridge @ r), facts
