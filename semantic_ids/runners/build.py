@@ -30,7 +30,7 @@ import pandas as pd
 from ..stages.catalog import Catalog
 from ..config import BuildConfig
 from ..export.outdir import check_out_dir
-from ..errors import ConfigError
+from ..errors import ConfigError, SequenceError
 
 ENGINES = ("local", "ray")
 
@@ -139,6 +139,8 @@ def check_build(
         raise ConfigError("sequences (--sequences) work with the local engine only (in memory or --streaming), not --engine ray")
     if engine == "ray" and previous is not None:
         raise ConfigError("a previous export (--previous) works with the local engine only, not --engine ray")
+    if sequences is not None and not Path(sequences).is_file():
+        raise SequenceError(f"sequences file {str(sequences)!r} does not exist")
     if streaming and config.collision.strategy != "counter":
         raise ConfigError(
             f"collision.strategy={config.collision.strategy!r} is not available in the streaming build (counter only); "
