@@ -14,8 +14,8 @@ Scenarios (each: an old build with sequences, then the new catalog and behaviour
   new build every interaction (the new items' and the old users' later ones).
 
 Arms: ``fresh`` (a new build with sequences), ``warm`` (``build --previous old``: the new
-behaviour space rotated onto the old one and old vectors carried over by evidence,
-docs/warmstart.md), ``warm, rotation only`` (without the carry-over) and ``warm, no
+behaviour space rotated onto the old one, old items keeping their vectors until their
+evidence doubles, docs/warmstart.md), ``warm, rotation only`` (without the carry-over) and ``warm, no
 alignment`` (neither: what a warm start did before). For each: the share of the
 old items that keep their full ID, level-1 and level-2 codes, and collisions. Writes
 benchmarks/results/churn_behaviour.json and .md.
@@ -103,12 +103,14 @@ def run(name: str, seed: int, work: Path, arms=ARMS) -> list[dict]:
         t = time.perf_counter()
         if arm == "warm, no alignment":
             warm_start.WarmStart.align_fusion = lambda self, fusion: fusion
-        warm_behaviour.EVIDENCE_CARRY_OVER = arm != "warm, rotation only"
+        refresh = warm_behaviour.REFRESH_FACTOR
+        if arm == "warm, rotation only":
+            warm_behaviour.REFRESH_FACTOR = 0.0
         try:
             sid = SemanticIDs(cfg, show_progress=False).fit(emb, ids=ids, sequences=new_sq, previous=None if arm == "fresh" else old_dir)
         finally:
             warm_start.WarmStart.align_fusion = rotate
-            warm_behaviour.EVIDENCE_CARRY_OVER = True
+            warm_behaviour.REFRESH_FACTOR = refresh
         rep = churn_codes(old_sid.ids_, old_sid.codes_, sid.ids_, sid.codes_)
         row = {"scenario": name, "arm": arm, "seed": seed, "old_items": len(old), "items": len(ids),
                "kept_full_id": round(1 - rep.full_id_changed, 4), "kept_level1": round(1 - rep.prefix_changed[0], 4),

@@ -19,15 +19,15 @@ A rotation cannot undo real movement, and on a sparse catalog behaviour moves a
 lot between rebuilds: on Amazon Beauty grown from 80% to 100% of the items and
 interactions, the rotated vectors of the old items still sit at a mean squared
 distance of 0.63 from the old ones (unit vectors: cosine 0.69), and 0.7% of the
-old items keep their full ID. So an old item's vector is also carried over in
-proportion to the evidence it rested on: with summed co-occurrence weight
-``c_old`` then and ``c_new`` now, its vector is
-``unit(a * old + (1 - a) * new)`` with ``a = c_old / max(c_old, c_new)``: the
-share of today's evidence the old vector already saw (``EVIDENCE_CARRY_OVER``;
-``False`` turns it off). An item whose interactions doubled moves halfway; one
-that gained none keeps its vector. Behaviour then reaches old items' IDs as it
-accumulates, the way an exponential moving average would, and never jumps on a
-rebuild's sampling noise.
+old items keep their full ID (a blend weighted by evidence, ``c_old / c_new``,
+kept 7.0%). So an old item keeps its previous vector until its behaviour
+evidence has grown by ``REFRESH_FACTOR`` (2): with summed co-occurrence weight
+``c_old`` then and ``c_new`` now, it takes its new (rotated) vector when
+``c_new >= REFRESH_FACTOR * c_old``, else its old one. This is hysteresis on
+behaviour, as the sticky codes are on the codes: a rebuild's sampling noise and
+a modest growth of interactions do not move IDs; an item whose audience has
+doubled, or that had no interactions before, is placed anew. New items take
+their new vector.
 
 :func:`incomparable` lists what makes a previous export's inputs incomparable
 with this build's (the text embedding's model and template, the ``[collab]``
@@ -47,7 +47,9 @@ from ...model.keys import rows_of
 
 log = logging.getLogger(__name__)
 
-EVIDENCE_CARRY_OVER = True  # old items keep their vector in proportion to the evidence it saw (module docstring)
+# an old item keeps its previous behaviour vector until its co-occurrence weight has grown by
+# this factor (module docstring); 0 turns the carry-over off (rotation only)
+REFRESH_FACTOR = 2.0
 
 # fields whose change gives other inputs for the same items: the old codes would mean something else
 TEXT_FIELDS = (("embedding", "model"), ("embedding", "max_seq_length"), ("catalog", "template"),
@@ -98,11 +100,10 @@ def rotate_to_previous(fusion: Fusion, previous: Fusion) -> tuple[Fusion, dict]:
     vectors = fusion.vectors @ r
     facts = {"matched_items": int(len(both)), "rotated": True,
              "mean_sq_distance_before": round(before, 4), "mean_sq_distance_after": round(after, 4)}
-    if EVIDENCE_CARRY_OVER:
+    if REFRESH_FACTOR > 0:
         common = np.flatnonzero(row >= 0)
         c_old = previous.counts[row[common]].astype(np.float64)
-        a = c_old / np.maximum(np.maximum(c_old, fusion.counts[common]), 1e-12)
-        mixed = a[:, None] * previous.vectors[row[common]] + (1 - a[:, None]) * vectors[common]
-        vectors[common] = mixed / np.maximum(np.linalg.norm(mixed, axis=1, keepdims=True), 1e-12)
-        facts["mean_carried_over"] = round(float(a.mean()), 4) if len(a) else 0.0
+        keep = (c_old > 0) & (fusion.counts[common] < REFRESH_FACTOR * c_old)
+        vectors[common[keep]] = previous.vectors[row[common[keep]]]
+        facts["old_vectors_kept"] = int(keep.sum())
     return Fusion(fusion.config, fusion.ids, vectors.astype(np.float32), fusion.counts, fusion.ridge @ r), facts
