@@ -278,3 +278,23 @@ def test_warm_rebuild_with_moved_behaviour_keeps_ids_in_memory_and_streaming(beh
             == pd.DataFrame(old.codes, index=old.ids).sort_index().to_numpy()).all(1).mean()
     assert kept >= 0.8, kept  # without the rotation: 0.46
     assert mem.metrics_["warm_start"]["behaviour"]["rotated"]
+
+
+def test_old_items_keep_their_vector_until_their_evidence_doubles():
+    from semantic_ids.model.collab import Fusion
+    from semantic_ids.stages.warm.behaviour import rotate_to_previous
+
+    rng = np.random.default_rng(1)
+    old_v = rng.normal(size=(100, 8))
+    old_v /= np.linalg.norm(old_v, axis=1, keepdims=True)
+    new_v = old_v + 0.3 * rng.normal(size=(100, 8))  # behaviour moved, in the same basis
+    new_v /= np.linalg.norm(new_v, axis=1, keepdims=True)
+    c_old = np.full(100, 10.0, np.float32)
+    c_new = np.where(np.arange(100) < 50, 15.0, 25.0).astype(np.float32)  # grew 1.5x, or 2.5x
+    c_old[-1] = 0  # no behaviour before: placed by today's
+    ids = np.arange(100)
+    got, facts = rotate_to_previous(Fusion(None, ids, new_v.astype(np.float32), c_new, np.zeros((3, 8))),
+                                    Fusion(None, ids, old_v.astype(np.float32), c_old, np.zeros((3, 8))))
+    assert np.allclose(got.vectors[:50], old_v[:50], atol=1e-6)
+    assert not np.allclose(got.vectors[50:], old_v[50:], atol=1e-2)
+    assert facts["old_vectors_kept"] == 50
