@@ -119,6 +119,7 @@ def run(name: str, seed: int, work: Path, arms=ARMS) -> list[dict]:
         beh = sid.metrics_.get("warm_start", {}).get("behaviour")
         if beh and beh.get("rotated"):
             row["sq_dist_before_after"] = f"{beh['mean_sq_distance_before']} -> {beh['mean_sq_distance_after']}"
+            row["old_vectors_kept"] = beh.get("old_vectors_kept")
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
@@ -129,10 +130,13 @@ def main() -> None:
     ap.add_argument("--scenarios", nargs="+", default=["ml-grow", "ml-drop", "beauty-grow"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    ap.add_argument("--refresh-factor", type=float, default=warm_behaviour.REFRESH_FACTOR,
+                    help="stages/warm/behaviour.py's REFRESH_FACTOR for the warm arm")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS / "churn_behaviour"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    warm_behaviour.REFRESH_FACTOR = args.refresh_factor
     rows = []
     with tempfile.TemporaryDirectory(prefix="churn-beh-") as tmp:
         for name in args.scenarios:
@@ -145,7 +149,7 @@ def main() -> None:
                       "items; sq_dist: mean squared distance of the common items' unit behaviour vectors to the old ones, "
                       "before -> after the rotation")
     cols = ["scenario", "arm", "seed", "old_items", "items", "kept_full_id", "kept_level1", "kept_level2", "collisions",
-            "sq_dist_before_after", "seconds"]
+            "sq_dist_before_after", "old_vectors_kept", "seconds"]
     write_results(args.out, env, rows, markdown_table(rows, cols, env))
 
 
