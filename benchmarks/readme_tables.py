@@ -189,9 +189,9 @@ def block_churn_behaviour() -> str:
     for r in load("churn_behaviour.json")["rows"]:
         rows.append([r["scenario"], r["arm"], r["seed"], f"{r['old_items']:,} -> {r['items']:,}", f"{100 * r['kept_full_id']:.1f}%",
                      f"{100 * r['kept_level1']:.1f}%", f"{100 * r['kept_level2']:.1f}%", f"{100 * r['collisions']:.2f}%",
-                     r.get("sq_dist_before_after", ""), f"{r['seconds']:.0f}"])
+                     r.get("sq_dist_before_after") or "", r.get("old_vectors_kept") or "", f"{r['seconds']:.0f}"])
     return table(["scenario", "rebuild", "seed", "items", "old items' full ID kept", "level 1 kept", "level 2 kept", "collisions",
-                  "behaviour moved (mean sq. distance, before -> after rotation)", "seconds"], rows)
+                  "behaviour moved (mean sq. distance, before -> after rotation)", "old vectors kept", "seconds"], rows)
 
 
 def block_scale_behaviour() -> str:
@@ -447,6 +447,8 @@ FILES = {
         "downstream-cost": block_downstream_cost,
         "collab": block_collab,
         "churn": block_churn,
+        "churn-behaviour": block_churn_behaviour,
+        "scale-behaviour": block_scale_behaviour,
         "decoding": block_decoding,
         "startup": block_startup,
         "codebook-sizes": block_codebook_sizes,

@@ -280,7 +280,7 @@ def test_warm_rebuild_with_moved_behaviour_keeps_ids_in_memory_and_streaming(beh
     assert mem.metrics_["warm_start"]["behaviour"]["rotated"]
 
 
-def test_old_items_keep_their_vector_until_their_evidence_doubles():
+def test_old_items_keep_their_vector_until_their_evidence_grows_by_the_refresh_factor():
     from semantic_ids.model.collab import Fusion
     from semantic_ids.stages.warm.behaviour import rotate_to_previous
 
@@ -290,7 +290,9 @@ def test_old_items_keep_their_vector_until_their_evidence_doubles():
     new_v = old_v + 0.3 * rng.normal(size=(100, 8))  # behaviour moved, in the same basis
     new_v /= np.linalg.norm(new_v, axis=1, keepdims=True)
     c_old = np.full(100, 10.0, np.float32)
-    c_new = np.where(np.arange(100) < 50, 15.0, 25.0).astype(np.float32)  # grew 1.5x, or 2.5x
+    from semantic_ids.stages.warm.behaviour import REFRESH_FACTOR
+
+    c_new = np.where(np.arange(100) < 50, 10.0 * (REFRESH_FACTOR - 0.5), 10.0 * REFRESH_FACTOR).astype(np.float32)
     c_old[-1] = 0  # no behaviour before: placed by today's
     ids = np.arange(100)
     got, facts = rotate_to_previous(Fusion(None, ids, new_v.astype(np.float32), c_new, np.zeros((3, 8))),
