@@ -218,6 +218,31 @@ def block_churn() -> str:
                   "lift@1", "lift@2", "seconds"], rows)
 
 
+def block_churn_behaviour() -> str:
+    rows = []
+    for r in load("churn_behaviour.json")["rows"]:
+        rows.append([r["scenario"], r["arm"], r["seed"], f"{r['old_items']:,} -> {r['items']:,}", f"{100 * r['kept_full_id']:.1f}%",
+                     f"{100 * r['kept_level1']:.1f}%", f"{100 * r['kept_level2']:.1f}%", f"{100 * r['collisions']:.2f}%",
+                     r.get("sq_dist_before_after") or "", r.get("old_vectors_kept") or "", f"{r['seconds']:.0f}"])
+    return table(["scenario", "rebuild", "seed", "items", "old items' full ID kept", "level 1 kept", "level 2 kept", "collisions",
+                  "behaviour moved (mean sq. distance, before -> after rotation)", "old vectors kept", "seconds"], rows)
+
+
+def block_scale_behaviour() -> str:
+    r = load("scale-behaviour.json")
+    names = {"behaviour-text": "text only, `--streaming`", "behaviour-stream": "`--sequences --streaming`",
+             "behaviour-memory": "`--sequences`, in memory"}
+    rows = []
+    for key, name in names.items():
+        a = r.get(key)
+        if a is None:
+            continue
+        c = a["stages"].get("collab")
+        rows.append([name, f"{a['wall_seconds']:.0f}", f"{a['cpu_seconds']:.0f}", f"{a['peak_rss_mb'] / 1024:.1f}",
+                     "–" if c is None else f"{c['seconds']:.0f} s, {c['peak_rss_mb'] / 1024:.1f} GB", f"{100 * a['collision_rate']:.2f}%"])
+    return table(["build", "wall s", "CPU s", "peak RSS GB", "collab stage", "collisions"], rows)
+
+
 # ---------------------------------------------------------------- decoding, start-up, lookups, scale
 
 
@@ -457,6 +482,8 @@ FILES = {
         "downstream-t5": block_downstream_t5,
         "collab": block_collab,
         "churn": block_churn,
+        "churn-behaviour": block_churn_behaviour,
+        "scale-behaviour": block_scale_behaviour,
         "decoding": block_decoding,
         "startup": block_startup,
         "codebook-sizes": block_codebook_sizes,

@@ -19,6 +19,12 @@ Steps, each in a fresh process so its peak memory is its own:
    and a check that it gives the same codes;
 5. lookup: load the export into ``SemanticIDLookup`` and time lookups.
 
+``--behaviour`` runs the behaviour arms instead, each in a fresh process, on the
+catalog of ``benchmarks/behaviour_data.py`` (1M items, 600k users, about 10M
+events by default): the text-only streaming build, the streaming build with
+``--sequences`` and the in-memory build with ``--sequences``; wall and CPU time and
+peak RSS of each (benchmarks/results/scale-behaviour.json and .md).
+
 Prints a table and writes benchmarks/results/scale.json and scale.md.
 """
 
@@ -256,7 +262,108 @@ def step_lookup(args) -> dict:
     }
 
 
-STEPS = {"build": step_build, "speed": step_speed, "ray": step_ray, "lookup": step_lookup}
+# -- 6. behaviour (--behaviour) ------------------------------------------------------------
+def _run_arm(fn) -> dict:
+    """Run one build arm in this (fresh) process: wall and CPU seconds, peak RSS, stages."""
+    start, cpu = time.perf_counter(), time.process_time()
+    res = fn()
+    m = res.metrics
+    return {
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "cpu_seconds": round(time.process_time() - cpu, 1),
+        "peak_rss_mb": round(peak_mb(), 1),
+        "stages": {k: {"seconds": v["seconds"], "peak_rss_mb": v.get("peak_rss_mb")} for k, v in m["stages"].items()},
+        "collision_rate": m["collision_rate"],
+        **({"collab": m["collab"]} if "collab" in m else {}),
+    }
+
+
+def _behaviour_paths(args) -> tuple[Path, Path]:
+    base = ROOT / "data" / "bench" / f"behaviour-{args.items}"
+    return base, base / "arms"
+
+
+def step_behaviour_text(args) -> dict:
+    from semantic_ids.runners.build import build
+
+    base, arms = _behaviour_paths(args)
+    return _run_arm(lambda: build(arms / "text-streaming", streaming=True, embeddings=base / "emb.parquet", config=config(args.epochs),
+                                  work_dir=arms / "work", workers=args.workers, show_progress=False))
+
+
+def step_behaviour_stream(args) -> dict:
+    from semantic_ids.runners.build import build
+
+    base, arms = _behaviour_paths(args)
+    return _run_arm(lambda: build(arms / "seq-streaming", streaming=True, embeddings=base / "emb.parquet", sequences=base / "sequences.jsonl",
+                                  config=config(args.epochs), work_dir=arms / "work", workers=args.workers, show_progress=False))
+
+
+def step_behaviour_memory(args) -> dict:
+    from semantic_ids.runners.build import build
+
+    base, arms = _behaviour_paths(args)
+    return _run_arm(lambda: build(arms / "seq-memory", catalog=base / "ids.parquet", embeddings=base / "emb.parquet",
+                                  sequences=base / "sequences.jsonl", config=config(args.epochs), show_progress=False))
+
+
+BEHAVIOUR_ARMS = {"text, streaming": "behaviour-text", "sequences, streaming": "behaviour-stream", "sequences, in memory": "behaviour-memory"}
+
+
+def behaviour_table(r: dict) -> str:
+    d = r["data"]
+    lines = [
+        f"## Behaviour: {d['items']:,} items, {d['events_written']:,} events of {d['users']:,} users "
+        f"({DIM}-d embeddings given; benchmarks/behaviour_data.py), {r['cpus']} CPUs, {r['epochs']} epochs",
+        "",
+        "| build | wall s | CPU s | peak RSS MB | collab stage s (peak MB) | collision rate |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, key in BEHAVIOUR_ARMS.items():
+        a = r.get(key)
+        if a is None:
+            continue
+        c = a["stages"].get("collab")
+        collab = f"{c['seconds']:.0f} ({c['peak_rss_mb']:.0f})" if c else "-"
+        lines.append(f"| {name} | {a['wall_seconds']:.0f} | {a['cpu_seconds']:.0f} | {a['peak_rss_mb']:.0f} | {collab} | {a['collision_rate']:.2%} |")
+    if "behaviour-text" in r and "behaviour-stream" in r:
+        t, s = r["behaviour-text"], r["behaviour-stream"]
+        lines += ["", f"Streaming with sequences / text only, same run: wall {s['wall_seconds'] / t['wall_seconds']:.2f}x, "
+                      f"CPU {s['cpu_seconds'] / t['cpu_seconds']:.2f}x."]
+    return "\n".join(lines)
+
+
+def run_behaviour(args) -> int:
+    import shutil
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from behaviour_data import generate
+
+    base, arms = _behaviour_paths(args)
+    info = generate(base, items=args.items, users=args.users)
+    print(f"data: {info}", flush=True)
+    results = {"items": args.items, "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+               "epochs": args.epochs, "data": info, "load_before": os.getloadavg()}
+    for key in args.arms:
+        shutil.rmtree(arms, ignore_errors=True)
+        t = time.perf_counter()
+        results[key] = run_step(key, args)
+        print(f"{key}: {time.perf_counter() - t:.0f} s {json.dumps(results[key])}", flush=True)
+        write_behaviour(args, results)  # after each arm: a long run that dies keeps what it measured
+    shutil.rmtree(arms, ignore_errors=True)
+    print(behaviour_table(results))
+    return 0
+
+
+def write_behaviour(args, results: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    suffix = "" if args.items == 1_000_000 else f"-{args.items}"
+    (RESULTS / f"scale-behaviour{suffix}.json").write_text(json.dumps(results, indent=2))
+    (RESULTS / f"scale-behaviour{suffix}.md").write_text(behaviour_table(results) + "\n")
+
+
+STEPS = {"build": step_build, "speed": step_speed, "ray": step_ray, "lookup": step_lookup,
+         "behaviour-text": step_behaviour_text, "behaviour-stream": step_behaviour_stream, "behaviour-memory": step_behaviour_memory}
 
 
 def run_step(name: str, args) -> dict:
@@ -319,8 +426,14 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--no-ray", action="store_true")
     p.add_argument("--workers", type=int, default=1, help="assignment threads in the build (1 is fastest on the 2-vCPU reference machine; see the speed table)")
+    p.add_argument("--behaviour", action="store_true", help="the behaviour arms instead: builds with sequences (in memory, "
+                   "streaming) and the text-only streaming build on benchmarks/behaviour_data.py's catalog")
+    p.add_argument("--users", type=int, default=600_000, help="--behaviour: users (17 events each on average)")
+    p.add_argument("--arms", nargs="+", default=list(BEHAVIOUR_ARMS.values()), choices=list(BEHAVIOUR_ARMS.values()))
     p.add_argument("--step", choices=sorted(STEPS), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.behaviour and not args.step:
+        return run_behaviour(args)
     base = ROOT / "data" / "bench" / f"scale-{args.items}"
     args.data = str(base / "embeddings")
     args.out = str(base / "export")

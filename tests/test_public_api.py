@@ -110,7 +110,8 @@ def test_a_build_checks_its_export_directory_once(tmp_path, cfg, monkeypatch, st
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"streaming": True, "sequences": "s.jsonl"}, "in-memory build only"),
+    ({"engine": "ray", "sequences": "s.jsonl"}, "not --engine ray"),
+    ({"streaming": True, "sequences": "missing.jsonl"}, "missing.jsonl.* does not exist"),
     ({"engine": "ray", "previous": "old"}, "local engine only"),
     ({"engine": "spark"}, "engine='spark'"),
     ({"streaming": True, "config": BuildConfig().replace(collision={"strategy": "balanced"})}, "balanced"),

@@ -34,70 +34,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import CollabConfig
+from .cooccur import CountBlocks, cooccurrence, count_sequences  # noqa: F401 (cooccurrence: re-exported)
 from .keys import rows_of
+from .svd import PPMI, randomized_svd
 from ..errors import EmbeddingError, SequenceError
 
 log = logging.getLogger(__name__)
 
-
-def cooccurrence(sequences: list[np.ndarray], n_items: int, window: int):
-    """Symmetric (N, N) scipy CSR matrix: summed 1 / distance over pairs within ``window``."""
-    from scipy import sparse
-
-    seqs = [np.asarray(s, dtype=np.int64) for s in sequences if len(s) > 1]
-    if not seqs:
-        return sparse.csr_matrix((n_items, n_items))
-    flat = np.concatenate(seqs)
-    user = np.repeat(np.arange(len(seqs)), [len(s) for s in seqs])
-    rows, cols, vals = [], [], []
-    for d in range(1, window + 1):
-        a, b = flat[:-d], flat[d:]
-        keep = (user[:-d] == user[d:]) & (a != b)  # same user, not an item next to itself
-        rows += [a[keep], b[keep]]
-        cols += [b[keep], a[keep]]
-        vals.append(np.full(2 * int(keep.sum()), 1.0 / d))
-    r, c, v = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
-    return sparse.coo_matrix((v, (r, c)), shape=(n_items, n_items)).tocsr()  # duplicates summed
+RIDGE_SAMPLE = 100_000  # items with interactions the text -> behaviour map is fitted on (a seeded sample beyond)
+CHUNK = 65536  # rows per block when predicting and fusing
 
 
 def ppmi(counts, alpha: float = 0.75):
-    """Positive PMI of a symmetric co-occurrence matrix, context counts smoothed by ``alpha``."""
-    from scipy import sparse
-
-    coo = counts.tocoo()
-    row = np.asarray(counts.sum(1)).ravel()
-    ctx = row**alpha
-    total, ctx_total = row.sum(), ctx.sum()
-    if total == 0:
-        return sparse.csr_matrix(counts.shape)
-    pmi = np.log(coo.data * ctx_total / (row[coo.row] * ctx[coo.col]))
-    keep = pmi > 0
-    return sparse.coo_matrix((pmi[keep], (coo.row[keep], coo.col[keep])), shape=counts.shape).tocsr()
-
-
-def randomized_svd(a, rank: int, *, seed: int, oversample: int = 10, power_iters: int = 4):
-    """Top ``rank`` singular triplets of a sparse matrix (Halko et al. 2011), seeded, with fixed signs.
-
-    Returns ``u`` (n, rank) and ``s`` (rank,). BLAS runs on one thread: the matrices
-    are thin, and on a busy machine threaded BLAS is several times slower here.
-    """
-    from threadpoolctl import threadpool_limits
-
-    n = a.shape[1]
-    k = min(rank + oversample, min(a.shape))
-    rng = np.random.default_rng(seed)
-    with threadpool_limits(1, user_api="blas"):
-        q, _ = np.linalg.qr(a @ rng.standard_normal((n, k)))
-        for _ in range(power_iters):
-            q, _ = np.linalg.qr(a.T @ q)
-            q, _ = np.linalg.qr(a @ q)
-        u_small, s, _ = np.linalg.svd((a.T @ q).T, full_matrices=False)
-        u = q @ u_small
-    u, s = u[:, :rank], s[:rank]
-    # a singular vector's sign is arbitrary: fix it so the largest entry is positive
-    flip = np.sign(u[np.abs(u).argmax(0), np.arange(u.shape[1])])
-    flip[flip == 0] = 1
-    return u * flip, s
+    """Positive PMI (N, N) CSR of a symmetric co-occurrence matrix, context counts smoothed by ``alpha``."""
+    return PPMI([(0, counts.tocsr())], np.asarray(counts.sum(1), dtype=np.float64).ravel(), alpha).to_csr()
 
 
 def used_interactions(sequences: list[np.ndarray], holdout_last: int = 0) -> dict[str, int]:
@@ -142,21 +92,26 @@ class Fusion:
 
     def predict(self, text: np.ndarray) -> np.ndarray:
         """Unit collaborative vectors predicted from text embeddings (for items without interactions)."""
-        t = _unit(np.asarray(text, dtype=np.float64))
-        return _unit(np.hstack([t, np.ones((len(t), 1))]) @ self.ridge)
+        return _unit(_rows_matmul(_with_bias(text), self.ridge))
 
-    def fuse(self, text: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
-        """The RQ-VAE's input (n, D_text + dim) for text embeddings; ``ids`` known to the
-        fusion use their own vectors, all others (or ``ids=None``) the text prediction."""
+    def fuse(self, text: np.ndarray, ids: np.ndarray | None = None, *, rows: np.ndarray | None = None) -> np.ndarray:
+        """The RQ-VAE's input (n, D_text + dim) float32 for text embeddings, ``CHUNK`` rows at a
+        time; ``ids`` known to the fusion use their own vectors, all others (or ``ids=None``)
+        the text prediction. ``rows`` (n,): instead of ``ids``, each row's index into
+        ``vectors`` (-1: predict), for a caller that knows them (the streaming build)."""
         text = np.asarray(text)
         if text.ndim != 2 or text.shape[1] != self.text_dim:
             raise EmbeddingError(f"text embeddings should have shape (n, {self.text_dim}), got {text.shape}")
-        collab = self.predict(text)
-        if ids is not None and len(ids):
-            rows = rows_of(ids, self.ids, missing="-1")
-            known = rows >= 0
-            collab[known] = self.vectors[rows[known]]
-        return fuse_vectors(text, collab, self.config.weight)
+        if rows is None:
+            rows = rows_of(ids, self.ids, missing="-1") if ids is not None and len(ids) else np.full(len(text), -1)
+        out = np.empty((len(text), self.dim), dtype=np.float32)
+        for lo in range(0, len(text), CHUNK):
+            t, r = text[lo: lo + CHUNK], rows[lo: lo + CHUNK]
+            collab = self.predict(t)
+            known = r >= 0
+            collab[known] = self.vectors[r[known]]
+            out[lo: lo + len(t)] = fuse_vectors(t, collab, self.config.weight)
+        return out
 
     # -- persistence (safetensors; no pickle) ------------------------------------------
     def tensors(self) -> dict[str, np.ndarray]:
@@ -177,44 +132,96 @@ def fuse_vectors(text: np.ndarray, collab: np.ndarray, weight: float) -> np.ndar
 def fit_fusion(text: np.ndarray, ids: np.ndarray, sequences: list[np.ndarray], config: CollabConfig, *, seed: int) -> Fusion:
     """Learn collaborative vectors from ``sequences`` (rows into ``text`` / ``ids``) and the
     text -> behaviour map; see the module docstring."""
+    cut = config.holdout_last
+    counts = count_sequences([s[:-cut] if cut else s for s in sequences], len(ids), config.window)
+    return fit_from_counts(counts, text, ids, config, seed=seed)
+
+
+def fit_from_counts(counts: CountBlocks, text, ids: np.ndarray, config: CollabConfig, *, seed: int, hook=None) -> Fusion:
+    """:func:`fit_fusion` from counted co-occurrences (in memory or on disk).
+
+    ``text``: the (N, D) text embeddings, an array or a dataset read in batches
+    (:class:`~semantic_ids.stages.shards.EmbeddingShards`: ``iter_batches`` and
+    ``take``). Memory: the counts' largest block, a few (N, dim + 10) float64 factors,
+    the ridge sample (at most ``RIDGE_SAMPLE`` rows) and the (N, dim) vectors.
+    ``hook(step)``, when given, is called after each step (for profiling).
+    """
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(1, user_api="blas"):  # thin matrices; threaded BLAS is slower on a busy machine
-        return _fit_fusion(text, ids, sequences, config, seed)
-
-
-def _fit_fusion(text, ids, sequences, config: CollabConfig, seed: int) -> Fusion:
+    hook = hook or (lambda step: None)
     n = len(ids)
-    text = np.asarray(text, dtype=np.float64)
-    cut = config.holdout_last
-    seqs = [s[:-cut] if cut else s for s in sequences]
-    counts = cooccurrence(seqs, n, config.window)
-    weight = np.asarray(counts.sum(1)).ravel()
+    weight = counts.row_sums
     warm = weight > 0
     if warm.sum() <= config.dim:
         why = ""
         if counts.nnz == 0:  # say why: no two different items ever sit within a window of each other
-            longest = max((len(s) for s in seqs), default=0)
+            cut = config.holdout_last
             why = (f" (no two different items co-occur within {config.window} positions of one user's sequence: "
-                   f"the longest sequence holds {longest} item(s)"
+                   f"the longest sequence holds {counts.longest} item(s)"
                    + (f" after holding out the last {cut}" if cut else "") + ")")
         raise SequenceError(
             f"sequences give interactions for {int(warm.sum())} of {n} items{why}, too few to learn "
             f"{config.dim}-dimensional collaborative vectors; lower collab.dim or build without sequences"
         )
-    u, s = randomized_svd(ppmi(counts), config.dim, seed=seed)
-    observed = _unit(u * np.sqrt(s))
-    # ridge regression text -> observed vectors, on the items with interactions
-    t = np.hstack([_unit(text), np.ones((n, 1))])
-    tw = t[warm]
-    reg = config.ridge * np.eye(t.shape[1])
-    reg[-1, -1] = 0.0  # no penalty on the bias
-    ridge = np.linalg.solve(tw.T @ tw + reg, tw.T @ observed[warm])
-    predicted = _unit(t @ ridge)
-    mix = (weight / (weight + config.shrink))[:, None] if config.shrink > 0 else warm[:, None].astype(np.float64)
-    vectors = _unit(mix * observed + (1 - mix) * predicted)
+    with threadpool_limits(1, user_api="blas"):  # thin matrices; threaded BLAS is slower here, and not row-exact
+        u, s = randomized_svd(PPMI(counts, weight), config.dim, seed=seed)
+        hook("svd")
+        observed = _unit(u * np.sqrt(s))
+        del u
+        # ridge regression text -> observed vectors, on (a seeded sample of) the items with interactions
+        sample = np.flatnonzero(warm)
+        if len(sample) > RIDGE_SAMPLE:
+            sample = np.sort(np.random.default_rng(seed).choice(sample, RIDGE_SAMPLE, replace=False))
+        tw = _with_bias(_take(text, sample))
+        reg = config.ridge * np.eye(tw.shape[1])
+        reg[-1, -1] = 0.0  # no penalty on the bias
+        ridge = np.linalg.solve(tw.T @ tw + reg, tw.T @ observed[sample])
+        del tw
+        hook("ridge")
+        mix = weight / (weight + config.shrink) if config.shrink > 0 else warm.astype(np.float64)
+        vectors = np.empty((n, config.dim), dtype=np.float32)
+        for lo, chunk in _chunks(text):
+            hi = lo + len(chunk)
+            predicted = _unit(_rows_matmul(_with_bias(chunk), ridge))
+            m = mix[lo:hi, None]
+            vectors[lo:hi] = _unit(m * observed[lo:hi] + (1 - m) * predicted)
+    hook("vectors")
     log.info("collaborative vectors: %d of %d items have interactions (%d co-occurrences)", int(warm.sum()), n, counts.nnz)
-    return Fusion(config, np.asarray(ids), vectors.astype(np.float32), weight.astype(np.float32), ridge)
+    return Fusion(config, np.asarray(ids), vectors, weight.astype(np.float32), ridge)
+
+
+def _with_bias(text: np.ndarray) -> np.ndarray:
+    """``[text / |text|, 1]`` (n, D + 1) float64."""
+    t = _unit(np.asarray(text, dtype=np.float64))
+    return np.hstack([t, np.ones((len(t), 1))])
+
+
+def _rows_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``x @ w`` with every row computed as it would be in any other batch: BLAS treats the
+    last rows of a matrix (fewer than its kernel's unroll) apart, so rows are padded to a
+    multiple of 64 (one BLAS thread: threads also change the sums)."""
+    from threadpoolctl import threadpool_limits
+
+    n = len(x)
+    pad = -n % 64
+    if pad:
+        x = np.vstack([x, np.zeros((pad, x.shape[1]), dtype=x.dtype)])
+    with threadpool_limits(1, user_api="blas"):
+        return (x @ w)[:n]
+
+
+def _chunks(text, rows: int = CHUNK):
+    """(first row, (b, D) block) of an array or an embeddings dataset, in row order."""
+    if isinstance(text, np.ndarray):
+        for lo in range(0, len(text), rows):
+            yield lo, text[lo: lo + rows]
+    else:
+        for batch in text.iter_batches(rows):
+            yield batch.start, batch.embeddings
+
+
+def _take(text, rows: np.ndarray) -> np.ndarray:
+    return text[rows] if isinstance(text, np.ndarray) else text.take(rows)
 
 
 def model_inputs(fusion: Fusion | None, embeddings: np.ndarray, input_dim: int, ids: np.ndarray | None = None) -> np.ndarray:

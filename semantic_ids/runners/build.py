@@ -30,7 +30,7 @@ import pandas as pd
 from ..stages.catalog import Catalog
 from ..config import BuildConfig
 from ..export.outdir import check_out_dir
-from ..errors import ConfigError
+from ..errors import ConfigError, SequenceError
 
 ENGINES = ("local", "ray")
 
@@ -77,7 +77,8 @@ def build(
     embeddings : precomputed embeddings: in memory a file (.parquet keyed by
         id, .npy in catalog order, .npz with ids) or an array in catalog order;
         streaming a Parquet file or directory of shards (then no catalog is needed).
-    sequences : JSON Lines of user sequences to fuse behaviour in (in memory only).
+    sequences : JSON Lines of user sequences to fuse behaviour in (in memory, or
+        streaming with the local engine).
     previous : an earlier export to warm-start from (not with ``engine="ray"``);
         ``export_dir`` may be the same directory.
     config : BuildConfig (default: the defaults).
@@ -104,7 +105,7 @@ def build(
         return run_streaming(
             out, catalog=None if embeddings is not None else catalog, embeddings=embeddings, config=cfg, work_dir=work_dir,
             batch_rows=batch_rows, partitions=partitions, engine=engine, ray_options=ray_options, workers=workers,
-            previous=previous, show_progress=show_progress,
+            previous=previous, show_progress=show_progress, sequences=sequences,
         )
     return _build_in_memory(out, catalog, embeddings, sequences, previous, cfg, show_progress)
 
@@ -134,10 +135,12 @@ def check_build(
     if engine not in ENGINES:
         raise ConfigError(f"engine={engine!r}; use one of {ENGINES}")
     streaming = streaming or engine == "ray"
-    if streaming and sequences is not None:
-        raise ConfigError("sequences (--sequences) work with the in-memory build only; the streaming build does not fuse behaviour yet")
+    if engine == "ray" and sequences is not None:
+        raise ConfigError("sequences (--sequences) work with the local engine only (in memory or --streaming), not --engine ray")
     if engine == "ray" and previous is not None:
         raise ConfigError("a previous export (--previous) works with the local engine only, not --engine ray")
+    if sequences is not None and not Path(sequences).is_file():
+        raise SequenceError(f"sequences file {str(sequences)!r} does not exist")
     if streaming and config.collision.strategy != "counter":
         raise ConfigError(
             f"collision.strategy={config.collision.strategy!r} is not available in the streaming build (counter only); "

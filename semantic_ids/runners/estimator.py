@@ -132,6 +132,8 @@ class SemanticIDs:
 
             with timer.stage("collab"):
                 self.fusion_ = fit_fusion(text, ids, seqs.items, cfg.collab, seed=cfg.seed)
+                if warm is not None:  # the new behaviour space in the previous one's coordinates
+                    self.fusion_ = warm.align_fusion(self.fusion_)
                 emb = self.fusion_.fuse(text, ids)
             collab_stats = {**used_interactions(seqs.items, cfg.collab.holdout_last),
                             "items_with_interactions": int((self.fusion_.counts > 0).sum())}

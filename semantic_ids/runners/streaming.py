@@ -75,6 +75,7 @@ def build_streaming(
     workers: int | None = None,
     previous: str | Path | None = None,
     show_progress: bool = True,
+    sequences: str | Path | None = None,
 ) -> BuildResult:
     """Build semantic IDs for a catalog of any size; write the export to ``export_dir``.
 
@@ -106,12 +107,14 @@ def build_streaming(
         hold fit in ``train.max_train_items`` (the codes are aligned on a sample
         of that size beyond it).
     show_progress : show progress bars.
+    sequences : JSON Lines of user sequences to fuse behaviour in, in bounded memory
+        (:mod:`semantic_ids.stages.behaviour`; local engine only).
     """
     from .build import build
 
     return build(export_dir, streaming=True, catalog=catalog, embeddings=embeddings, config=config, work_dir=work_dir,
                  batch_rows=batch_rows, partitions=partitions, engine=engine, ray_options=ray_options, workers=workers,
-                 previous=previous, show_progress=show_progress)
+                 previous=previous, show_progress=show_progress, sequences=sequences)
 
 
 def run_streaming(
@@ -128,6 +131,7 @@ def run_streaming(
     workers: int | None,
     previous: Any,
     show_progress: bool,
+    sequences: str | Path | None = None,
 ) -> BuildResult:
     """The streaming runner, for :func:`semantic_ids.runners.build.build` once it has
     checked every option and the export directory ``out``; ``previous`` is a
@@ -167,6 +171,15 @@ def run_streaming(
             raise CatalogError(f"{embeddings}: no items")
         cfg = sized_config(cfg, len(shards))  # unset codebook sizes follow the catalog size
         ckpt_root = checkpoint_root(cfg)
+        fusion, collab_stats = None, None
+        if sequences is not None:
+            from ..stages.behaviour import FusedShards, fit_streaming_fusion
+
+            with timer.stage("collab"):
+                fusion, collab_stats = fit_streaming_fusion(sequences, shards, cfg.collab, seed=cfg.seed, work_dir=run_dir)
+                if warm is not None:  # the new behaviour space in the previous one's coordinates
+                    fusion = warm.align_fusion(fusion)
+            shards = FusedShards(shards, fusion)  # train, encode and recon read fused batches
         if warm is not None:
             warm.prepare(shards.ids(), shards.dim)
         with timer.stage("train"), fixed_threads(cfg.train.threads):  # IDs independent of the core count
@@ -216,6 +229,7 @@ def run_streaming(
                       "history": result.history},
             stages=timer.stages,
             total_seconds=round(time.perf_counter() - wall, 3),
+            collab=collab_stats,
         )
         metrics["text_columns"] = text_columns
         if warm is not None:
@@ -234,6 +248,7 @@ def run_streaming(
                 metrics=final_metrics,
                 write_ids=lambda p, _info: shutil.move(str(ids_file), p),
                 n_items=stats.n_items,
+                fusion=None if fusion is None else _in_export_order(fusion, ids_file, id_column),
             )
         metrics["stages"] = timer.stages
         metrics["total_seconds"] = round(time.perf_counter() - wall, 3)
@@ -245,6 +260,15 @@ def run_streaming(
         if owner is not None:
             owner.close()
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _in_export_order(fusion, ids_file: Path, id_column: str):
+    """The fusion with its items in ``semantic_ids.parquet``'s row order (sorted by semantic ID)."""
+    import pyarrow.parquet as pq
+
+    from ..stages.behaviour import in_export_order
+
+    return in_export_order(fusion, pq.read_table(ids_file, columns=[id_column]).column(id_column).to_numpy())
 
 
 def _sample_recon(model: RQVAE, shards: EmbeddingShards, seed: int) -> tuple[float, int]:

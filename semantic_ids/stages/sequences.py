@@ -13,7 +13,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -65,14 +65,34 @@ def read_sequences(path: str | Path, item_ids: Iterable, *, min_length: int = 3,
     SequenceError naming the count and the first offenders of each kind (user id,
     line and value).
     """
+    users, items, n_unknown = [], [], 0
+    for chunk in iter_sequences(path, item_ids, min_length=min_length, unknown=unknown, chunk_users=None):
+        users += chunk.users
+        items += chunk.items
+        n_unknown += chunk.n_unknown
+    if not users:
+        raise SequenceError(f"{path}: no user sequences")
+    return Sequences(users=users, items=items, n_unknown=n_unknown)
+
+
+def iter_sequences(path: str | Path, item_ids, *, min_length: int = 3, unknown: str = "raise",
+                   chunk_users: int | None = 100_000) -> Iterator[Sequences]:
+    """:func:`read_sequences` in chunks of ``chunk_users`` users (all at once for None), for
+    files larger than memory: each chunk's sequences as soon as they are read. The checks
+    are those of :func:`read_sequences`, over the whole file: its SequenceError comes
+    after the last line is read, before the last chunk is given (a caller that counted
+    the earlier chunks has done no other work yet). ``item_ids``: the catalog's ids or an
+    :class:`~semantic_ids.model.keys.IdRows` of them (built once by the caller)."""
     if unknown not in ("raise", "skip"):
         raise ValueError(f"unknown={unknown!r} should be 'raise' or 'skip'")
     path = Path(path)
     if not path.is_file():
         raise SequenceError(f"sequences file {str(path)!r} does not exist")
-    index = IdRows(np.asarray(list(item_ids)) if not isinstance(item_ids, np.ndarray) else item_ids)
+    index = item_ids if isinstance(item_ids, IdRows) else IdRows(np.asarray(list(item_ids)) if not isinstance(item_ids, np.ndarray) else item_ids)
     int_ids = index.ids.dtype.kind in "iu"
-    users, seqs, lines = [], [], []
+    users, seqs = [], []
+    missing: Counter = Counter()
+    pending = None  # the chunk read last, given once the next one (or the end of the file) shows no problem
     bad_lines, bad_users, bad_items, dup_users, empty, short = [], [], [], [], [], []
     seen = set()
     with path.open("rb") as f:
@@ -106,13 +126,12 @@ def read_sequences(path: str | Path, item_ids: Iterable, *, min_length: int = 3,
                 continue
             users.append(user)
             seqs.append(seq)
-            lines.append(lineno)
-    flat = [_as_kind(it, int_ids) for s in seqs for it in s]
-    unmatchable = np.array([k is None for k in flat], dtype=bool)
-    keys = np.asarray([0 if k is None else k for k in flat], dtype=np.int64 if int_ids else object)
-    rows = index.rows(keys, missing="-1") if flat else np.zeros(0, np.int64)
-    rows[unmatchable] = -1
-    missing = Counter(it for it, r in zip((it for s in seqs for it in s), rows.tolist()) if r < 0)
+            if chunk_users is not None and len(users) >= chunk_users:
+                chunk = _rows_chunk(users, seqs, index, int_ids, missing)
+                if pending is not None and not (bad_lines or bad_users or bad_items or dup_users or empty or short or (missing and unknown == "raise")):
+                    yield pending
+                pending, users, seqs = chunk, [], []
+    last = _rows_chunk(users, seqs, index, int_ids, missing)
     problems = []
 
     def first(xs, n=5):
@@ -139,10 +158,23 @@ def read_sequences(path: str | Path, item_ids: Iterable, *, min_length: int = 3,
         )
     if problems:
         raise SequenceError(f"{path}: " + "; ".join(problems))
-    if not users:
-        raise SequenceError(f"{path}: no user sequences")
+    for chunk in (pending, last):
+        if chunk is not None and len(chunk):
+            yield chunk
+
+
+def _rows_chunk(users: list, seqs: list, index: IdRows, int_ids: bool, missing: Counter) -> Sequences:
+    """Users' sequences of item ids -> :class:`Sequences` of rows (-1: not in the catalog,
+    counted in ``missing``)."""
+    flat = [_as_kind(it, int_ids) for s in seqs for it in s]
+    unmatchable = np.array([k is None for k in flat], dtype=bool)
+    keys = np.asarray([0 if k is None else k for k in flat], dtype=np.int64 if int_ids else object)
+    rows = index.rows(keys, missing="-1") if flat else np.zeros(0, np.int64)
+    rows[unmatchable] = -1
+    unknown = Counter(it for it, r in zip((it for s in seqs for it in s), rows.tolist()) if r < 0)
+    missing.update(unknown)
     bounds = np.cumsum([len(s) for s in seqs])[:-1]
-    return Sequences(users=users, items=np.split(rows, bounds), n_unknown=sum(missing.values()))
+    return Sequences(users=users, items=np.split(rows, bounds) if seqs else [], n_unknown=sum(unknown.values()))
 
 
 def _is_id(v) -> bool:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from . import algorithms as warmstart
+from .behaviour import incomparable, rotate_to_previous
 from ...config import BuildConfig
 from ...model.keys import IdRows
 from ...errors import ExportError
@@ -40,6 +41,7 @@ class WarmStart:
         self.rows = IdRows(self.previous.ids)  # built once: the streaming build resolves partition by partition
         self.anchor: np.ndarray | None = None
         self.kept_off_nearest = 0
+        self.behaviour: dict | None = None  # how the behaviour space was rotated (builds with sequences)
 
     def config(self, config: BuildConfig) -> BuildConfig:
         """The build's config: the previous codebook sizes unless set. Any other difference
@@ -54,7 +56,21 @@ class WarmStart:
         if diff:
             raise ExportError(f"{self.path}: the previous export's model differs from this build's: {', '.join(diff)}; "
                              "a warm start needs the same model config")
+        inputs = incomparable(config, previous, with_sequences=self.previous.fusion is not None)
+        if inputs:
+            raise ExportError(f"{self.path}: the previous export's inputs differ from this build's: {', '.join(inputs)}; "
+                              "its IDs are not comparable with this build's. Keep these settings for a warm start, or "
+                              "build without --previous to change them")
         return config.replace(model=warmstart.warm_model_config(config.model, previous.model, self.path))
+
+    def align_fusion(self, fusion):
+        """A build's fitted :class:`~semantic_ids.model.collab.Fusion` in the previous export's
+        behaviour coordinates (:func:`~semantic_ids.stages.warm.behaviour.rotate_to_previous`);
+        unchanged when the previous export has none (the input dims then differ: refused)."""
+        if fusion is None or self.previous.fusion is None:
+            return fusion
+        fusion, self.behaviour = rotate_to_previous(fusion, self.previous.fusion)
+        return fusion
 
     def prepare(self, ids: np.ndarray, input_dim: int) -> None:
         """Match this build's items (``ids``, in the order of its embeddings) to the previous ones."""
@@ -95,5 +111,6 @@ class WarmStart:
             "previous_items": int(len(self.previous.ids)), "new_items": int((row < 0).sum()),
             "lr_scale": warmstart.WARM_LR_SCALE, "sticky_margin": warmstart.STICKY_MARGIN,
             "items_kept_off_nearest": self.kept_off_nearest,  # old codes kept by hysteresis
+            **({"behaviour": self.behaviour} if self.behaviour else {}),
             **warmstart.kept_shares(codes, row, self.previous.codes),
         }
