@@ -217,13 +217,13 @@ def run_arm(arm, name, path, ids, split, seed, cfg) -> tuple[np.ndarray, dict]:
 REFERENCES = ("ours", "ours-seq")  # each arm's paired difference is reported against both
 
 
-def summarize(name: str, arms: list[str], seeds: list[int], n_users: int, n_boot: int) -> list[dict]:
+def summarize(name: str, arms: list[str], seeds: list[int], n_users: int, n_boot: int, work: Path = WORK) -> list[dict]:
     """One row per arm: mean over its seeds, per-seed means, and the paired interval of arm - ref
     for each reference arm (``ours``, ``ours-seq``), on the seeds both have (each side's per-user
     metric averaged over those seeds first)."""
     per_arm = {}
     for arm in arms:
-        runs = {s: WORK / f"{name}-{arm}-seed{s}.npy" for s in seeds}
+        runs = {s: work / f"{name}-{arm}-seed{s}.npy" for s in seeds}
         runs = {s: recall_ndcg(np.load(f, allow_pickle=False)) for s, f in runs.items() if f.exists()}
         if runs:
             per_arm[arm] = runs
@@ -278,8 +278,10 @@ def main() -> None:
     ap.add_argument("--catalogs", nargs="+", default=["beauty", "movielens"])
     ap.add_argument("--arms", nargs="+", default=ARMS, choices=ARMS)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--preset", choices=["small", "tiger"], default="small",
-                    help="small: the CPU configuration (RetrieverConfig()); tiger: TIGER-sized (RetrieverConfig.tiger(), for a GPU)")
+    ap.add_argument("--preset", choices=["small", "full", "tiger"], default="small",
+                    help="small: the quick CPU check (RetrieverConfig()); full: trained to convergence (RetrieverConfig.full()); "
+                    "tiger: TIGER-sized (RetrieverConfig.tiger(), for a GPU)")
+    ap.add_argument("--work", default=str(WORK), help="where per-run ranks are kept (one folder per preset/protocol)")
     ap.add_argument("--device", default="cpu", help="torch device for the retriever, e.g. cuda")
     ap.add_argument("--config", default="{}", help="JSON of RetrieverConfig fields over the preset, e.g. '{\"epochs\": 10}'")
     ap.add_argument("--resume", action="store_true", help="skip (catalog, arm, seed) runs whose ranks are already in out/downstream")
@@ -294,7 +296,8 @@ def main() -> None:
     fields = {"device": args.device, **json.loads(args.config)}
     if args.threads:
         torch.set_num_threads(args.threads)
-    WORK.mkdir(parents=True, exist_ok=True)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
     rows, cfgs = [], {}
     for name in args.catalogs:
         found = catalog(name)
@@ -311,7 +314,7 @@ def main() -> None:
         arms = [a for a in args.arms if not (a == "letter" and name != "beauty")]
         for seed in args.seeds:  # seed-major, so arms share the machine's load alike
             for arm in arms:
-                out = WORK / f"{name}-{arm}-seed{seed}.npy"
+                out = work / f"{name}-{arm}-seed{seed}.npy"
                 if args.summarize_only or (args.resume and out.exists()):
                     if out.exists():
                         ran = json.loads(out.with_suffix(".json").read_text()).get("retriever")
@@ -329,7 +332,7 @@ def main() -> None:
                 m = recall_ndcg(ranks)
                 print(json.dumps({"catalog": name, "arm": arm, "seed": seed, **{k: round(float(m[k].mean()), 4) for k in METRICS},
                                   **{k: v for k, v in info.items() if k != "history"}}), flush=True)
-        rows += summarize(name, arms, args.seeds, len(split.test_target), args.n_boot)
+        rows += summarize(name, arms, args.seeds, len(split.test_target), args.n_boot, work)
     env = {
         "protocol": "leave-one-out (last item test, second-to-last validation, rest training); histories of at most "
                     f"{cfg.max_history} items; all test users; early stopping on validation Recall@10 "
@@ -343,7 +346,7 @@ def main() -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    facts_out = [json.loads(f.with_suffix(".json").read_text()) for f in sorted(WORK.glob("*-seed*.npy"))]
+    facts_out = [json.loads(f.with_suffix(".json").read_text()) for f in sorted(work.glob("*-seed*.npy"))]
     facts_out = [{k: v for k, v in f.items() if k != "retriever"} for f in facts_out
                  if f["catalog"] in args.catalogs and f["arm"] in args.arms and f["seed"] in args.seeds]
     out.with_suffix(".json").write_text(json.dumps({"env": env, "rows": rows, "runs": facts_out}, indent=1) + "\n")
