@@ -157,6 +157,77 @@ def block_downstream_cost() -> str:
                   "load", "invalid-ID rate"], rows)
 
 
+COLD_REF = "ours-seq+dense-share3"
+COLD_ARMS = {  # arm -> label, in the order the READMEs show the cold-start protocol
+    "ours-seq+dense-share3": "ours with sequences, 3 slots for cold items by the predicted embedding",
+    "ours-seq+dense-share1": "the same, 1 slot",
+    "ours-seq+dense": "the same, LIGER's dense re-rank of beam + cold items",
+    "ours-seq+prefix": "the same, TIGER's prefix share (ε 0.3)",
+    "ours-seq": "the same, beam only",
+    "ours-seq-nohead": "ours with sequences, no dense head, beam only",
+    "ours+dense-share3": "ours, text only, 3 cold slots",
+    "rq-kmeans-seq+dense-share3": "RQ-KMeans on the fused vectors, 3 cold slots",
+    "content-knn": "content-kNN (TIGER's Semantic_KNN)",
+    "content-knn+share3": "content-kNN, 3 cold slots",
+    "sasrec": "SASRec (item IDs; warm items only)",
+    "popularity": "popularity",
+}
+
+
+def cold_rows() -> dict:
+    return {r["arm"]: r for r in load("downstream-cold.json")["rows"] if r["catalog"] == "beauty"}
+
+
+def cold_table(full: bool) -> str:
+    rows, got = [], cold_rows()
+    for arm, label in COLD_ARMS.items():
+        r = got.get(arm)
+        if r is None:
+            continue
+        cells = [label if not full else f"`{arm}`", seeds(r["seeds"])]
+        cells += [f"{r[k]:.4f}" for k in ("recall@10_warm", "recall@10_cold", "recall@10")]
+        if full:
+            cells += [f"{r[k]:.4f}" for k in ("ndcg@10_warm", "ndcg@10_cold", "ndcg@10")]
+        cells += [ci(r.get(f"recall@10_cold_minus_{COLD_REF}")), ci(r.get(f"recall@10_warm_minus_{COLD_REF}"))]
+        rows.append(cells)
+    head = ["arm" if full else "IDs / ranking (Beauty, cold start)", "seeds", "R@10 warm", "R@10 cold", "R@10 all"]
+    head += ["N@10 warm", "N@10 cold", "N@10 all"] if full else []
+    return table(head + [f"R@10 cold − `{COLD_REF}` [95% CI]", f"R@10 warm − `{COLD_REF}` [95% CI]"], rows)
+
+
+def block_downstream_cold() -> str:
+    return cold_table(full=True)
+
+
+def block_downstream_full() -> str:
+    d = load("downstream-full.json")
+    runs: dict[str, list] = {}
+    for f in d["runs"]:
+        runs.setdefault(f["arm"], []).append(f)
+    rows = []
+    for r in d["rows"]:
+        rs = runs.get(r["arm"], [])
+        rows.append([r["arm"], seeds(r["seeds"]), f"{r['recall@10']:.4f}", f"{r['ndcg@10']:.4f}",
+                     " / ".join(f"{v:.4f}" for v in r["recall@10_per_seed"]),
+                     ci(r.get("recall@10_minus_sasrec")),
+                     span([f["best_epoch"] for f in rs if f.get("best_epoch")]) + " / " + span([f["epochs_run"] for f in rs if f.get("epochs_run")]),
+                     span([f["train_seconds"] / 60 for f in rs if f.get("train_seconds")], "{:.0f}")])
+    return table(["arm (Beauty, `--preset full`)", "seeds", "R@10", "N@10", "R@10 per seed", "R@10 − sasrec [95% CI]",
+                  "best epoch / run", "train min"], rows)
+
+
+def block_downstream_tail() -> str:
+    rows = []
+    for fname, what in (("downstream-full.json", "standard, full"), ("downstream-cold.json", "cold start, warm targets")):
+        if not (RESULTS / fname).exists():
+            continue
+        for r in load(fname)["rows"]:
+            if "+" in r["arm"] and not r["arm"].endswith("dense-share3"):
+                continue
+            rows.append([what, r["arm"], *(f"{v:.4f}" for v in r["recall@10_by_popularity"])])
+    return table(["split", "arm"] + [f"bucket {b} {'(tail)' if b == 1 else '(head)' if b == 5 else ''}".strip() for b in range(1, 6)], rows)
+
+
 # ---------------------------------------------------------------- builds with sequences, growth
 
 

@@ -192,3 +192,46 @@ def test_dense_head_learns_the_next_items_embedding():
     plain = GenerativeRetriever(codes, None, RetrieverConfig(**{**cfg.to_dict(), "dense_weight": 0.0}), show_progress=False)
     with pytest.raises(ConfigError, match="dense_weight"):
         plain.predict_embedding(split.test_history)
+
+
+# -- the benchmark's tables ------------------------------------------------------------------
+
+def bench():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_downstream", Path(__file__).resolve().parents[1] / "benchmarks" / "downstream.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_summary_reports_warm_cold_all_and_asserts_construction_zeros(tmp_path):
+    mod = bench()
+    rng = np.random.default_rng(0)
+    seqs = Sequences(users=list(range(200)), items=[rng.choice(30, 6, replace=False) for _ in range(200)])
+    cold = np.array([0, 1, 2])
+    split = cold_split(leave_one_out(seqs, 5), cold)
+    is_cold = np.isin(split.test_target, cold)
+    hit_all = np.zeros(200, dtype=np.int64)  # every target at rank 0
+    miss_cold = np.where(is_cold, -1, 0)
+    for seed in (0, 1):
+        np.save(tmp_path / f"beauty-ours-seq-seed{seed}.npy", miss_cold)
+        np.save(tmp_path / f"beauty-ours-seq+dense-share3-seed{seed}.npy", hit_all)
+        np.save(tmp_path / f"beauty-sasrec-seed{seed}.npy", miss_cold)
+    rows = mod.summarize("beauty", ["ours-seq", "sasrec"], [0, 1], split, 200, tmp_path, ("ours-seq+dense-share3",), cold)
+    by = {r["arm"]: r for r in rows}
+    assert set(by) == {"ours-seq", "ours-seq+dense-share3", "sasrec"}
+    r = by["ours-seq"]
+    assert r["recall@10_warm"] == 1.0 and r["recall@10_cold"] == 0.0 and r["users_cold"] == is_cold.sum()
+    assert np.isclose(r["recall@10"], 1 - is_cold.mean(), atol=1e-5)
+    assert r["recall@10_cold_minus_ours-seq+dense-share3"] == [-1.0, -1.0, -1.0]
+    assert r["recall@10_warm_minus_ours-seq+dense-share3"] == [0.0, 0.0, 0.0]
+    assert len(r["recall@10_by_popularity"]) == 5
+    md = mod.markdown(rows, [], {"protocol": "p", "retriever": {}, "references": ["ours-seq+dense-share3"], "cold": {}})
+    assert "R@10 cold − ours-seq+dense-share3" in md and "| beauty | sasrec | 0,1 | 1.0000 | 0.0000 |" in md
+    np.save(tmp_path / "beauty-sasrec-seed1.npy", hit_all)  # an item-ID model that reached a cold item: a bug
+    with pytest.raises(SystemExit, match="sasrec reached cold targets"):
+        mod.summarize("beauty", ["sasrec"], [0, 1], split, 200, tmp_path, (), cold)
