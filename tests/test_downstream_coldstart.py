@@ -149,6 +149,12 @@ def test_dense_rerank_ranks_the_beam_and_the_cold_items_by_the_prediction():
         cand = np.union1d(ranked[u][ranked[u] >= 0], cold)
         s = unit[cand] @ (pred[u] / np.linalg.norm(pred[u]))
         assert got[u].tolist() == cand[np.argsort(-s, kind="stable")[:4]].tolist()
+    hist = [np.array([ranked[u, 0], 7]) for u in range(6)]  # excluded rows never come back
+    got = dense_rerank(ranked, pred, emb, cold, k=4, exclude=hist, batch=4)
+    for u in range(6):
+        cand = np.setdiff1d(np.union1d(ranked[u][ranked[u] >= 0], cold), hist[u])
+        s = unit[cand] @ (pred[u] / np.linalg.norm(pred[u]))
+        assert got[u].tolist() == cand[np.argsort(-s, kind="stable")[:4]].tolist()
 
 
 def test_dense_share_keeps_the_beams_head_and_adds_the_nearest_cold_items():

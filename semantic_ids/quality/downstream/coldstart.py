@@ -85,9 +85,10 @@ def prefix_share(ranked: np.ndarray, codes: np.ndarray, cold: np.ndarray, k: int
     p = codes.shape[1] - 1 if prefix_levels is None else prefix_levels
     if not 1 <= p <= codes.shape[1] or not 0 <= eps <= 1:
         raise ConfigError(f"prefix_levels={p} should be in [1, {codes.shape[1]}] and eps={eps} in [0, 1]")
-    siblings: dict[tuple, list[int]] = {}
+    by_prefix: dict[tuple, list[int]] = {}
     for r in np.sort(np.asarray(cold, dtype=np.int64)):
-        siblings.setdefault(tuple(codes[r, :p]), []).append(int(r))
+        by_prefix.setdefault(tuple(codes[r, :p]), []).append(int(r))
+    siblings = {r: by_prefix[key] for r, key in enumerate(map(tuple, codes[:, :p].tolist())) if key in by_prefix}
     cap = math.ceil(eps * k)
     out = np.full((len(ranked), k), -1, dtype=np.int64)
     for u, row in enumerate(np.asarray(ranked)):
@@ -98,7 +99,7 @@ def prefix_share(ranked: np.ndarray, codes: np.ndarray, cold: np.ndarray, k: int
             if r not in seen:
                 got.append(int(r))
                 seen.add(int(r))
-            for c in siblings.get(tuple(codes[r, :p]), ()):
+            for c in siblings.get(int(r), ()):
                 if n_cold < cap and len(got) < k and c not in seen:
                     got.append(c)
                     seen.add(c)
@@ -108,23 +109,39 @@ def prefix_share(ranked: np.ndarray, codes: np.ndarray, cold: np.ndarray, k: int
 
 
 def dense_rerank(ranked: np.ndarray, predicted: np.ndarray, emb: np.ndarray, cold: np.ndarray, k: int = 10,
-                 exclude: list[np.ndarray] | None = None) -> np.ndarray:
+                 exclude: list[np.ndarray] | None = None, batch: int = 1024) -> np.ndarray:
     """(U, k) the beam's items and every cold item, ranked by cosine to the predicted embedding (LIGER).
 
     Parameters
     ----------
     ranked : (U, B) beam rows; predicted : (U, D) predicted next-item embeddings; emb : (N, D) item
     text embeddings; cold : cold rows; exclude : per user, rows never returned (e.g. the history).
+    Ties go to the beam's order, then to the lower cold row.
     """
     unit, q = unit_rows(emb), unit_rows(predicted)
-    cold = np.asarray(cold, dtype=np.int64)
+    cold = np.unique(np.asarray(cold, dtype=np.int64))
+    ranked = np.asarray(ranked, dtype=np.int64)
+    col_of = np.full(len(unit), -1, dtype=np.int64)
+    col_of[cold] = np.arange(len(cold))
     out = np.full((len(ranked), k), -1, dtype=np.int64)
-    for u, row in enumerate(np.asarray(ranked)):
-        cand = np.union1d(row[row >= 0], cold)
+    for i in range(0, len(ranked), batch):
+        r, qq = ranked[i:i + batch], q[i:i + batch]
+        beam = np.einsum("ud,ubd->ub", qq, unit[np.maximum(r, 0)])  # (b, B)
+        # an item already earlier in the beam, or a cold one (scored in the cold block), is scored once
+        dup = ((r[:, :, None] == r[:, None, :]) & np.tri(r.shape[1], k=-1, dtype=bool)).any(2)
+        beam[(r < 0) | (col_of[np.maximum(r, 0)] >= 0) | dup] = -np.inf
+        colds = qq @ unit[cold].T  # (b, C)
         if exclude is not None:
-            cand = np.setdiff1d(cand, exclude[u])
-        top = top_k_by_score(q[u:u + 1], unit[cand], min(k, len(cand)))[0]
-        out[u, :len(top)] = cand[top[top >= 0]]
+            for j, h in enumerate(exclude[i:i + batch]):
+                h = np.asarray(h, dtype=np.int64)
+                beam[j, np.isin(r[j], h)] = -np.inf
+                c = col_of[h]
+                colds[j, c[c >= 0]] = -np.inf
+        scores = np.concatenate([beam, colds], 1)
+        rows = np.concatenate([r, np.broadcast_to(cold, (len(r), len(cold)))], 1)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        top = np.take_along_axis(rows, order, 1)
+        out[i:i + len(r), :top.shape[1]] = np.where(np.isfinite(np.take_along_axis(scores, order, 1)), top, -1)
     return out
 
 
