@@ -481,7 +481,8 @@ def main() -> None:
                 if args.summarize_only or (args.resume and out.exists()):
                     if out.exists():
                         ran = json.loads(out.with_suffix(".json").read_text()).get("retriever")
-                        if ran != run_config(arm, cfg, seed, cold, args.dense_weight):
+                        want = run_config(arm, cfg, seed, cold, args.dense_weight)
+                        if ran is None or {**want, **ran} != want:  # a field added since the run must be at its default
                             sys.exit(f"{out} was trained with another retriever config ({ran}); "
                                      "move out/downstream aside or pass the same --config")
                     continue
