@@ -5,7 +5,9 @@ included) or, for the SASRec-style reference, one code per item (L = 1, one
 level of N codes). Training is next-token cross-entropy over every item of every
 training window after its first (teacher forcing), AdamW with warm-up and cosine
 decay, and early stopping on validation Recall@10 measured with the same beam
-search used for the test.
+search used for the test. Optionally (``dense_weight``, after LIGER) a linear head
+also learns to predict the next item's text embedding, which ranks items the beam
+does not reach (:mod:`.coldstart`); ``candidates`` limits what the ranking returns.
 """
 
 from __future__ import annotations
