@@ -511,7 +511,7 @@ def main() -> None:
                     + "leave-one-out (last item test, second-to-last validation, rest training); histories of at most "
                     f"{cfg.max_history} items; all test users; early stopping on validation Recall@10 "
                     f"({cfg.valid_users or 'all'} seeded users, patience {cfg.patience}); trie-constrained beam {cfg.beam}; "
-                    f"per-user metrics averaged over seeds, paired bootstrap over users ({args.n_boot} resamples) for arm − ours; "
+                    f"per-user metrics averaged over seeds, paired bootstrap over users ({args.n_boot} resamples) for arm − {', '.join(refs)}; "
                     "the interval covers the sampling of users, not training-seed variance (see the per-seed values)",
         "retriever": cfgs,
         "preset": args.preset,

@@ -85,9 +85,7 @@ DOWNSTREAM_ARMS = {  # arm -> label, in the order the README shows them
     "ours": "ours, text only",
     "rq-kmeans": "RQ-KMeans",
     "letter": "LETTER's published IDs",
-    "rqvae-latent": "TIGER's all-latent RQ-VAE",
-    "random": "random IDs",
-    "sasrec": "SASRec (one token per item, same network)",
+    "sasrec": "SASRec (one token per item, same network, quick configuration)",
 }
 
 
@@ -393,10 +391,10 @@ def block_codebook_sizes() -> str:
 
 def headline_downstream() -> str:
     ds = downstream_rows()
-    b = {arm: ds[("beauty", arm)] for arm in DOWNSTREAM_ARMS}
+    b = {arm: ds[("beauty", arm)] for arm in (*DOWNSTREAM_ARMS, "random")}
     seq, rqk, letter = b["ours-seq"], b["rq-kmeans"], b["letter"]
     rows = []
-    for arm, label in DOWNSTREAM_ARMS.items():
+    for arm, label in DOWNSTREAM_ARMS.items():  # the other arms: benchmarks/README.md
         r10, n10 = f"{b[arm]['recall@10']:.4f}", f"{b[arm]['ndcg@10']:.4f}"
         if arm == "ours-seq":
             r10, n10 = f"**{r10}**", f"**{n10}**"
@@ -410,15 +408,12 @@ def headline_downstream() -> str:
         f"{b['ours']['users']:,} users, leave-one-out;\n"
         "every arm trains the same small generative retriever with the same budget.\n\n"
         + table(["IDs (Beauty)", "seeds", "Recall@10", "NDCG@10"], rows) + "\n"
-        f"- With users' sequences against text only: {ci(seq['recall@10_minus_ours'])} Recall@10,\n"
-        f"  {ci(seq['ndcg@10_minus_ours'])} NDCG@10 (95% paired bootstrap over users). Against RQ-KMeans:\n"
-        f"  {ci(negated(rqk['recall@10_minus_ours-seq']))} Recall@10; its Recall@10 is\n"
-        f"  {seq['recall@10'] / b['random']['recall@10']:.1f}× that of random IDs.\n"
-        f"- RQ-KMeans minus our text-only IDs: {ci(rqk['recall@10_minus_ours'])} Recall@10\n"
-        f"  ({covers(rqk['recall@10_minus_ours'])}); LETTER's published IDs minus ours: "
-        f"{ci(letter['recall@10_minus_ours'])}\n  ({covers(letter['recall@10_minus_ours'])}).\n"
-        f"- MovieLens-100K (seed 0): IDs built with sequences reach Recall@10 {ml['ours-seq']['recall@10']:.4f}, "
-        f"text only\n  {ml['ours']['recall@10']:.4f}, SASRec {ml['sasrec']['recall@10']:.4f}.\n\n"
+        f"- With users' sequences against text only: {ci(seq['recall@10_minus_ours'])} Recall@10, "
+        f"{ci(seq['ndcg@10_minus_ours'])} NDCG@10\n  (95% paired bootstrap over users). Against RQ-KMeans: "
+        f"{ci(negated(rqk['recall@10_minus_ours-seq']))} Recall@10; {seq['recall@10'] / b['random']['recall@10']:.1f}× random IDs.\n"
+        f"- RQ-KMeans minus our text-only IDs: {ci(rqk['recall@10_minus_ours'])} Recall@10; LETTER's published IDs "
+        f"minus ours:\n  {ci(letter['recall@10_minus_ours'])}. MovieLens-100K (seed 0): Recall@10 {ml['ours-seq']['recall@10']:.4f} "
+        f"with sequences, {ml['ours']['recall@10']:.4f} text only, SASRec {ml['sasrec']['recall@10']:.4f}.\n\n"
         + headline_cold()
     )
 
@@ -428,10 +423,9 @@ def headline_cold() -> str:
     full = {r["arm"]: r for r in load("downstream-full.json")["rows"]}
     sas, knn = full["sasrec"], full.get("content-knn")
     return (
-        "**At full strength and on cold items** (`--preset full`: `benchmarks/results/downstream-full.json`; "
-        "`--protocol cold`,\n10% of items never trained on: `benchmarks/results/downstream-cold.json`). "
-        f"SASRec trained to convergence reaches\nRecall@10 {sas['recall@10']:.4f} on the standard split (seeds "
-        f"{seeds(sas['seeds'])})" + (f"; content-kNN {knn['recall@10']:.4f}" if knn else "") + ". Cold start (quick configuration):\n\n"
+        f"**Full strength, cold items** (`benchmarks/results/downstream-full.json`: SASRec to convergence, Recall@10 "
+        f"{sas['recall@10']:.4f}, seed {seeds(sas['seeds'])}" + (f"; content-kNN {knn['recall@10']:.4f}" if knn else "")
+        + ").\nCold start, 10% of items never trained on (`benchmarks/results/downstream-cold.json`, quick configuration):\n\n"
         + cold_table(full=False)
     )
 
