@@ -155,7 +155,7 @@ def block_downstream_cost() -> str:
                   "load", "invalid-ID rate"], rows)
 
 
-COLD_REF = "ours-seq+dense-share3"
+COLD_REF = "content-knn"
 COLD_ARMS = {  # arm -> label, in the order the READMEs show the cold-start protocol
     "ours-seq+dense-share3": "ours with sequences, 3 slots for cold items by the predicted embedding",
     "ours-seq+dense-share1": "the same, 1 slot",
