@@ -161,7 +161,7 @@ COLD_ARMS = {  # arm -> label, in the order the READMEs show the cold-start prot
     "ours-seq+prefix": "the same, TIGER's prefix share (ε 0.3)",
     "ours-seq+dense": "the same, LIGER's dense re-rank of beam + cold items",
     "ours-seq+dense-share1": "the same, 1 slot for the cold item nearest the predicted embedding",
-    "ours-seq+dense-share3": "the same, 3 such slots",
+    "ours-seq+dense-share3": "the same, 3 slots for the cold items nearest the predicted embedding",
     "ours-seq+text-share3": "the same, 3 slots by content-kNN's query",
     "ours-seq-nohead": "ours with sequences, no dense head, beam",
     "ours": "ours, text only, beam",
