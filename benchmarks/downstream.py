@@ -14,6 +14,8 @@ where the scheme has a seed, and trains its own retriever):
 - ``letter``: LETTER's published Beauty IDs (4 levels), collision level appended where they collide;
 - ``sasrec``: one token per item (item-ID embeddings, cross-entropy over all items), the same network;
 - ``popularity``: items ranked by training count;
+- ``content-knn``: TIGER's Semantic_KNN, items ranked by the cosine of their text embedding (the cached
+  embeddings the ID arms use) to the mean of the history's last 3 items (history items excluded);
 - ``t5``: our default IDs (as ``ours``) under TIGER's encoder-decoder from ``transformers``
   (``T5ForConditionalGeneration``, ``generate`` with ``SIDLogitsProcessor``; the recipe
   ``pipelines/tiger_t5.py``), sized by ``T5_ARM`` (``--t5-config`` fields override it); max_history,
@@ -28,12 +30,33 @@ resumes (``--resume``) and intervals are computed over all seeds at the end: eac
 arm's per-user metric is averaged over its seeds, then a paired bootstrap over users
 gives the 95% interval of its difference to ``ours``.
 
-Prints a table and writes benchmarks/results/downstream.json and downstream.md.
+Each row also gives Recall@10 by the target's popularity bucket (quintiles of the training
+interactions, ``metrics.popularity_buckets``: bucket 1 is the long tail).
+
+``--protocol cold`` (after LIGER; ``semantic_ids.quality.downstream.coldstart``): a seeded 10% of the
+items (``--cold-share``, ``--cold-seed``; the same for every training seed) are cold: removed from every
+training part and from the sequences the ``*-seq`` IDs are built from, so they get IDs from text and
+predicted behaviour, as a new item does. Metrics are reported for warm targets, cold targets and all.
+The ID arms train with the dense head (``--dense-weight``) and are ranked four ways: the beam alone,
+``+prefix`` (TIGER's epsilon share), ``+dense`` (LIGER's re-rank) and ``+dense-share1/3`` (1 or 3 of the
+10 slots for the cold items nearest the predicted embedding; ``content-knn+share3`` does the same with
+its own query, and ``<arm>+text-share3`` the beam with content-kNN's query for the 3 cold slots); ``<arm>-nohead`` trains without the head
+(what the head costs warm recall). ``sasrec`` may return only items it saw trained, and
+``popularity`` ranks cold items last: both are 0 on cold targets by construction, asserted.
+
+    python benchmarks/downstream.py --catalogs beauty --protocol cold --seeds 0 1 --out benchmarks/results/downstream-cold
+    python benchmarks/downstream.py --catalogs beauty --preset full --arms sasrec ours-seq --seeds 0 1 --out benchmarks/results/downstream-full
+
+Extending: an arm with codes goes into ``arm_codes``; any other ranking (a different model) into
+``RANKERS``, a function of a :class:`Context` returning (U, K) ranked item rows and a dict of facts.
+
+Prints a table and writes benchmarks/results/downstream.json and downstream.md (``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import logging
@@ -41,6 +64,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +80,10 @@ from semantic_ids.stages.catalog import load_catalog  # noqa: E402
 from semantic_ids.stages.resolve import resolve_counter  # noqa: E402
 from semantic_ids.stages.catalog.datasets import fetch_movielens  # noqa: E402
 from semantic_ids.model.sizing import auto_codebook_sizes  # noqa: E402
-from semantic_ids.quality.downstream import leave_one_out, paired_bootstrap, read_sequences, recall_ndcg, target_ranks  # noqa: E402
+from semantic_ids.quality.downstream import Sequences, leave_one_out, paired_bootstrap, read_sequences, recall_ndcg, target_ranks  # noqa: E402
+from semantic_ids.quality.downstream import coldstart  # noqa: E402
+from semantic_ids.quality.downstream.content import content_knn, history_queries  # noqa: E402
+from semantic_ids.quality.downstream.metrics import by_group, popularity_buckets  # noqa: E402
 from semantic_ids.quality.downstream.retriever import (  # noqa: E402
     BENCHMARK_SETTINGS, GenerativeRetriever, RetrieverConfig, popularity_ranking,
 )
@@ -85,7 +112,13 @@ SEQ_BUILDS = {
 # simulated catalog growth (benchmarks/churn.py): our default build on a seeded 80% of the items, then every
 # item gets IDs by a warm-started rebuild (build --previous) or by assign; compare with "ours" (a fresh build)
 GROWTH_ARMS = ("ours-warm", "ours-assign")
-ARMS = ["ours", "ours-seq", *GROWTH_ARMS, "ours-seq-w0.3", "ours-seq-w0.7", "rq-kmeans-seq", "rq-kmeans", "rqvae-latent", "random", "letter", "sasrec", "t5", "popularity", "bisecting-rq"]
+ARMS = ["ours", "ours-seq", *GROWTH_ARMS, "ours-seq-w0.3", "ours-seq-w0.7", "rq-kmeans-seq", "rq-kmeans", "rqvae-latent", "random", "letter", "sasrec", "t5", "popularity", "content-knn", "bisecting-rq"]
+# the cold-start protocol: arms whose IDs can leave the cold items' interactions out (LETTER's published IDs and the
+# growth arms cannot), and ours-seq trained without the dense head
+COLD_ARMS = ["ours-seq", "ours", "rq-kmeans-seq", "rq-kmeans", "ours-seq-nohead", "sasrec", "popularity", "content-knn"]
+NOHEAD = "-nohead"  # suffix: the base arm's IDs, the retriever without the dense head
+COLD_VARIANTS = ("+prefix", "+text-share3", "+dense", "+dense-share1", "+dense-share3", "+share3")  # rankings of one trained model, beside its beam
+K = 10  # the cut-off the cold-item rankings fill
 # MovieLens-100K has 943 users, about 21 training steps an epoch against Beauty's 88: it gets
 # more epochs and a shorter warm-up so that it trains for a comparable number of steps
 SMALL_BUDGET = {"movielens": BENCHMARK_SETTINGS["MovieLens-100K"]}  # the library prints how a user's run differs
@@ -141,8 +174,11 @@ def bisecting_rq(emb: np.ndarray, seed: int, sizes: tuple[int, ...]) -> np.ndarr
     return torch.stack(codes, 1).numpy().astype(np.int64)
 
 
-def arm_codes(arm: str, name: str, path: Path, ids: np.ndarray, seed: int) -> tuple[np.ndarray, dict]:
-    """(N, L) unique codes for an arm, in catalog order, and what building them cost."""
+def arm_codes(arm: str, name: str, path: Path, ids: np.ndarray, seed: int, *, cold_sequences: Sequences | None = None) -> tuple[np.ndarray, dict]:
+    """(N, L) unique codes for an arm, in catalog order, and what building them cost.
+
+    ``cold_sequences``: the cold-start protocol's sequences (cold items removed from the training
+    parts), which the ``*-seq`` builds use instead of the sequences file."""
     if arm in BUILDS:
         cfg = BuildConfig().replace(catalog={"template": TEMPLATES[name]}, seed=seed, **BUILDS[arm])
         start = time.perf_counter()
@@ -157,7 +193,8 @@ def arm_codes(arm: str, name: str, path: Path, ids: np.ndarray, seed: int) -> tu
         cfg = BuildConfig().replace(catalog={"template": TEMPLATES[name]}, seed=seed, **over)
         start = time.perf_counter()
         cat, emb, _ = read_and_embed(path, cfg, show_progress=False)
-        sid = SemanticIDs(cfg, show_progress=False).fit(emb, ids=cat.ids, sequences=sequences_path(name))
+        seqs = sequences_path(name) if cold_sequences is None else cold_sequences
+        sid = SemanticIDs(cfg, show_progress=False).fit(emb, ids=cat.ids, sequences=seqs)
         assert np.array_equal(sid.ids_, ids), "the build's item order should be the catalog's"
         return sid.codes_, {"build_seconds": round(time.perf_counter() - start, 1),
                             "collision_rate": round(float(sid.metrics_["collision_rate"]), 4)}
@@ -205,23 +242,48 @@ def arm_codes(arm: str, name: str, path: Path, ids: np.ndarray, seed: int) -> tu
     raise ValueError(arm)
 
 
-def run_arm(arm, name, path, ids, split, seed, cfg) -> tuple[np.ndarray, dict]:
-    """Per-user test ranks (-1 = not in the top 20) and a row of facts."""
-    if arm == "popularity":
-        top = popularity_ranking(split, len(ids), cfg.beam)
-        return target_ranks(np.broadcast_to(top, (len(split.test_target), len(top))), split.test_target), {"invalid_id_rate": 0.0}
-    codes, info = arm_codes("ours" if arm == "t5" else arm, name, path, ids, seed)
-    if arm == "t5":
-        from semantic_ids.quality.downstream.t5 import T5RecipeConfig, T5Recommender
+@dataclass
+class Context:
+    """What every arm of one (catalog, seed) run sees."""
 
-        t5 = T5RecipeConfig(**{**T5_ARM, **T5_OVERRIDE, "max_history": cfg.max_history, "beam": cfg.beam,
-                               "valid_users": cfg.valid_users, "device": cfg.device, "seed": seed})
-        info["t5"] = t5.to_dict()
-        model = T5Recommender(codes, None, t5, show_progress=False).fit(split)
-    else:
-        model = GenerativeRetriever(codes, None, RetrieverConfig(**{**cfg.to_dict(), "seed": seed}), show_progress=False).fit(split)
+    name: str
+    path: Path
+    ids: np.ndarray
+    seqs: Sequences
+    split: object  # semantic_ids.quality.downstream.Split (the cold split under --protocol cold)
+    seed: int
+    cfg: RetrieverConfig
+    cold: np.ndarray | None = None  # cold item rows (--protocol cold)
+    dense_weight: float = 0.0
+
+    @functools.cached_property
+    def emb(self) -> np.ndarray:
+        return embeddings(self.name, self.path)
+
+
+def rank_popularity(ctx: Context) -> tuple[np.ndarray, dict]:
+    top = popularity_ranking(ctx.split, len(ctx.ids), ctx.cfg.beam)
+    return np.broadcast_to(top, (len(ctx.split.test_target), len(top))), {"invalid_id_rate": 0.0}
+
+
+def rank_content_knn(ctx: Context) -> tuple[np.ndarray, dict]:
     start = time.perf_counter()
-    ranked = model.rank(split.test_history)
+    ranked = content_knn(ctx.emb, ctx.split.test_history, ctx.cfg.beam, last=3)
+    return ranked, {"test_seconds": round(time.perf_counter() - start, 1), "invalid_id_rate": 0.0}
+
+
+def rank_t5(ctx: Context) -> tuple[np.ndarray, dict]:
+    """TIGER's encoder-decoder from ``transformers`` (pipelines/tiger_t5.py's model) over ``ours``' IDs."""
+    from semantic_ids.quality.downstream.t5 import T5RecipeConfig, T5Recommender
+
+    codes, info = arm_codes("ours", ctx.name, ctx.path, ctx.ids, ctx.seed)
+    c = ctx.cfg
+    t5 = T5RecipeConfig(**{**T5_ARM, **T5_OVERRIDE, "max_history": c.max_history, "beam": c.beam,
+                           "valid_users": c.valid_users, "device": c.device, "seed": ctx.seed})
+    info["t5"] = t5.to_dict()
+    model = T5Recommender(codes, None, t5, show_progress=False).fit(ctx.split)
+    start = time.perf_counter()
+    ranked = model.rank(ctx.split.test_history)
     info.update({
         "codes_sha256": hashlib.sha256(np.ascontiguousarray(codes, dtype=np.int64).tobytes()).hexdigest()[:16],
         "levels": int(codes.shape[1]),
@@ -233,59 +295,159 @@ def run_arm(arm, name, path, ids, split, seed, cfg) -> tuple[np.ndarray, dict]:
         "invalid_id_rate": float((ranked < 0).mean()),
         "history": model.history_,
     })
-    return target_ranks(ranked, split.test_target), info
+    return ranked, info
+
+
+# arms that are not the decoder-only retriever over codes
+RANKERS = {"popularity": rank_popularity, "content-knn": rank_content_knn, "t5": rank_t5}
+
+
+def run_arm(arm: str, ctx: Context) -> tuple[dict[str, np.ndarray], dict]:
+    """Per-user test ranks (-1 = not in the top 20) of the arm and of its cold-item variants, and a row of facts."""
+    if arm in RANKERS:
+        ranked, info = RANKERS[arm](ctx)
+        out = {arm: target_ranks(ranked, ctx.split.test_target)}
+        if arm == "content-knn" and ctx.cold is not None:  # the same use of "which items are new" as +dense-share3
+            hist = ctx.split.test_history
+            q = history_queries(ctx.emb, hist, 3)
+            out[arm + "+share3"] = target_ranks(coldstart.dense_share(ranked, q, ctx.emb, ctx.cold, K, 3, exclude=hist), ctx.split.test_target)
+        return out, info
+    base = arm.removesuffix(NOHEAD)
+    cold_seqs = None
+    if ctx.cold is not None:
+        cold_seqs = Sequences(users=ctx.seqs.users, items=coldstart.without_items(ctx.seqs.items, ctx.cold))
+    codes, info = arm_codes(base, ctx.name, ctx.path, ctx.ids, ctx.seed, cold_sequences=cold_seqs)
+    cfg = RetrieverConfig(**run_config(arm, ctx.cfg, ctx.seed, ctx.cold, ctx.dense_weight))
+    dense = cfg.dense_weight
+    # an item-ID model has no embedding for an item it never saw trained: it may return the trained items only
+    cands = np.unique(np.concatenate(ctx.split.train)) if (ctx.cold is not None and base == "sasrec") else None
+    model = GenerativeRetriever(codes, None, cfg, show_progress=False, item_embeddings=ctx.emb if dense else None,
+                                candidates=cands).fit(ctx.split)
+    start = time.perf_counter()
+    hist, target = ctx.split.test_history, ctx.split.test_target
+    ranked = model.rank(hist)
+    out = {arm: target_ranks(ranked, target)}
+    if ctx.cold is not None and base != "sasrec":
+        out[arm + "+prefix"] = target_ranks(coldstart.prefix_share(ranked, codes, ctx.cold, K, eps=0.3), target)
+        # the beam for 7 slots, the 3 cold items nearest the content-kNN query (last 3 items' text) for the rest
+        q = history_queries(ctx.emb, hist, 3)
+        out[arm + "+text-share3"] = target_ranks(coldstart.dense_share(ranked, q, ctx.emb, ctx.cold, K, 3, exclude=hist), target)
+        if dense:
+            pred = model.predict_embedding(hist)
+            out[arm + "+dense"] = target_ranks(coldstart.dense_rerank(ranked, pred, ctx.emb, ctx.cold, K, exclude=hist), target)
+            for m in (1, 3):
+                out[f"{arm}+dense-share{m}"] = target_ranks(
+                    coldstart.dense_share(ranked, pred, ctx.emb, ctx.cold, K, m, exclude=hist), target)
+    info.update({
+        "codes_sha256": hashlib.sha256(np.ascontiguousarray(codes, dtype=np.int64).tobytes()).hexdigest()[:16],
+        "levels": int(codes.shape[1]),
+        "parameters": model.model_.num_parameters(),
+        "best_epoch": model.best_epoch_,
+        "epochs_run": len(model.history_),
+        "train_seconds": round(model.train_seconds_, 1),
+        "test_seconds": round(time.perf_counter() - start, 1),
+        "invalid_id_rate": float((ranked < 0).mean()),
+        "history": model.history_,
+    })
+    return out, info
 
 
 REFERENCES = ("ours", "ours-seq")  # each arm's paired difference is reported against both
+COLD_REFERENCES = ("content-knn", "ours-seq")
+CONSTRUCTION_ZERO = ("sasrec", "popularity")  # never return a cold item: Recall 0 on cold targets by construction
+PAIRED = ("recall@10", "ndcg@10")  # metrics with a paired interval on the warm and cold subsets
 
 
-def summarize(name: str, arms: list[str], seeds: list[int], n_users: int, n_boot: int) -> list[dict]:
-    """One row per arm: mean over its seeds, per-seed means, and the paired interval of arm - ref
-    for each reference arm (``ours``, ``ours-seq``), on the seeds both have (each side's per-user
-    metric averaged over those seeds first)."""
+def arms_with_variants(arms: list[str]) -> list[str]:
+    return [a + v for a in arms for v in ("", *COLD_VARIANTS)]
+
+
+def summarize(name: str, arms: list[str], seeds: list[int], split, n_boot: int, work: Path = WORK,
+              refs=REFERENCES, cold: np.ndarray | None = None) -> list[dict]:
+    """One row per arm (and cold-item ranking variant): mean over its seeds, per-seed means, Recall@10 by
+    the target's popularity bucket, and the paired interval of arm - ref for each reference arm, on the
+    seeds both have (each side's per-user metric averaged over those seeds first). With ``cold``: the
+    same for the warm and the cold targets too."""
+    targets = split.test_target
+    subsets = coldstart.split_masks(targets, cold) if cold is not None else {"all": np.ones(len(targets), bool)}
+    counts = np.bincount(np.concatenate(split.train), minlength=int(targets.max()) + 1)
+    bucket = popularity_buckets(counts, 5)[0][targets]
+    tail_users = subsets.get("warm", subsets["all"])  # cold targets have no training interactions: their own column
     per_arm = {}
-    for arm in arms:
-        runs = {s: WORK / f"{name}-{arm}-seed{s}.npy" for s in seeds}
+    for arm in arms_with_variants(arms):
+        runs = {s: work / f"{name}-{arm}-seed{s}.npy" for s in seeds}
         runs = {s: recall_ndcg(np.load(f, allow_pickle=False)) for s, f in runs.items() if f.exists()}
         if runs:
             per_arm[arm] = runs
     rows = []
     for arm, runs in per_arm.items():
-        row = {"catalog": name, "arm": arm, "seeds": sorted(runs), "users": n_users}
+        row = {"catalog": name, "arm": arm, "seeds": sorted(runs), "users": len(targets)}
         for m in METRICS:
             row[m] = round(float(np.mean([r[m].mean() for r in runs.values()])), 5)
             row[f"{m}_per_seed"] = [round(float(runs[s][m].mean()), 5) for s in sorted(runs)]
-        for ref in REFERENCES:
+        for sub, mask in subsets.items():
+            if sub != "all":
+                row[f"users_{sub}"] = int(mask.sum())
+                for m in PAIRED:
+                    row[f"{m}_{sub}"] = round(float(np.mean([r[m][mask].mean() for r in runs.values()])), 5)
+                    row[f"{m}_{sub}_per_seed"] = [round(float(runs[s][m][mask].mean()), 5) for s in sorted(runs)]
+        if cold is not None and arm in CONSTRUCTION_ZERO and any(v != 0 for v in row["recall@10_cold_per_seed"]):
+            sys.exit(f"{arm} reached cold targets ({row['recall@10_cold_per_seed']}): it should never return an item it "
+                     "did not see trained")
+        user_r10 = np.mean([r["recall@10"] for r in runs.values()], axis=0)
+        mean, n = by_group(user_r10[tail_users], bucket[tail_users], 5)
+        row["recall@10_by_popularity"] = [round(float(v), 5) for v in mean]
+        row["users_by_popularity"] = n.tolist()
+        for ref in refs:
             base = per_arm.get(ref, {})
             common = sorted(set(runs) & set(base))
             if arm == ref or not common:
                 continue
             row[f"paired_seeds_{ref}"] = common
-            for m in METRICS:
-                arm_user = np.mean([runs[s][m] for s in common], axis=0)
-                ref_user = np.mean([base[s][m] for s in common], axis=0)
-                d, lo, hi = paired_bootstrap(arm_user, ref_user, n_boot=n_boot, seed=0)
-                row[f"{m}_minus_{ref}"] = [round(d, 5), round(lo, 5), round(hi, 5)]
+            for sub, mask in subsets.items():
+                for m in (METRICS if sub == "all" else PAIRED):
+                    arm_user = np.mean([runs[s][m][mask] for s in common], axis=0)
+                    ref_user = np.mean([base[s][m][mask] for s in common], axis=0)
+                    d, lo, hi = paired_bootstrap(arm_user, ref_user, n_boot=n_boot, seed=0)
+                    row[f"{m}{'' if sub == 'all' else '_' + sub}_minus_{ref}"] = [round(d, 5), round(lo, 5), round(hi, 5)]
         rows.append(row)
     return rows
 
 
+def _ci(r: dict, key: str) -> str:
+    v = r.get(key)
+    return "" if v is None else f"{v[0]:+.4f} [{v[1]:+.4f}, {v[2]:+.4f}]"
+
+
 def markdown(rows: list[dict], facts: list[dict], env: dict) -> str:
+    refs = env.get("references", list(REFERENCES))
+    cold = env.get("cold") is not None
     lines = [f"Protocol: {env['protocol']}", "", f"Retriever: {env['retriever']}", ""]
-    lines.append("| catalog | arm | seeds | R@5 | N@5 | R@10 | N@10 | R@10 − ours [95% CI] | N@10 − ours [95% CI] "
-                 "| R@10 − ours-seq [95% CI] | N@10 − ours-seq [95% CI] |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    if cold:
+        head = ["catalog", "arm", "seeds", "R@10 warm", "R@10 cold", "R@10 all", "N@10 warm", "N@10 cold", "N@10 all"]
+        head += [f"R@10 {sub} − {ref} [95% CI]" for ref in refs for sub in ("warm", "cold", "all")]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in rows:
+            cells = [r["catalog"], r["arm"], ",".join(map(str, r["seeds"]))]
+            cells += [f"{r[k]:.4f}" for k in ("recall@10_warm", "recall@10_cold", "recall@10", "ndcg@10_warm", "ndcg@10_cold", "ndcg@10")]
+            cells += [_ci(r, f"recall@10{'' if sub == 'all' else '_' + sub}_minus_{ref}") for ref in refs for sub in ("warm", "cold", "all")]
+            lines.append("| " + " | ".join(cells) + " |")
+    else:
+        head = ["catalog", "arm", "seeds", "R@5", "N@5", "R@10", "N@10"] + [f"{m} − {ref} [95% CI]" for ref in refs for m in ("R@10", "N@10")]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in rows:
+            cells = [r["catalog"], r["arm"], ",".join(map(str, r["seeds"]))] + [f"{r[m]:.4f}" for m in METRICS]
+            cells += [_ci(r, f"{m}_minus_{ref}") for ref in refs for m in ("recall@10", "ndcg@10")]
+            lines.append("| " + " | ".join(cells) + " |")
+        if any(r["catalog"] == "beauty" for r in rows):
+            t = TIGER_BEAUTY
+            lines.append(f"| beauty | TIGER (published; larger model, not run here) | | {t['recall@5']:.4f} | {t['ndcg@5']:.4f} | "
+                         f"{t['recall@10']:.4f} | {t['ndcg@10']:.4f} |" + " |" * (2 * len(refs)))
+    lines += ["", "Recall@10 by the target's popularity bucket (quintiles of the training interactions; 1 = the long tail"
+              + ("; warm targets only" if cold else "") + "):", "",
+              "| catalog | arm | " + " | ".join(f"bucket {b + 1}" for b in range(5)) + " |", "|---|---|" + "---|" * 5]
     for r in rows:
-        def ci(m, ref):
-            v = r.get(f"{m}_minus_{ref}")
-            return "" if v is None else f"{v[0]:+.4f} [{v[1]:+.4f}, {v[2]:+.4f}]"
-        lines.append(f"| {r['catalog']} | {r['arm']} | {','.join(map(str, r['seeds']))} | {r['recall@5']:.4f} | {r['ndcg@5']:.4f} | "
-                     f"{r['recall@10']:.4f} | {r['ndcg@10']:.4f} | {ci('recall@10', 'ours')} | {ci('ndcg@10', 'ours')} | "
-                     f"{ci('recall@10', 'ours-seq')} | {ci('ndcg@10', 'ours-seq')} |")
-    if any(r["catalog"] == "beauty" for r in rows):
-        t = TIGER_BEAUTY
-        lines.append(f"| beauty | TIGER (published; larger model, not run here) | | {t['recall@5']:.4f} | {t['ndcg@5']:.4f} | "
-                     f"{t['recall@10']:.4f} | {t['ndcg@10']:.4f} | | | | |")
+        lines.append(f"| {r['catalog']} | {r['arm']} | " + " | ".join(f"{v:.4f}" for v in r["recall@10_by_popularity"]) + " |")
     lines += ["", "| catalog | arm | seed | levels | params | best epoch / run | train s | test s | invalid-ID rate | ID build s | collisions |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for f in facts:
@@ -295,13 +457,30 @@ def markdown(rows: list[dict], facts: list[dict], env: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_config(arm: str, cfg: RetrieverConfig, seed: int, cold, dense_weight: float) -> dict:
+    """The retriever config an arm trains with (what --resume checks)."""
+    dense = dense_weight if (cold is not None and arm.removesuffix(NOHEAD) != "sasrec" and not arm.endswith(NOHEAD)) else 0.0
+    return {**cfg.to_dict(), "seed": seed, "dense_weight": dense}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--catalogs", nargs="+", default=["beauty", "movielens"])
-    ap.add_argument("--arms", nargs="+", default=ARMS, choices=ARMS)
+    ap.add_argument("--arms", nargs="+", choices=ARMS + [a for a in COLD_ARMS if a not in ARMS],
+                    help="default: every arm of the protocol")
+    ap.add_argument("--protocol", choices=["standard", "cold"], default="standard",
+                    help="cold: a seeded share of the items is cold (never trained on, IDs from text and predicted behaviour)")
+    ap.add_argument("--cold-share", type=float, default=0.1)
+    ap.add_argument("--cold-seed", type=int, default=0, help="which items are cold (the same for every training seed)")
+    ap.add_argument("--dense-weight", type=float, default=1.0, help="--protocol cold: the dense head's loss weight for the ID arms")
+    ap.add_argument("--refs", nargs="+", help="arms every other arm is compared with (paired); default: ours ours-seq, "
+                    "or for --protocol cold content-knn ours-seq")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--preset", choices=["small", "tiger"], default="small",
-                    help="small: the CPU configuration (RetrieverConfig()); tiger: TIGER-sized (RetrieverConfig.tiger(), for a GPU)")
+    ap.add_argument("--preset", choices=["small", "full", "tiger"], default="small",
+                    help="small: the quick CPU check (RetrieverConfig()); full: trained to convergence (RetrieverConfig.full()); "
+                    "tiger: TIGER-sized (RetrieverConfig.tiger(), for a GPU)")
+    ap.add_argument("--work", help="where per-run ranks are kept (default out/downstream for the standard protocol and the "
+                    "small preset, else out/downstream-<protocol>-<preset>)")
     ap.add_argument("--device", default="cpu", help="torch device for the retriever, e.g. cuda")
     ap.add_argument("--config", default="{}", help="JSON of RetrieverConfig fields over the preset, e.g. '{\"epochs\": 10}'")
     ap.add_argument("--t5-config", default="{}", help="JSON of T5RecipeConfig fields over T5_ARM for the t5 arm")
@@ -321,7 +500,11 @@ def main() -> None:
     T5_OVERRIDE.update(json.loads(args.t5_config))
     if args.threads:
         torch.set_num_threads(args.threads)
-    WORK.mkdir(parents=True, exist_ok=True)
+    default_work = WORK if (args.protocol, args.preset) == ("standard", "small") else WORK.parent / f"downstream-{args.protocol}-{args.preset}"
+    work = Path(args.work or default_work)
+    work.mkdir(parents=True, exist_ok=True)
+    all_arms = args.arms or (COLD_ARMS if args.protocol == "cold" else ARMS)
+    refs = tuple(args.refs or (COLD_REFERENCES if args.protocol == "cold" else REFERENCES))
     rows, cfgs = [], {}
     for name in args.catalogs:
         found = catalog(name)
@@ -334,46 +517,66 @@ def main() -> None:
         cfgs[name] = cfg.to_dict()
         cat = load_catalog(path, BuildConfig().replace(catalog={"template": TEMPLATES[name]}).catalog)
         ids = cat.ids
-        split = leave_one_out(read_sequences(seq_path, ids), cfg.max_history)
-        arms = [a for a in args.arms if not (a == "letter" and name != "beauty")]
+        seqs = read_sequences(seq_path, ids)
+        split = leave_one_out(seqs, cfg.max_history)
+        cold = None
+        if args.protocol == "cold":
+            cold = coldstart.cold_items(len(ids), args.cold_share, args.cold_seed)
+            split = coldstart.cold_split(split, cold)
+        arms = [a for a in all_arms if not (a == "letter" and name != "beauty")]
         for seed in args.seeds:  # seed-major, so arms share the machine's load alike
             for arm in arms:
-                out = WORK / f"{name}-{arm}-seed{seed}.npy"
+                out = work / f"{name}-{arm}-seed{seed}.npy"
                 if args.summarize_only or (args.resume and out.exists()):
                     if out.exists():
                         ran = json.loads(out.with_suffix(".json").read_text()).get("retriever")
-                        if ran != {**cfg.to_dict(), "seed": seed}:
+                        want = run_config(arm, cfg, seed, cold, args.dense_weight)
+                        if ran is None or {**want, **ran} != want:  # a field added since the run must be at its default
                             sys.exit(f"{out} was trained with another retriever config ({ran}); "
                                      "move out/downstream aside or pass the same --config")
                     continue
                 start = time.perf_counter()
-                ranks, info = run_arm(arm, name, path, ids, split, seed, cfg)
-                fact = {"catalog": name, "arm": arm, "seed": seed, **info, "retriever": {**cfg.to_dict(), "seed": seed},
+                ctx = Context(name, path, ids, seqs, split, seed, cfg, cold, args.dense_weight)
+                ranks, info = run_arm(arm, ctx)
+                fact = {"catalog": name, "arm": arm, "seed": seed, **info, "retriever": run_config(arm, cfg, seed, cold, args.dense_weight),
+                        "variants": sorted(ranks),
                         "wall_seconds": round(time.perf_counter() - start, 1),
                         "threads": torch.get_num_threads(), "load_1m": round(os.getloadavg()[0], 2)}
                 out.with_suffix(".json").write_text(json.dumps(fact) + "\n")
-                np.save(out, ranks)  # last: its presence marks the run done
-                m = recall_ndcg(ranks)
-                print(json.dumps({"catalog": name, "arm": arm, "seed": seed, **{k: round(float(m[k].mean()), 4) for k in METRICS},
-                                  **{k: v for k, v in info.items() if k != "history"}}), flush=True)
-        rows += summarize(name, arms, args.seeds, len(split.test_target), args.n_boot)
+                for variant, r in ranks.items():
+                    if variant != arm:
+                        np.save(work / f"{name}-{variant}-seed{seed}.npy", r)
+                np.save(out, ranks[arm])  # last: its presence marks the run done
+                for variant, r in ranks.items():
+                    m = recall_ndcg(r)
+                    print(json.dumps({"catalog": name, "arm": variant, "seed": seed, **{k: round(float(m[k].mean()), 4) for k in METRICS},
+                                      **({} if cold is None else {"recall@10_cold": round(float(m["recall@10"][np.isin(split.test_target, cold)].mean()), 4)}),
+                                      **{k: v for k, v in info.items() if k != "history"}}), flush=True)
+        rows += summarize(name, arms, args.seeds, split, args.n_boot, work, refs, cold)
     env = {
-        "protocol": "leave-one-out (last item test, second-to-last validation, rest training); histories of at most "
+        "protocol": ("" if args.protocol == "standard" else
+                     f"cold start: {args.cold_share:.0%} of the items (seed {args.cold_seed}) never trained on nor in the IDs' "
+                     "sequences; warm / cold / all by the test target; ")
+                    + "leave-one-out (last item test, second-to-last validation, rest training); histories of at most "
                     f"{cfg.max_history} items; all test users; early stopping on validation Recall@10 "
                     f"({cfg.valid_users or 'all'} seeded users, patience {cfg.patience}); trie-constrained beam {cfg.beam}; "
-                    f"per-user metrics averaged over seeds, paired bootstrap over users ({args.n_boot} resamples) for arm − ours; "
+                    f"per-user metrics averaged over seeds, paired bootstrap over users ({args.n_boot} resamples) for arm − {', '.join(refs)}; "
                     "the interval covers the sampling of users, not training-seed variance (see the per-seed values)",
         "retriever": cfgs,
         **({"t5": {**T5_ARM, **T5_OVERRIDE}} if "t5" in args.arms else {}),  # the t5 arm's own size and budget
+        "preset": args.preset,
+        "references": list(refs),
+        "cold": None if args.protocol == "standard" else {"share": args.cold_share, "seed": args.cold_seed,
+                                                          "dense_weight": args.dense_weight, "variants": list(COLD_VARIANTS)},
         "seeds": args.seeds,
         "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "machine": f"{os.cpu_count()} CPUs",
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    facts_out = [json.loads(f.with_suffix(".json").read_text()) for f in sorted(WORK.glob("*-seed*.npy"))]
+    facts_out = [json.loads(f.read_text()) for f in sorted(work.glob("*-seed*.json"))]
     facts_out = [{k: v for k, v in f.items() if k != "retriever"} for f in facts_out
-                 if f["catalog"] in args.catalogs and f["arm"] in args.arms and f["seed"] in args.seeds]
+                 if f["catalog"] in args.catalogs and f["arm"] in all_arms and f["seed"] in args.seeds]
     out.with_suffix(".json").write_text(json.dumps({"env": env, "rows": rows, "runs": facts_out}, indent=1) + "\n")
     md = markdown(rows, facts_out, env)
     out.with_suffix(".md").write_text(md)

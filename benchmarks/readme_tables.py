@@ -85,9 +85,7 @@ DOWNSTREAM_ARMS = {  # arm -> label, in the order the README shows them
     "ours": "ours, text only",
     "rq-kmeans": "RQ-KMeans",
     "letter": "LETTER's published IDs",
-    "rqvae-latent": "TIGER's all-latent RQ-VAE",
-    "random": "random IDs",
-    "sasrec": "SASRec (one token per item, same network)",
+    "sasrec": "SASRec (one token per item, same network, quick configuration)",
 }
 
 
@@ -189,6 +187,84 @@ def block_downstream_t5() -> str:
                      "", "", "", "", ""])
     return table(["arm (Beauty)", "model", "seeds", "R@5", "N@5", "R@10", "N@10", "parameters", "best epoch",
                   "train min", "test min", "load"], rows)
+COLD_REF = "content-knn"
+COLD_ARMS = {  # arm -> label, in the order the READMEs show the cold-start protocol
+    "ours-seq": "ours with sequences (cold items left out), beam",
+    "ours-seq+prefix": "the same, TIGER's prefix share (ε 0.3)",
+    "ours-seq+dense": "the same, LIGER's dense re-rank of beam + cold items",
+    "ours-seq+dense-share1": "the same, 1 slot for the cold item nearest the predicted embedding",
+    "ours-seq+dense-share3": "the same, 3 slots for the cold items nearest the predicted embedding",
+    "ours-seq+text-share3": "the same, 3 slots by content-kNN's query",
+    "ours-seq-nohead": "ours with sequences, no dense head, beam",
+    "ours": "ours, text only, beam",
+    "ours+dense": "ours, text only, dense re-rank",
+    "ours+dense-share3": "ours, text only, 3 dense slots",
+    "rq-kmeans-seq": "RQ-KMeans on the fused vectors, beam",
+    "rq-kmeans-seq+dense": "RQ-KMeans on the fused vectors, dense re-rank",
+    "rq-kmeans-seq+dense-share3": "RQ-KMeans on the fused vectors, 3 dense slots",
+    "content-knn": "content-kNN (TIGER's Semantic_KNN)",
+    "content-knn+share3": "content-kNN, 3 slots for the nearest cold items",
+    "sasrec": "SASRec (item IDs; warm items only)",
+    "popularity": "popularity",
+}
+
+
+def cold_rows() -> dict:
+    return {r["arm"]: r for r in load("downstream-cold.json")["rows"] if r["catalog"] == "beauty"}
+
+
+README_COLD = ("ours-seq", "ours-seq+dense", "ours-seq+dense-share3", "ours+dense", "rq-kmeans-seq+dense", "content-knn",
+               "content-knn+share3")  # README.md's shorter table
+
+
+def cold_table(full: bool) -> str:
+    rows, got = [], cold_rows()
+    for arm, label in COLD_ARMS.items():
+        r = got.get(arm)
+        if r is None or not (full or arm in README_COLD):
+            continue
+        cells = [label if not full else f"`{arm}`", seeds(r["seeds"])]
+        cells += [f"{r[k]:.4f}" for k in ("recall@10_warm", "recall@10_cold", "recall@10")]
+        if full:
+            cells += [f"{r[k]:.4f}" for k in ("ndcg@10_warm", "ndcg@10_cold", "ndcg@10")]
+        cells += [ci(r.get(f"recall@10_cold_minus_{COLD_REF}")), ci(r.get(f"recall@10_warm_minus_{COLD_REF}"))]
+        rows.append(cells)
+    head = ["arm" if full else "IDs / ranking (Beauty, cold start)", "seeds", "R@10 warm", "R@10 cold", "R@10 all"]
+    head += ["N@10 warm", "N@10 cold", "N@10 all"] if full else []
+    return table(head + [f"R@10 cold − `{COLD_REF}` [95% CI]", f"R@10 warm − `{COLD_REF}` [95% CI]"], rows)
+
+
+def block_downstream_cold() -> str:
+    return cold_table(full=True)
+
+
+def block_downstream_full() -> str:
+    d = load("downstream-full.json")
+    runs: dict[str, list] = {}
+    for f in d["runs"]:
+        runs.setdefault(f["arm"], []).append(f)
+    rows = []
+    for r in d["rows"]:
+        rs = runs.get(r["arm"], [])
+        rows.append([r["arm"], seeds(r["seeds"]), f"{r['recall@10']:.4f}", f"{r['ndcg@10']:.4f}",
+                     " / ".join(f"{v:.4f}" for v in r["recall@10_per_seed"]),
+                     ci(r.get("recall@10_minus_sasrec")),
+                     span([f["best_epoch"] for f in rs if f.get("best_epoch")]) + " / " + span([f["epochs_run"] for f in rs if f.get("epochs_run")]),
+                     span([f["train_seconds"] / 60 for f in rs if f.get("train_seconds")], "{:.0f}")])
+    return table(["arm (Beauty, `--preset full`)", "seeds", "R@10", "N@10", "R@10 per seed", "R@10 − sasrec [95% CI]",
+                  "best epoch / run", "train min"], rows)
+
+
+def block_downstream_tail() -> str:
+    rows = []
+    for fname, what in (("downstream-full.json", "standard, full"), ("downstream-cold.json", "cold start, warm targets")):
+        if not (RESULTS / fname).exists():
+            continue
+        for r in load(fname)["rows"]:
+            if "+" in r["arm"] and not r["arm"].endswith("dense-share3"):
+                continue
+            rows.append([what, r["arm"], *(f"{v:.4f}" for v in r["recall@10_by_popularity"])])
+    return table(["split", "arm"] + [f"bucket {b} {'(tail)' if b == 1 else '(head)' if b == 5 else ''}".strip() for b in range(1, 6)], rows)
 
 
 # ---------------------------------------------------------------- builds with sequences, growth
@@ -377,10 +453,10 @@ def block_codebook_sizes() -> str:
 
 def headline_downstream() -> str:
     ds = downstream_rows()
-    b = {arm: ds[("beauty", arm)] for arm in DOWNSTREAM_ARMS}
+    b = {arm: ds[("beauty", arm)] for arm in (*DOWNSTREAM_ARMS, "random")}
     seq, rqk, letter = b["ours-seq"], b["rq-kmeans"], b["letter"]
     rows = []
-    for arm, label in DOWNSTREAM_ARMS.items():
+    for arm, label in DOWNSTREAM_ARMS.items():  # the other arms: benchmarks/README.md
         r10, n10 = f"{b[arm]['recall@10']:.4f}", f"{b[arm]['ndcg@10']:.4f}"
         if arm == "ours-seq":
             r10, n10 = f"**{r10}**", f"**{n10}**"
@@ -394,15 +470,25 @@ def headline_downstream() -> str:
         f"{b['ours']['users']:,} users, leave-one-out;\n"
         "every arm trains the same small generative retriever with the same budget.\n\n"
         + table(["IDs (Beauty)", "seeds", "Recall@10", "NDCG@10"], rows) + "\n"
-        f"- With users' sequences against text only: {ci(seq['recall@10_minus_ours'])} Recall@10,\n"
-        f"  {ci(seq['ndcg@10_minus_ours'])} NDCG@10 (95% paired bootstrap over users). Against RQ-KMeans:\n"
-        f"  {ci(negated(rqk['recall@10_minus_ours-seq']))} Recall@10; its Recall@10 is\n"
-        f"  {seq['recall@10'] / b['random']['recall@10']:.1f}× that of random IDs.\n"
-        f"- RQ-KMeans minus our text-only IDs: {ci(rqk['recall@10_minus_ours'])} Recall@10\n"
-        f"  ({covers(rqk['recall@10_minus_ours'])}); LETTER's published IDs minus ours: "
-        f"{ci(letter['recall@10_minus_ours'])}\n  ({covers(letter['recall@10_minus_ours'])}).\n"
-        f"- MovieLens-100K (seed 0): IDs built with sequences reach Recall@10 {ml['ours-seq']['recall@10']:.4f}, "
-        f"text only\n  {ml['ours']['recall@10']:.4f}, SASRec {ml['sasrec']['recall@10']:.4f}.\n"
+        f"- With users' sequences against text only: {ci(seq['recall@10_minus_ours'])} Recall@10, "
+        f"{ci(seq['ndcg@10_minus_ours'])} NDCG@10\n  (95% paired bootstrap over users). Against RQ-KMeans: "
+        f"{ci(negated(rqk['recall@10_minus_ours-seq']))} Recall@10; {seq['recall@10'] / b['random']['recall@10']:.1f}× random IDs.\n"
+        f"- RQ-KMeans minus our text-only IDs: {ci(rqk['recall@10_minus_ours'])} Recall@10; LETTER's published IDs "
+        f"minus ours:\n  {ci(letter['recall@10_minus_ours'])}. MovieLens-100K (seed 0): Recall@10 {ml['ours-seq']['recall@10']:.4f} "
+        f"with sequences, {ml['ours']['recall@10']:.4f} text only, SASRec {ml['sasrec']['recall@10']:.4f}.\n\n"
+        + headline_cold()
+    )
+
+
+def headline_cold() -> str:
+    """Full-strength SASRec and the cold-start protocol: warm, cold and all-target columns."""
+    full = {r["arm"]: r for r in load("downstream-full.json")["rows"]}
+    sas, knn = full["sasrec"], full.get("content-knn")
+    return (
+        f"**Full strength, cold items** (`benchmarks/results/downstream-full.json`: SASRec to convergence, Recall@10 "
+        f"{sas['recall@10']:.4f}, seed {seeds(sas['seeds'])}" + (f"; content-kNN {knn['recall@10']:.4f}" if knn else "")
+        + ").\nCold start, 10% of items never trained on (`benchmarks/results/downstream-cold.json`, quick configuration):\n\n"
+        + cold_table(full=False)
     )
 
 
@@ -480,6 +566,9 @@ FILES = {
         "downstream-movielens": block_downstream_movielens,
         "downstream-cost": block_downstream_cost,
         "downstream-t5": block_downstream_t5,
+        "downstream-full": block_downstream_full,
+        "downstream-cold": block_downstream_cold,
+        "downstream-tail": block_downstream_tail,
         "collab": block_collab,
         "churn": block_churn,
         "churn-behaviour": block_churn_behaviour,

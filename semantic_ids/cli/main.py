@@ -127,8 +127,9 @@ def _parser_evaluate(sub) -> None:
     ev.add_argument("--downstream", action="store_true",
                     help="instead: train a generative retriever on the IDs and --sequences (leave-one-out) and report "
                          "Recall@5/10 and NDCG@5/10 with 95%% intervals beside a popularity ranking (docs/downstream.md)")
-    ev.add_argument("--preset", choices=["small", "tiger"], default="small",
-                    help="with --downstream: the retriever's size; small fits a CPU, tiger is TIGER-sized (use --device cuda)")
+    ev.add_argument("--preset", choices=["small", "full", "tiger"], default="small",
+                    help="with --downstream: the retriever's size and budget; small is a quick CPU check, full trains to "
+                         "convergence (SASRec-style, up to 200 epochs), tiger is TIGER-sized (use --device cuda)")
     ev.add_argument("--epochs", type=int, help="with --downstream: at most this many epochs (default: the preset's)")
     ev.add_argument("--warmup-steps", type=int, help="with --downstream: learning-rate warm-up steps (default: the preset's)")
     ev.add_argument("--device", default="cpu", help="with --downstream: torch device, e.g. cuda")

@@ -4,6 +4,8 @@
 the retriever (:mod:`.retriever`) on the IDs, ranks every test user's next item
 by trie-constrained beam search and returns Recall@5/10 and NDCG@5/10 with 95%
 bootstrap intervals, beside a popularity ranking and the paired difference to it.
+:mod:`.content` is the content-kNN baseline, :mod:`.coldstart` the cold-start split
+and the ways to rank cold items (docs/downstream.md).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import paired_bootstrap, recall_ndcg, target_ranks
+from .coldstart import cold_items, cold_split
+from .content import content_knn
+from .metrics import paired_bootstrap, popularity_buckets, recall_ndcg, target_ranks
 from ...stages.sequences import SequenceError, Sequences, read_sequences
 from .sequences import Split, leave_one_out, training_windows
 from ...errors import ExportError
@@ -26,10 +30,14 @@ __all__ = [
     "Sequences",
     "Split",
     "check_holdout",
+    "cold_items",
+    "cold_split",
+    "content_knn",
     "evaluate_downstream",
     "evaluate_export_downstream",
     "leave_one_out",
     "paired_bootstrap",
+    "popularity_buckets",
     "read_sequences",
     "recall_ndcg",
     "summarize",

@@ -50,3 +50,40 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000, seed: 
     alpha = (1 - level) / 2
     lo, hi = np.quantile(means, [alpha, 1 - alpha])
     return float(d.mean()), float(lo), float(hi)
+
+
+def popularity_buckets(counts: np.ndarray, n_buckets: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Each item's popularity bucket: quantiles of the training interactions, 0 = the tail.
+
+    Items are ordered by training count; an item's bucket is ``floor(n * share)`` where
+    ``share`` is the fraction of all training interactions held by items with a smaller
+    count. So each bucket starts where the one below has about an n-th of the
+    interactions (a few head items, many tail items), items with the same count share
+    a bucket, and items never seen in training are in bucket 0.
+
+    Parameters
+    ----------
+    counts : (N,) training interactions per item.
+
+    Returns
+    -------
+    bucket : (N,) int64 in [0, n_buckets); lowest : (n_buckets,) the smallest count in each bucket (-1 if empty).
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    if n_buckets < 1 or counts.ndim != 1 or (counts < 0).any():
+        raise ValueError(f"expected non-negative (N,) counts and n_buckets >= 1, got shape {counts.shape}, n_buckets={n_buckets}")
+    values, inverse, per_value = np.unique(counts, return_inverse=True, return_counts=True)
+    mass = values * per_value  # interactions held by the items of each distinct count
+    below = np.concatenate([[0], np.cumsum(mass)[:-1]])  # interactions of items with a smaller count
+    total = max(int(mass.sum()), 1)
+    bucket = np.minimum(n_buckets * below // total, n_buckets - 1).astype(np.int64)[inverse]
+    lowest = np.array([counts[bucket == b].min() if (bucket == b).any() else -1 for b in range(n_buckets)], dtype=np.int64)
+    return bucket, lowest
+
+
+def by_group(values: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of per-user ``values`` within each group, and the users in it ((n_groups,) each; NaN where empty)."""
+    values, groups = np.asarray(values, dtype=np.float64), np.asarray(groups, dtype=np.int64)
+    n = np.bincount(groups, minlength=n_groups)
+    s = np.bincount(groups, weights=values, minlength=n_groups)
+    return np.where(n > 0, s / np.maximum(n, 1), np.nan), n

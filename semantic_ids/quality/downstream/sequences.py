@@ -27,6 +27,8 @@ class Split:
     train : list of int64 arrays, each user's training part (all but the last two items).
     valid_history, test_history : list of int64 arrays, at most ``max_history`` items each.
     valid_target, test_target : (U,) int64 item rows.
+    valid_users : users early stopping may sample from (None: all); the cold-start split leaves out
+        those whose validation target is a cold item.
     """
 
     train: list[np.ndarray]
@@ -35,6 +37,7 @@ class Split:
     test_history: list[np.ndarray]
     test_target: np.ndarray
     max_history: int
+    valid_users: np.ndarray | None = None
 
 
 def leave_one_out(seqs: Sequences, max_history: int = 20) -> Split:

@@ -1,0 +1,166 @@
+"""Cold-start evaluation (after LIGER, Yang et al. 2024) and ways to rank cold items.
+
+A seeded share of the items is *cold*: removed from every training sequence and from
+the sequences the IDs are built from, so no model and no ID saw them used. They keep
+their place in the catalog (their text, hence their IDs) and in histories at test time.
+Test users whose target is cold form the cold split; the others the warm split.
+
+A generative retriever trained without cold items almost never emits one (TIGER and
+LIGER report 0% Recall on them). Three ways to let cold items into its top k, each a
+plain function over a beam's ranked rows:
+
+- :func:`prefix_share` (TIGER's epsilon, Rajput et al. 2023, section 4.2): a cold item
+  whose semantic ID shares the generated ID's prefix (every level but the collision
+  level) is placed right after that beam item, at most ``ceil(eps * k)`` of them.
+- :func:`dense_rerank` (LIGER): the retriever also predicts the next item's text
+  embedding; the beam's items plus every cold item are ranked by its cosine.
+- :func:`dense_share`: the beam keeps ``k - m`` slots; the ``m`` cold items nearest
+  the predicted embedding take the rest.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from ...errors import ConfigError
+from .content import top_k_by_score, unit_rows
+from .sequences import Split
+
+
+def cold_items(n_items: int, share: float = 0.1, seed: int = 0) -> np.ndarray:
+    """Sorted int64 rows of a seeded ``share`` of ``n_items`` items (at least one)."""
+    if not 0 < share < 1:
+        raise ConfigError(f"cold share={share} should be in (0, 1)")
+    n = max(1, int(round(share * n_items)))
+    return np.sort(np.random.default_rng(seed).permutation(n_items)[:n]).astype(np.int64)
+
+
+def cold_split(split: Split, cold: np.ndarray) -> Split:
+    """``split`` with every cold item removed from the training parts and from validation.
+
+    The test histories and targets stay as they are (a new item can be in a history by
+    the time it is recommended); users whose validation target is cold are left out of
+    early stopping (``valid_users``), since a cold item is unknown while training.
+    """
+    cold = np.asarray(cold, dtype=np.int64)
+    seen = [split.test_target, split.valid_target, cold, *split.train, *split.test_history]
+    is_cold = np.zeros(1 + max(int(a.max()) for a in seen if len(a)), dtype=bool)
+    is_cold[cold] = True
+    train = [t[~is_cold[t]] for t in split.train]
+    valid = np.flatnonzero(~is_cold[split.valid_target])
+    if split.valid_users is not None:
+        valid = np.intersect1d(valid, split.valid_users)
+    return replace(split, train=train, valid_history=[h[~is_cold[h]] for h in split.valid_history], valid_users=valid)
+
+
+def without_items(items: list[np.ndarray], cold: np.ndarray, keep_last: int = 2) -> list[np.ndarray]:
+    """Sequences for building IDs: cold items removed from all but each sequence's last ``keep_last``.
+
+    The last ``keep_last`` items (the validation and test targets) stay so that a build
+    with ``collab.holdout_last = keep_last`` drops exactly them, as on the standard split.
+    """
+    cold = np.asarray(cold, dtype=np.int64)
+    out = []
+    for s in items:
+        head, tail = s[:len(s) - keep_last], s[len(s) - keep_last:]
+        out.append(np.concatenate([head[~np.isin(head, cold)], tail]))
+    return out
+
+
+def prefix_share(ranked: np.ndarray, codes: np.ndarray, cold: np.ndarray, k: int = 10, eps: float = 0.3,
+                 prefix_levels: int | None = None) -> np.ndarray:
+    """(U, k) the beam's ranking with cold items sharing a ranked item's ID prefix inserted after it.
+
+    Parameters
+    ----------
+    ranked : (U, B) item rows from the beam, best first (-1 = none).
+    codes : (N, L) the items' IDs; the prefix is the first ``prefix_levels`` levels (default L - 1:
+        all but the collision level, so siblings are items the RQ placed in the same cell).
+    cold : rows of the cold items; eps : at most ``ceil(eps * k)`` cold items in the top k.
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    p = codes.shape[1] - 1 if prefix_levels is None else prefix_levels
+    if not 1 <= p <= codes.shape[1] or not 0 <= eps <= 1:
+        raise ConfigError(f"prefix_levels={p} should be in [1, {codes.shape[1]}] and eps={eps} in [0, 1]")
+    by_prefix: dict[tuple, list[int]] = {}
+    for r in np.sort(np.asarray(cold, dtype=np.int64)):
+        by_prefix.setdefault(tuple(codes[r, :p]), []).append(int(r))
+    siblings = {r: by_prefix[key] for r, key in enumerate(map(tuple, codes[:, :p].tolist())) if key in by_prefix}
+    cap = math.ceil(eps * k)
+    out = np.full((len(ranked), k), -1, dtype=np.int64)
+    for u, row in enumerate(np.asarray(ranked)):
+        got, seen, n_cold = [], set(), 0
+        for r in row:
+            if r < 0 or len(got) == k:
+                break
+            if r not in seen:
+                got.append(int(r))
+                seen.add(int(r))
+            for c in siblings.get(int(r), ()):
+                if n_cold < cap and len(got) < k and c not in seen:
+                    got.append(c)
+                    seen.add(c)
+                    n_cold += 1
+        out[u, :len(got)] = got
+    return out
+
+
+def dense_rerank(ranked: np.ndarray, predicted: np.ndarray, emb: np.ndarray, cold: np.ndarray, k: int = 10,
+                 exclude: list[np.ndarray] | None = None, batch: int = 1024) -> np.ndarray:
+    """(U, k) the beam's items and every cold item, ranked by cosine to the predicted embedding (LIGER).
+
+    Parameters
+    ----------
+    ranked : (U, B) beam rows; predicted : (U, D) predicted next-item embeddings; emb : (N, D) item
+    text embeddings; cold : cold rows; exclude : per user, rows never returned (e.g. the history).
+    Ties go to the beam's order, then to the lower cold row.
+    """
+    unit, q = unit_rows(emb), unit_rows(predicted)
+    cold = np.unique(np.asarray(cold, dtype=np.int64))
+    ranked = np.asarray(ranked, dtype=np.int64)
+    col_of = np.full(len(unit), -1, dtype=np.int64)
+    col_of[cold] = np.arange(len(cold))
+    out = np.full((len(ranked), k), -1, dtype=np.int64)
+    for i in range(0, len(ranked), batch):
+        r, qq = ranked[i:i + batch], q[i:i + batch]
+        beam = np.einsum("ud,ubd->ub", qq, unit[np.maximum(r, 0)])  # (b, B)
+        # an item already earlier in the beam, or a cold one (scored in the cold block), is scored once
+        dup = ((r[:, :, None] == r[:, None, :]) & np.tri(r.shape[1], k=-1, dtype=bool)).any(2)
+        beam[(r < 0) | (col_of[np.maximum(r, 0)] >= 0) | dup] = -np.inf
+        colds = qq @ unit[cold].T  # (b, C)
+        if exclude is not None:
+            for j, h in enumerate(exclude[i:i + batch]):
+                h = np.asarray(h, dtype=np.int64)
+                beam[j, np.isin(r[j], h)] = -np.inf
+                c = col_of[h]
+                colds[j, c[c >= 0]] = -np.inf
+        scores = np.concatenate([beam, colds], 1)
+        rows = np.concatenate([r, np.broadcast_to(cold, (len(r), len(cold)))], 1)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        top = np.take_along_axis(rows, order, 1)
+        out[i:i + len(r), :top.shape[1]] = np.where(np.isfinite(np.take_along_axis(scores, order, 1)), top, -1)
+    return out
+
+
+def dense_share(ranked: np.ndarray, predicted: np.ndarray, emb: np.ndarray, cold: np.ndarray, k: int = 10, m: int = 3,
+                exclude: list[np.ndarray] | None = None) -> np.ndarray:
+    """(U, k) the beam's first ``k - m`` items, then the ``m`` cold items nearest the predicted embedding."""
+    if not 0 <= m <= k:
+        raise ConfigError(f"m={m} cold slots should be in [0, k={k}]")
+    cold_top = top_k_by_score(unit_rows(predicted), unit_rows(emb), m, exclude=exclude, candidates=cold) if m else None
+    out = np.full((len(ranked), k), -1, dtype=np.int64)
+    for u, row in enumerate(np.asarray(ranked)):
+        beam = [int(r) for r in row if r >= 0][:k - m]
+        extra = [] if cold_top is None else [int(c) for c in cold_top[u] if c >= 0 and c not in beam]
+        got = (beam + extra)[:k]
+        out[u, :len(got)] = got
+    return out
+
+
+def split_masks(targets: np.ndarray, cold: np.ndarray) -> dict[str, np.ndarray]:
+    """Boolean user masks ``warm``, ``cold`` and ``all`` by whether the target is a cold item."""
+    c = np.isin(np.asarray(targets), np.asarray(cold))
+    return {"warm": ~c, "cold": c, "all": np.ones_like(c)}

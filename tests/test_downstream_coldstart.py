@@ -1,0 +1,243 @@
+"""Content-kNN, popularity buckets, the cold-start split and the ways to rank cold items."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from semantic_ids.errors import ConfigError
+from semantic_ids.quality.downstream import Sequences, leave_one_out
+from semantic_ids.quality.downstream.coldstart import (
+    cold_items,
+    cold_split,
+    dense_rerank,
+    dense_share,
+    prefix_share,
+    split_masks,
+    without_items,
+)
+from semantic_ids.quality.downstream.content import content_knn, top_k_by_score, unit_rows
+from semantic_ids.quality.downstream.metrics import by_group, popularity_buckets
+from semantic_ids.quality.downstream.retriever import GenerativeRetriever, RetrieverConfig
+
+from .test_downstream import SMALL, synthetic
+
+
+# -- content-kNN -----------------------------------------------------------------------------
+
+def test_content_knn_by_hand():
+    emb = np.array([[1, 0], [0, 1], [1, 1], [1, -1], [-1, 0]], dtype=np.float32)
+    # the mean of items 0 and 1 points at (1, 1): item 2 (cos 1), then 3 (cos 0), then 4; 0 and 1 are the history
+    assert content_knn(emb, [np.array([0, 1])], k=4, last=3).tolist() == [[2, 3, 4, -1]]
+    # only the last item counts with last=1; nothing excluded
+    assert content_knn(emb, [np.array([1, 0])], k=2, last=1, exclude_history=False).tolist() == [[0, 2]]
+    # candidates restrict what may be returned
+    assert content_knn(emb, [np.array([0])], k=2, candidates=np.array([3, 4])).tolist() == [[3, 4]]
+
+
+def test_content_knn_agrees_with_a_brute_force_ranking():
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(300, 16)).astype(np.float32)
+    hist = [rng.choice(300, rng.integers(1, 8), replace=False) for _ in range(50)]
+    got = content_knn(emb, hist, k=20, last=3)
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    for u, h in enumerate(hist):
+        s = unit @ unit[h[-3:]].mean(0)
+        s[h] = -np.inf
+        assert got[u].tolist() == np.argsort(-s, kind="stable")[:20].tolist()
+    # batch size does not change the result
+    q = unit[[h[-1] for h in hist]]
+    assert np.array_equal(top_k_by_score(q, unit, 7, batch=7), top_k_by_score(q, unit, 7))
+
+
+def test_unit_rows_keeps_zero_rows():
+    u = unit_rows(np.array([[3.0, 4.0], [0.0, 0.0]]))
+    assert np.allclose(u, [[0.6, 0.8], [0, 0]])
+
+
+# -- popularity buckets ----------------------------------------------------------------------
+
+def test_popularity_buckets_split_the_interactions_and_keep_ties_together():
+    counts = np.round(np.random.default_rng(0).lognormal(2.0, 1.2, size=5000)).astype(np.int64)
+    counts[:100] = 0
+    bucket, lowest = popularity_buckets(counts, 5)
+    assert bucket.min() == 0 and bucket.max() == 4
+    assert (bucket[:100] == 0).all()  # never trained on: the tail
+    for c in np.unique(counts):  # the same count, the same bucket
+        assert len(np.unique(bucket[counts == c])) == 1
+    order = np.argsort(counts, kind="stable")
+    assert (np.diff(bucket[order]) >= 0).all()  # more interactions, never a lower bucket
+    share = np.bincount(bucket, weights=counts, minlength=5) / counts.sum()
+    assert share[0] > 0.1 and share.max() < 0.5  # roughly a fifth each (ties and single heavy items blur it)
+    assert lowest[0] == 0 and (np.diff(lowest) > 0).all()
+
+
+def test_popularity_buckets_reject_negative_counts():
+    with pytest.raises(ValueError, match="non-negative"):
+        popularity_buckets(np.array([1, -1]))
+
+
+def test_by_group_means():
+    mean, n = by_group(np.array([1.0, 0.0, 1.0, 1.0]), np.array([0, 0, 2, 2]), 3)
+    assert n.tolist() == [2, 0, 2] and mean[0] == 0.5 and np.isnan(mean[1]) and mean[2] == 1.0
+
+
+# -- the cold-start split --------------------------------------------------------------------
+
+def test_cold_items_are_seeded_and_sized():
+    a = cold_items(1000, 0.1, seed=3)
+    assert len(a) == 100 and np.array_equal(a, cold_items(1000, 0.1, seed=3)) and (np.diff(a) > 0).all()
+    assert not np.array_equal(a, cold_items(1000, 0.1, seed=4))
+    with pytest.raises(ConfigError, match="share=1.5"):
+        cold_items(10, 1.5)
+
+
+def test_cold_split_removes_cold_items_from_training_and_validation_only():
+    seqs = Sequences(users=[0, 1, 2], items=[np.array([0, 5, 1, 2, 5, 3]), np.array([4, 1, 5, 6]), np.array([5, 2, 3, 1])])
+    sp = leave_one_out(seqs, 10)
+    cs = cold_split(sp, np.array([5]))
+    assert [t.tolist() for t in cs.train] == [[0, 1, 2], [4, 1], [2]]
+    assert all(5 not in h for h in cs.valid_history)
+    assert cs.valid_users.tolist() == [2]  # users 0 and 1 have the cold item 5 as validation target
+    # the test side is untouched: a new item may be in a history, and cold targets are what the cold split scores
+    assert np.array_equal(cs.test_target, sp.test_target) and all(np.array_equal(a, b) for a, b in zip(cs.test_history, sp.test_history))
+    masks = split_masks(cs.test_target, np.array([5, 6]))
+    assert masks["cold"].tolist() == [False, True, False] and masks["warm"].tolist() == [True, False, True] and masks["all"].all()
+
+
+def test_without_items_keeps_the_held_out_targets():
+    got = without_items([np.array([5, 0, 5, 1, 5]), np.array([1, 2, 5])], np.array([5]), keep_last=2)
+    assert [g.tolist() for g in got] == [[0, 1, 5], [1, 2, 5]]
+
+
+def test_cold_split_restricts_early_stopping_to_warm_validation_targets():
+    seqs, codes = synthetic(n_users=60)
+    sp = cold_split(leave_one_out(seqs, SMALL.max_history), cold_items(len(codes), 0.2, seed=0))
+    cfg = RetrieverConfig(**{**SMALL.to_dict(), "epochs": 1, "valid_users": 5})
+    model = GenerativeRetriever(codes, None, cfg, show_progress=False).fit(sp)
+    assert model.history_ and set(sp.valid_users.tolist()) < set(range(60))
+
+
+# -- ranking cold items ----------------------------------------------------------------------
+
+CODES = np.array([[0, 0, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0], [1, 0, 1], [1, 1, 0]])  # (6, 3): 2 levels + collision
+
+
+def test_prefix_share_inserts_cold_siblings_after_their_beam_item():
+    ranked = np.array([[3, 2, 0, -1], [2, 5, 3, 0]])
+    cold = np.array([1, 4])  # siblings of 0 (prefix 0,0) and of 3 (prefix 1,0)
+    got = prefix_share(ranked, CODES, cold, k=4, eps=0.5)
+    assert got[0].tolist() == [3, 4, 2, 0]  # 4 follows 3; 1 would follow 0 but there is no room
+    assert got[1].tolist() == [2, 5, 3, 4]
+    # eps caps the cold items in the top k; eps 0 gives the beam unchanged
+    assert prefix_share(ranked, CODES, cold, k=4, eps=0.25)[0].tolist() == [3, 4, 2, 0]
+    assert np.array_equal(prefix_share(ranked, CODES, cold, k=3, eps=0.0), ranked[:, :3])
+    with pytest.raises(ConfigError, match="eps=2"):
+        prefix_share(ranked, CODES, cold, eps=2)
+
+
+def test_dense_rerank_ranks_the_beam_and_the_cold_items_by_the_prediction():
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(50, 8)).astype(np.float32)
+    pred = rng.normal(size=(6, 8)).astype(np.float32)
+    ranked = rng.integers(0, 50, size=(6, 5))
+    ranked[0, -1] = -1
+    cold = np.array([1, 7, 20, 33])
+    got = dense_rerank(ranked, pred, emb, cold, k=4)
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    for u in range(6):
+        cand = np.union1d(ranked[u][ranked[u] >= 0], cold)
+        s = unit[cand] @ (pred[u] / np.linalg.norm(pred[u]))
+        assert got[u].tolist() == cand[np.argsort(-s, kind="stable")[:4]].tolist()
+    hist = [np.array([ranked[u, 0], 7]) for u in range(6)]  # excluded rows never come back
+    got = dense_rerank(ranked, pred, emb, cold, k=4, exclude=hist, batch=4)
+    for u in range(6):
+        cand = np.setdiff1d(np.union1d(ranked[u][ranked[u] >= 0], cold), hist[u])
+        s = unit[cand] @ (pred[u] / np.linalg.norm(pred[u]))
+        assert got[u].tolist() == cand[np.argsort(-s, kind="stable")[:4]].tolist()
+
+
+def test_dense_share_keeps_the_beams_head_and_adds_the_nearest_cold_items():
+    emb = np.eye(6, dtype=np.float32)
+    pred = np.array([[0, 0.1, 0, 0, 0.9, 0]], dtype=np.float32)  # nearest cold item: 4, then 1
+    got = dense_share(np.array([[3, 2, 0, 5]]), pred, emb, np.array([1, 4]), k=4, m=2)
+    assert got.tolist() == [[3, 2, 4, 1]]
+    assert dense_share(np.array([[3, 2, 0, 5]]), pred, emb, np.array([1, 4]), k=4, m=0).tolist() == [[3, 2, 0, 5]]
+
+
+# -- the retriever's candidates and dense head -----------------------------------------------
+
+def test_candidates_restrict_what_the_retriever_returns():
+    seqs, codes = synthetic(n_users=80)
+    split = leave_one_out(seqs, SMALL.max_history)
+    cfg = RetrieverConfig(**{**SMALL.to_dict(), "epochs": 2})
+    full = GenerativeRetriever(codes, None, cfg, show_progress=False).fit(split)
+    every = GenerativeRetriever(codes, None, cfg, show_progress=False, candidates=np.arange(len(codes)))
+    every.model_ = full.model_
+    assert np.array_equal(every.rank(split.test_history), full.rank(split.test_history))  # all candidates: the same ranking
+    warm = np.arange(0, len(codes), 2)
+    some = GenerativeRetriever(codes, None, cfg, show_progress=False, candidates=warm)
+    some.model_ = full.model_
+    ranked = some.rank(split.test_history)
+    assert np.isin(ranked[ranked >= 0], warm).all() and (ranked >= 0).any()
+
+
+def test_dense_head_learns_the_next_items_embedding():
+    seqs, codes = synthetic(n_users=160)
+    split = leave_one_out(seqs, SMALL.max_history)
+    emb = np.random.default_rng(1).normal(size=(len(codes), 12)).astype(np.float32)
+    cfg = RetrieverConfig(**{**SMALL.to_dict(), "epochs": 6, "dense_weight": 1.0})
+    with pytest.raises(ConfigError, match="item_embeddings"):
+        GenerativeRetriever(codes, None, cfg)
+    model = GenerativeRetriever(codes, None, cfg, show_progress=False, item_embeddings=emb).fit(split)
+    pred = model.predict_embedding(split.test_history)
+    assert pred.shape == (len(split.test_target), 12)
+    # the prediction is nearest its target far more often than chance (1 in 40)
+    top = top_k_by_score(unit_rows(pred), unit_rows(emb), 1)[:, 0]
+    assert (top == split.test_target).mean() > 0.3
+    plain = GenerativeRetriever(codes, None, RetrieverConfig(**{**cfg.to_dict(), "dense_weight": 0.0}), show_progress=False)
+    with pytest.raises(ConfigError, match="dense_weight"):
+        plain.predict_embedding(split.test_history)
+
+
+# -- the benchmark's tables ------------------------------------------------------------------
+
+def bench():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_downstream", Path(__file__).resolve().parents[1] / "benchmarks" / "downstream.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_summary_reports_warm_cold_all_and_asserts_construction_zeros(tmp_path):
+    mod = bench()
+    rng = np.random.default_rng(0)
+    seqs = Sequences(users=list(range(200)), items=[rng.choice(30, 6, replace=False) for _ in range(200)])
+    cold = np.array([0, 1, 2])
+    split = cold_split(leave_one_out(seqs, 5), cold)
+    is_cold = np.isin(split.test_target, cold)
+    hit_all = np.zeros(200, dtype=np.int64)  # every target at rank 0
+    miss_cold = np.where(is_cold, -1, 0)
+    for seed in (0, 1):
+        np.save(tmp_path / f"beauty-ours-seq-seed{seed}.npy", miss_cold)
+        np.save(tmp_path / f"beauty-ours-seq+dense-share3-seed{seed}.npy", hit_all)
+        np.save(tmp_path / f"beauty-sasrec-seed{seed}.npy", miss_cold)
+    rows = mod.summarize("beauty", ["ours-seq", "sasrec"], [0, 1], split, 200, tmp_path, ("ours-seq+dense-share3",), cold)
+    by = {r["arm"]: r for r in rows}
+    assert set(by) == {"ours-seq", "ours-seq+dense-share3", "sasrec"}
+    r = by["ours-seq"]
+    assert r["recall@10_warm"] == 1.0 and r["recall@10_cold"] == 0.0 and r["users_cold"] == is_cold.sum()
+    assert np.isclose(r["recall@10"], 1 - is_cold.mean(), atol=1e-5)
+    assert r["recall@10_cold_minus_ours-seq+dense-share3"] == [-1.0, -1.0, -1.0]
+    assert r["recall@10_warm_minus_ours-seq+dense-share3"] == [0.0, 0.0, 0.0]
+    assert len(r["recall@10_by_popularity"]) == 5
+    md = mod.markdown(rows, [], {"protocol": "p", "retriever": {}, "references": ["ours-seq+dense-share3"], "cold": {}})
+    assert "R@10 cold − ours-seq+dense-share3" in md and "| beauty | sasrec | 0,1 | 1.0000 | 0.0000 |" in md
+    np.save(tmp_path / "beauty-sasrec-seed1.npy", hit_all)  # an item-ID model that reached a cold item: a bug
+    with pytest.raises(SystemExit, match="sasrec reached cold targets"):
+        mod.summarize("beauty", ["sasrec"], [0, 1], split, 200, tmp_path, (), cold)
