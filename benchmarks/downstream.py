@@ -272,6 +272,21 @@ def rank_content_knn(ctx: Context) -> tuple[np.ndarray, dict]:
     return ranked, {"test_seconds": round(time.perf_counter() - start, 1), "invalid_id_rate": 0.0}
 
 
+def trained_facts(model, codes: np.ndarray, ranked: np.ndarray, start: float) -> dict:
+    """A trained model's row of facts: its IDs, size, training, and ranking time since ``start``."""
+    return {
+        "codes_sha256": hashlib.sha256(np.ascontiguousarray(codes, dtype=np.int64).tobytes()).hexdigest()[:16],
+        "levels": int(codes.shape[1]),
+        "parameters": model.model_.num_parameters(),
+        "best_epoch": model.best_epoch_,
+        "epochs_run": len(model.history_),
+        "train_seconds": round(model.train_seconds_, 1),
+        "test_seconds": round(time.perf_counter() - start, 1),
+        "invalid_id_rate": float((ranked < 0).mean()),
+        "history": model.history_,
+    }
+
+
 def rank_t5(ctx: Context) -> tuple[np.ndarray, dict]:
     """TIGER's encoder-decoder from ``transformers`` (pipelines/tiger_t5.py's model) over ``ours``' IDs."""
     from semantic_ids.quality.downstream.t5 import T5RecipeConfig, T5Recommender
@@ -284,17 +299,7 @@ def rank_t5(ctx: Context) -> tuple[np.ndarray, dict]:
     model = T5Recommender(codes, None, t5, show_progress=False).fit(ctx.split)
     start = time.perf_counter()
     ranked = model.rank(ctx.split.test_history)
-    info.update({
-        "codes_sha256": hashlib.sha256(np.ascontiguousarray(codes, dtype=np.int64).tobytes()).hexdigest()[:16],
-        "levels": int(codes.shape[1]),
-        "parameters": model.model_.num_parameters(),
-        "best_epoch": model.best_epoch_,
-        "epochs_run": len(model.history_),
-        "train_seconds": round(model.train_seconds_, 1),
-        "test_seconds": round(time.perf_counter() - start, 1),
-        "invalid_id_rate": float((ranked < 0).mean()),
-        "history": model.history_,
-    })
+    info.update(trained_facts(model, codes, ranked, start))
     return ranked, info
 
 
@@ -338,17 +343,7 @@ def run_arm(arm: str, ctx: Context) -> tuple[dict[str, np.ndarray], dict]:
             for m in (1, 3):
                 out[f"{arm}+dense-share{m}"] = target_ranks(
                     coldstart.dense_share(ranked, pred, ctx.emb, ctx.cold, K, m, exclude=hist), target)
-    info.update({
-        "codes_sha256": hashlib.sha256(np.ascontiguousarray(codes, dtype=np.int64).tobytes()).hexdigest()[:16],
-        "levels": int(codes.shape[1]),
-        "parameters": model.model_.num_parameters(),
-        "best_epoch": model.best_epoch_,
-        "epochs_run": len(model.history_),
-        "train_seconds": round(model.train_seconds_, 1),
-        "test_seconds": round(time.perf_counter() - start, 1),
-        "invalid_id_rate": float((ranked < 0).mean()),
-        "history": model.history_,
-    })
+    info.update(trained_facts(model, codes, ranked, start))
     return out, info
 
 
