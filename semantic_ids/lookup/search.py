@@ -81,16 +81,22 @@ def search_codes(
             order = np.lexsort((keys.codes[cand, -1], d))[:k]
             chosen = cand[order].tolist()
             dists = d[order].tolist()
-        if len(chosen) < k:
-            extra_rows, extra_d = index.search(vecs[i : i + 1], k + len(chosen))
-            taken = set(chosen)
-            for r, dd in zip(extra_rows[0], extra_d[0]):
-                if r >= 0 and r not in taken and len(chosen) < k:
-                    chosen.append(int(r))
-                    dists.append(float(dd))
+        _fill_with_nearest(index, vecs[i : i + 1], chosen, dists, k)
         all_rows[i, : len(chosen)] = chosen
         all_dist[i, : len(dists)] = dists
     return all_rows, all_dist, model_codes
+
+
+def _fill_with_nearest(index: CodeIndex, vec: np.ndarray, chosen: list[int], dists: list[float], k: int) -> None:
+    """Append the nearest items of ``vec`` (1, D_c) not chosen yet to ``chosen`` / ``dists``, up to k."""
+    if len(chosen) >= k:
+        return
+    extra_rows, extra_d = index.search(vec, k + len(chosen))
+    taken = set(chosen)
+    for r, dd in zip(extra_rows[0], extra_d[0]):
+        if r >= 0 and r not in taken and len(chosen) < k:
+            chosen.append(int(r))
+            dists.append(float(dd))
 
 
 def search_vectors(
@@ -120,13 +126,7 @@ def search_vectors(
             shared = np.cumprod(keys.codes[cand, :n_levels] == c[None, :n_levels], axis=1).sum(1)
             order = np.lexsort((keys.codes[cand, -1], d, -shared))[:k]
             chosen, dists = cand[order].tolist(), d[order].tolist()
-        if len(chosen) < k:
-            extra_rows, extra_d = index.search(vecs[i : i + 1], k + len(chosen))
-            taken = set(chosen)
-            for r, dd in zip(extra_rows[0], extra_d[0]):
-                if r >= 0 and r not in taken and len(chosen) < k:
-                    chosen.append(int(r))
-                    dists.append(float(dd))
+        _fill_with_nearest(index, vecs[i : i + 1], chosen, dists, k)
         all_rows[i, : len(chosen)] = chosen
         all_dist[i, : len(dists)] = dists
     return all_rows, all_dist

@@ -39,6 +39,22 @@ log = logging.getLogger(__name__)
 BENCHMARK_SETTINGS = {"Amazon Beauty": {}, "MovieLens-100K": {"epochs": 20, "warmup_steps": 50}}
 
 
+def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled batches of windows of similar length (less padding), in shuffled order.
+
+    Windows are shuffled, then sorted by length within chunks of 50 batches, so a
+    batch holds similar lengths while which windows meet still varies by epoch.
+    """
+    order = rng.permutation(len(lengths))
+    chunk = 50 * batch_size
+    batches = []
+    for i in range(0, len(order), chunk):
+        part = order[i:i + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[j:j + batch_size] for j in range(0, len(part), batch_size)]
+    return [batches[k] for k in rng.permutation(len(batches))]
+
+
 @dataclass(frozen=True)
 class RetrieverConfig:
     """Model size, training budget and decoding of the generative retriever.
@@ -290,20 +306,7 @@ class GenerativeRetriever:
         return (1 - F.cosine_similarity(self.head_(hidden[b, p]), emb[t], dim=-1)).mean()
 
     def _batches(self, lengths: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
-        """Shuffled batches of windows of similar length (less padding), in shuffled order.
-
-        Windows are shuffled, then sorted by length within chunks of 50 batches, so a
-        batch holds similar lengths while which windows meet still varies by epoch.
-        """
-        bs = self.config.batch_size
-        order = rng.permutation(len(lengths))
-        chunk = 50 * bs
-        batches = []
-        for i in range(0, len(order), chunk):
-            part = order[i:i + chunk]
-            part = part[np.argsort(lengths[part], kind="stable")]
-            batches += [part[j:j + bs] for j in range(0, len(part), bs)]
-        return [batches[k] for k in rng.permutation(len(batches))]
+        return length_batches(lengths, self.config.batch_size, rng)
 
     # -- ranking ------------------------------------------------------------------------
     @torch.no_grad()

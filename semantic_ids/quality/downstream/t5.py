@@ -38,6 +38,7 @@ from ...decoding.trie import PrefixTrie
 from ...decoding.vocab import SIDVocab
 from ...errors import ConfigError, NotFittedError, SequenceError
 from .metrics import recall_ndcg, target_ranks
+from .retriever import length_batches
 from .sequences import Split
 
 log = logging.getLogger(__name__)
@@ -116,19 +117,6 @@ def training_examples(train: list[np.ndarray], max_history: int) -> tuple[list[n
             histories.append(s[max(0, t - max_history):t])
             targets.append(s[t])
     return histories, np.asarray(targets, dtype=np.int64)
-
-
-def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Shuffled batches of similar lengths (less padding), in shuffled order: shuffle, sort by length
-    within chunks of 50 batches, cut, shuffle the batches (as :class:`.retriever.GenerativeRetriever`)."""
-    order = rng.permutation(len(lengths))
-    chunk = 50 * batch_size
-    batches = []
-    for i in range(0, len(order), chunk):
-        part = order[i:i + chunk]
-        part = part[np.argsort(lengths[part], kind="stable")]
-        batches += [part[j:j + batch_size] for j in range(0, len(part), batch_size)]
-    return [batches[k] for k in rng.permutation(len(batches))]
 
 
 class T5Recommender:
