@@ -10,6 +10,9 @@ where the scheme has a seed, and trains its own retriever):
 - ``ours``: our default build (the catalog's pipeline template, defaults otherwise);
 - ``rq-kmeans``: ``model.method = "rq-kmeans"`` (greedy residual k-means);
 - ``rqvae-latent``: TIGER's all-latent RQ-VAE (``first_level = "latent"``, MLP 512-256-128, latent 6, 200 epochs);
+- ``ours-seq-warm``: catalog growth with behaviour: ``ours-seq`` built on a seeded 80% of the items and each
+  user's first 80% of interactions with them, then ``build --previous`` over every item and interaction
+  (the warm rebuild a nightly job runs); compare it with ``ours-seq``, the fresh build;
 - ``random``: uniform random codes with the level sizes of our default build, collision level appended;
 - ``letter``: LETTER's published Beauty IDs (4 levels), collision level appended where they collide;
 - ``sasrec``: one token per item (item-ID embeddings, cross-entropy over all items), the same network;
@@ -112,7 +115,11 @@ SEQ_BUILDS = {
 # simulated catalog growth (benchmarks/churn.py): our default build on a seeded 80% of the items, then every
 # item gets IDs by a warm-started rebuild (build --previous) or by assign; compare with "ours" (a fresh build)
 GROWTH_ARMS = ("ours-warm", "ours-assign")
-ARMS = ["ours", "ours-seq", *GROWTH_ARMS, "ours-seq-w0.3", "ours-seq-w0.7", "rq-kmeans-seq", "rq-kmeans", "rqvae-latent", "random", "letter", "sasrec", "t5", "popularity", "content-knn", "bisecting-rq"]
+# the same growth with behaviour (benchmarks/churn_behaviour.py's beauty-grow): ours-seq on the seeded 80% of the items
+# and each user's first 80% of interactions with them, then a warm rebuild with every item and interaction; compare
+# with "ours-seq" (a fresh build)
+SEQ_GROWTH_ARMS = ("ours-seq-warm",)
+ARMS = ["ours", "ours-seq", *GROWTH_ARMS, *SEQ_GROWTH_ARMS, "ours-seq-w0.3", "ours-seq-w0.7", "rq-kmeans-seq", "rq-kmeans", "rqvae-latent", "random", "letter", "sasrec", "t5", "popularity", "content-knn", "bisecting-rq"]
 # the cold-start protocol: arms whose IDs can leave the cold items' interactions out (LETTER's published IDs and the
 # growth arms cannot), and ours-seq trained without the dense head
 COLD_ARMS = ["ours-seq", "ours", "rq-kmeans-seq", "rq-kmeans", "ours-seq-nohead", "sasrec", "popularity", "content-knn"]
@@ -198,6 +205,8 @@ def arm_codes(arm: str, name: str, path: Path, ids: np.ndarray, seed: int, *, co
         assert np.array_equal(sid.ids_, ids), "the build's item order should be the catalog's"
         return sid.codes_, {"build_seconds": round(time.perf_counter() - start, 1),
                             "collision_rate": round(float(sid.metrics_["collision_rate"]), 4)}
+    if arm in SEQ_GROWTH_ARMS:
+        return seq_growth_codes(name, path, ids, seed)
     if arm in GROWTH_ARMS:
         import tempfile
 
@@ -240,6 +249,31 @@ def arm_codes(arm: str, name: str, path: Path, ids: np.ndarray, seed: int, *, co
     if arm == "sasrec":
         return np.arange(len(ids), dtype=np.int64)[:, None], {}
     raise ValueError(arm)
+
+
+def seq_growth_codes(name: str, path: Path, ids: np.ndarray, seed: int) -> tuple[np.ndarray, dict]:
+    """ours-seq-warm's codes (catalog order): ours-seq built on a seeded 80% of the items, each user's
+    sequence cut to its first 80% and to those items, then ``build --previous`` with all of both."""
+    import tempfile
+
+    over = {"collab": {"holdout_last": 2}}
+    cfg = BuildConfig().replace(catalog={"template": TEMPLATES[name]}, seed=seed, **over)
+    start = time.perf_counter()
+    cat, emb, _ = read_and_embed(path, cfg, show_progress=False)
+    seqs = read_sequences(sequences_path(name), cat.ids, min_length=1)
+    old = np.sort(np.random.default_rng(seed).permutation(len(ids))[: int(0.8 * len(ids))])
+    to_old = np.full(len(ids), -1)
+    to_old[old] = np.arange(len(old))
+    cut = [to_old[s[: int(np.ceil(0.8 * len(s)))]] for s in seqs.items]
+    cut = [(u, s[s >= 0]) for u, s in zip(seqs.users, cut)]
+    old_seqs = Sequences(users=[u for u, s in cut if len(s)], items=[s for u, s in cut if len(s)])
+    with tempfile.TemporaryDirectory() as tmp:
+        old_dir = SemanticIDs(cfg, show_progress=False).fit(emb[old], ids=np.asarray(cat.ids)[old], sequences=old_seqs).save(Path(tmp) / "old")
+        sid = SemanticIDs(cfg, show_progress=False).fit(emb, ids=cat.ids, sequences=seqs, previous=old_dir)
+    assert np.array_equal(sid.ids_, ids), "the build's item order should be the catalog's"
+    return sid.codes_, {"build_seconds": round(time.perf_counter() - start, 1),
+                        "collision_rate": round(float(sid.metrics_["collision_rate"]), 4),
+                        "kept_full_id": sid.metrics_["warm_start"]["kept_full_id"]}
 
 
 @dataclass

@@ -314,9 +314,9 @@ def block_scale_behaviour() -> str:
         if a is None:
             continue
         c = a["stages"].get("collab")
-        rows.append([name, f"{a['wall_seconds']:.0f}", f"{a['cpu_seconds']:.0f}", f"{a['peak_rss_mb'] / 1024:.1f}",
-                     "–" if c is None else f"{c['seconds']:.0f} s, {c['peak_rss_mb'] / 1024:.1f} GB", f"{100 * a['collision_rate']:.2f}%"])
-    return table(["build", "wall s", "CPU s", "peak RSS GB", "collab stage", "collisions"], rows)
+        rows.append([name, f"{a['wall_seconds']:.0f}", f"{a['cpu_seconds']:.0f}", f"{a['peak_rss_mb'] / 1024:.2f}",
+                     "–" if c is None else f"{c['seconds']:.0f} s, {c['peak_rss_mb'] / 1024:.2f}", f"{100 * a['collision_rate']:.2f}%"])
+    return table(["build", "wall s", "CPU s", "peak RSS GiB", "collab stage (GiB)", "collisions"], rows)
 
 
 # ---------------------------------------------------------------- decoding, start-up, lookups, scale
