@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads, as the command line does (semantic_ids/cli/main.py)
@@ -60,6 +61,52 @@ def _tiny_config() -> BuildConfig:
         train={"epochs": 12, "batch_size": 128, "restart_every": 4},
         embedding={"use_cache": False},
     )
+
+
+# -- behaviour: items with text and user sequences ------------------------------------------
+@pytest.fixture(scope="module")
+def behaviour_world(tmp_path_factory):
+    """400 items in text clusters, users who each keep to one of 8 behaviour groups."""
+    from semantic_ids.stages.shards import write_embedding_shards
+
+    d = tmp_path_factory.mktemp("world")
+    n = 400
+    rng = np.random.default_rng(0)
+    text = clustered_embeddings(n, dim=32, clusters=20, noise=1.0, seed=1)
+    ids = np.array([f"i{i:04d}" for i in rng.permutation(n)])
+    group = rng.integers(0, 8, n)
+    lines = []
+    for u in range(1200):
+        pool = np.flatnonzero(group == u % 8)[: -5]  # a few items of each group are cold
+        lines.append({"user_id": f"u{u}", "items": ids[rng.choice(pool, rng.integers(3, 9))].tolist()})
+    (d / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    write_embedding_shards(d / "emb", ids, text, rows_per_shard=150)
+    return d, ids, text
+
+
+@pytest.fixture(scope="module")
+def seq_config(tiny_config_module):
+    return tiny_config_module.replace(train={"max_train_items": 300, "epochs": 6, "checkpoint_every": 0},
+                                      collab={"dim": 8, "holdout_last": 1})
+
+
+@pytest.fixture(scope="module")
+def tiny_config_module():
+    return BuildConfig().replace(model={"codebook_sizes": [8, 8, 8], "hidden_dims": [32]},
+                                 train={"batch_size": 128, "restart_every": 4}, embedding={"use_cache": False})
+
+
+@pytest.fixture(scope="session")
+def beauty_embedded(beauty_dir):
+    """Amazon Beauty: (config, catalog, text embeddings (N, 384) of the default model), the
+    text a title, brand and categories template; embedded once per session."""
+    from semantic_ids.stages.catalog import load_catalog
+    from semantic_ids.stages.embed import embed_texts
+
+    cfg = BuildConfig().replace(catalog={"template": "{title}; brand: {brand}; categories: {categories}"},
+                                train={"checkpoint_every": 0, "epochs": 10})
+    cat = load_catalog(beauty_dir / "items.jsonl", cfg.catalog)
+    return cfg, cat, embed_texts(cat.texts, cfg.embedding, show_progress=False)[0]
 
 
 # -- one tiny export for the whole session ---------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from scipy import sparse
 
 from semantic_ids import SemanticIDs
-from semantic_ids.errors import ConfigError, ExportError, SequenceError
+from semantic_ids.errors import ExportError, SequenceError
 from semantic_ids.export.io import read_export
 from semantic_ids.model.collab import fit_fusion, randomized_svd
 from semantic_ids.model.cooccur import CountBlocks, count_sequences, pair_keys
@@ -119,38 +119,6 @@ def test_chunked_reader_reports_every_problem_of_the_whole_file(tmp_path):
 
 
 # -- the streaming build with sequences -----------------------------------------------------
-@pytest.fixture(scope="module")
-def behaviour_world(tmp_path_factory):
-    """400 items in text clusters, users who each keep to one of 8 behaviour groups."""
-    d = tmp_path_factory.mktemp("world")
-    n = 400
-    rng = np.random.default_rng(0)
-    text = clustered_embeddings(n, dim=32, clusters=20, noise=1.0, seed=1)
-    ids = np.array([f"i{i:04d}" for i in rng.permutation(n)])
-    group = rng.integers(0, 8, n)
-    lines = []
-    for u in range(1200):
-        pool = np.flatnonzero(group == u % 8)[: -5]  # a few items of each group are cold
-        lines.append({"user_id": f"u{u}", "items": ids[rng.choice(pool, rng.integers(3, 9))].tolist()})
-    (d / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
-    write_embedding_shards(d / "emb", ids, text, rows_per_shard=150)
-    return d, ids, text
-
-
-@pytest.fixture(scope="module")
-def seq_config(tiny_config_module):
-    return tiny_config_module.replace(train={"max_train_items": 300, "epochs": 6, "checkpoint_every": 0},
-                                      collab={"dim": 8, "holdout_last": 1})
-
-
-@pytest.fixture(scope="module")
-def tiny_config_module():
-    from semantic_ids.config import BuildConfig
-
-    return BuildConfig().replace(model={"codebook_sizes": [8, 8, 8], "hidden_dims": [32]},
-                                 train={"batch_size": 128, "restart_every": 4}, embedding={"use_cache": False})
-
-
 def test_streaming_fusion_equals_in_memory_fusion(behaviour_world, seq_config, tmp_path):
     d, ids, text = behaviour_world
     seqs = read_sequences(d / "s.jsonl", ids, min_length=1)
@@ -183,13 +151,6 @@ def test_streaming_build_with_sequences_gives_the_in_memory_ids(behaviour_world,
     assert np.array_equal(loaded.features(text[:20], ids[:20]), mem.features(text[:20], ids[:20]))
 
 
-def test_ray_refuses_sequences_before_any_work(behaviour_world, seq_config, tmp_path):
-    d, _, _ = behaviour_world
-    with pytest.raises(ConfigError, match="engine ray"):
-        build(tmp_path / "o", embeddings=d / "emb", sequences=d / "s.jsonl", engine="ray", config=seq_config)
-    assert not (tmp_path / "o").exists()
-
-
 def test_streaming_build_with_bad_sequences_keeps_the_previous_export(behaviour_world, seq_config, tmp_path):
     d, _, _ = behaviour_world
     kw = dict(embeddings=d / "emb", config=seq_config, work_dir=tmp_path / "w", show_progress=False)
@@ -203,16 +164,8 @@ def test_streaming_build_with_bad_sequences_keeps_the_previous_export(behaviour_
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (BEAUTY_DIR / "items.jsonl").exists(), reason="Amazon Beauty not in ../shared/data")
-def test_beauty_streaming_with_sequences_gives_the_in_memory_ids(tmp_path):
-    from semantic_ids import BuildConfig
-    from semantic_ids.stages.catalog import load_catalog
-    from semantic_ids.stages.embed import embed_texts
-
-    cfg = BuildConfig().replace(catalog={"template": "{title}; brand: {brand}; categories: {categories}"},
-                                train={"checkpoint_every": 0, "epochs": 10})
-    cat = load_catalog(BEAUTY_DIR / "items.jsonl", cfg.catalog)
-    emb = embed_texts(cat.texts, cfg.embedding, show_progress=False)[0]
+def test_beauty_streaming_with_sequences_gives_the_in_memory_ids(beauty_embedded, tmp_path):
+    cfg, cat, emb = beauty_embedded
     seqs = BEAUTY_DIR / "sequences.jsonl"
     mem = SemanticIDs(cfg, show_progress=False).fit(emb, ids=cat.ids, sequences=seqs)
     write_embedding_shards(tmp_path / "emb", cat.ids, emb, rows_per_shard=5000)

@@ -256,8 +256,8 @@ def test_cli_build_with_sequences(world, tmp_path, capsys):
     assert rc == 0 and "empty text" not in text_out
     assert f"{len(lengths):,} / {sum(n - 2 for n in lengths):,} ({2 * len(lengths):,} held out" in text_out
     assert f"items with interactions               {N - COLD:,}" in text_out or f"{N - COLD:,} (the others'" in text_out
-    rc = main(["build", "--catalog", str(cat), "--sequences", str(path), "--engine", "ray", "--out", str(tmp_path / "s")])
-    assert rc == 2 and "not --engine ray" in capsys.readouterr().err
+    rc = main(["build", "--catalog", str(cat), "--sequences", str(tmp_path / "none.jsonl"), "--engine", "ray", "--out", str(tmp_path / "s")])
+    assert rc == 2 and "none.jsonl' does not exist" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
 
 

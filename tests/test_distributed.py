@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -65,3 +67,71 @@ def test_ray_embed_and_assign_from_a_catalog_equal_local(tmp_path, local_ray, co
     # a rerun reuses the finished shards
     again = build_streaming(tmp_path / "ray2", catalog=path, config=config, work_dir=tmp_path / "wr", batch_rows=96, engine="ray", show_progress=False)
     assert again.metrics["embedding"]["resumed"] == len(small_catalog)
+
+
+# -- with sequences: counts as Ray Data jobs, fusion in the encode job ------------------------
+def test_ray_build_with_sequences_equals_local(tmp_path, local_ray, behaviour_world, seq_config):
+    d, _, _ = behaviour_world
+    kw = dict(embeddings=d / "emb", sequences=d / "s.jsonl", config=seq_config, work_dir=tmp_path / "w", partitions=3,
+              show_progress=False)
+    local = build_streaming(tmp_path / "local", **kw)
+    ray_ = build_streaming(tmp_path / "ray", engine="ray", ray_options={"batch_size": 100}, **kw)
+    _same_export(local.export_dir, ray_.export_dir)
+    # the behaviour vectors and the ridge map too, bit for bit
+    assert (local.export_dir / "collab.safetensors").read_bytes() == (ray_.export_dir / "collab.safetensors").read_bytes()
+    assert ray_.metrics["collab"] == local.metrics["collab"] and "collab" in ray_.metrics["stages"]
+    assert not list((tmp_path / "w").glob("run-*"))  # the counts went with the run directory
+
+
+def _lines(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_ray_counts_and_errors_are_the_local_engines(tmp_path, local_ray, caplog):
+    from semantic_ids.errors import SequenceError
+    from semantic_ids.model.cooccur import count_sequences
+    from semantic_ids.runners.ray_behaviour import ray_count
+    from semantic_ids.stages.sequences import iter_sequences, read_sequences
+
+    n, rng = 300, np.random.default_rng(2)
+    ids = np.array([f"i{i:03d}" for i in range(n)])
+    users = [{"user_id": f"u{u}", "items": ids[rng.integers(0, 60 if u % 2 else n, rng.integers(2, 9))].tolist()} for u in range(600)]
+    users[7]["user_id"] = 7  # an integer user id beside the string "7": different users (one hash: the driver tells)
+    users[500]["user_id"] = "7"
+    good = _lines(tmp_path / "good.jsonl", users)
+    with caplog.at_level("INFO", logger="semantic_ids.runners.ray_behaviour"):
+        counts, used = ray_count(good, ids, 5, tmp_path / "c", holdout_last=1, block_rows=64)
+    assert "users with equal hashes are different ids" in caplog.text
+    seqs = read_sequences(good, ids, min_length=1).items
+    ref = count_sequences([s[:-1] for s in seqs], n, 5, block_rows=128)
+    got, want = counts.to_csr(), ref.to_csr()
+    assert np.array_equal(got.indices, want.indices) and np.array_equal(got.data, want.data)
+    assert np.array_equal(counts.row_sums, ref.row_sums) and counts.nnz == ref.nnz and counts.longest == ref.longest
+    assert used["users"] == 600 and used["interactions_held_out"] == 600
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [f"counts-{b:05d}.npz" for b in range(5)]
+
+    def local_error(path):
+        with pytest.raises(SequenceError) as e:
+            list(iter_sequences(path, ids, min_length=1))
+        return str(e.value)
+
+    dup = _lines(tmp_path / "dup.jsonl", [*users, {"user_id": "u0", "items": ["i001", "i002"]}])  # u0: first and last span
+    bad = _lines(tmp_path / "bad.jsonl", [*users[:300], {"user_id": "u1", "items": []}, {"user_id": None, "items": []},
+                                          {"user_id": "x", "items": ["nope", "i001"]}, *users[300:], {"user_id": "y"}])
+    for path in (dup, bad):
+        with pytest.raises(SequenceError) as e:
+            ray_count(path, ids, 5, tmp_path / path.stem)
+        assert str(e.value) == local_error(path)
+        assert not list((tmp_path / path.stem).glob("counts-*"))  # before the sum
+
+
+def test_beauty_ray_with_sequences_equals_local(tmp_path, local_ray, beauty_dir, beauty_embedded):
+    cfg, cat, emb = beauty_embedded
+    write_embedding_shards(tmp_path / "emb", cat.ids, emb, rows_per_shard=5000)
+    kw = dict(embeddings=tmp_path / "emb", sequences=beauty_dir / "sequences.jsonl", config=cfg, work_dir=tmp_path / "w",
+              show_progress=False)
+    local = build_streaming(tmp_path / "local", **kw)
+    ray_ = build_streaming(tmp_path / "ray", engine="ray", **kw)
+    _same_export(local.export_dir, ray_.export_dir)
+    assert (local.export_dir / "collab.safetensors").read_bytes() == (ray_.export_dir / "collab.safetensors").read_bytes()

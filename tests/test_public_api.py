@@ -110,7 +110,7 @@ def test_a_build_checks_its_export_directory_once(tmp_path, cfg, monkeypatch, st
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"engine": "ray", "sequences": "s.jsonl"}, "not --engine ray"),
+    ({"engine": "ray", "sequences": "missing.jsonl"}, "missing.jsonl.* does not exist"),
     ({"streaming": True, "sequences": "missing.jsonl"}, "missing.jsonl.* does not exist"),
     ({"engine": "ray", "previous": "old"}, "local engine only"),
     ({"engine": "spark"}, "engine='spark'"),

@@ -81,7 +81,8 @@ def _parser_build(sub) -> None:
         help="bounded-memory build for large catalogs: Parquet batches, sharded embeddings, on-disk resolution "
         "(with --embeddings: a Parquet file or directory of shards with the id and an 'embedding' column)",
     )
-    b.add_argument("--engine", choices=("local", "ray"), default="local", help="run embed and assign as Ray Data jobs (implies --streaming)")
+    b.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="run embed, encode and (with --sequences) the co-occurrence counts as Ray Data jobs (implies --streaming)")
     b.add_argument("--ray-address", help="Ray cluster address, e.g. auto or ray://head:10001 (default: start a local Ray)")
     b.add_argument("--work-dir", help="where a streaming build keeps shards (default: the cache dir's stream/)")
     b.add_argument("--batch-rows", type=int, default=65536, help="rows per batch in a streaming build (default 65536)")

@@ -155,16 +155,24 @@ class CountBlocks:
             else:
                 raw = self.directory / f"keys-{b:05d}.bin"
                 keys = np.fromfile(raw, dtype=np.int64) if raw.exists() else np.zeros(0, np.int64)
-            c = count_block(keys, lo, hi, self.n_items, self.window)
+            self.row_sums[lo:hi], nnz = self.finish_block(b, keys)
             del keys
-            self.row_sums[lo:hi] = row_sums(c)
-            self.nnz += c.nnz
-            if self.directory is None:
-                self._blocks.append(c)
-            else:
-                np.savez(self.directory / f"counts-{b:05d}.npz", indptr=c.indptr, indices=c.indices, data=c.data)
-                (self.directory / f"keys-{b:05d}.bin").unlink(missing_ok=True)
+            self.nnz += nnz
         return self
+
+    def finish_block(self, b: int, keys: np.ndarray) -> tuple[np.ndarray, int]:
+        """Block ``b``'s CSR counts from all its pairs' keys, in any order (kept, or saved as
+        ``counts-NNNNN.npz``); returns its (hi - lo,) row sums and its stored pairs.
+        :meth:`finish` runs it on every block in turn; the Ray engine runs it one block per
+        task (:mod:`semantic_ids.runners.ray_behaviour`)."""
+        lo, hi = self.bounds[b]
+        c = count_block(keys, lo, hi, self.n_items, self.window)
+        if self.directory is None:
+            self._blocks.append(c)
+        else:
+            np.savez(self.directory / f"counts-{b:05d}.npz", indptr=c.indptr, indices=c.indices, data=c.data)
+            (self.directory / f"keys-{b:05d}.bin").unlink(missing_ok=True)
+        return row_sums(c), c.nnz
 
     def __iter__(self) -> Iterator[tuple[int, object]]:
         """(lo, CSR counts of rows lo..hi) per block, in row order (read from disk one at a time)."""

@@ -78,7 +78,7 @@ def build(
         id, .npy in catalog order, .npz with ids) or an array in catalog order;
         streaming a Parquet file or directory of shards (then no catalog is needed).
     sequences : JSON Lines of user sequences to fuse behaviour in (in memory, or
-        streaming with the local engine).
+        streaming with either engine).
     previous : an earlier export to warm-start from (not with ``engine="ray"``);
         ``export_dir`` may be the same directory.
     config : BuildConfig (default: the defaults).
@@ -135,8 +135,6 @@ def check_build(
     if engine not in ENGINES:
         raise ConfigError(f"engine={engine!r}; use one of {ENGINES}")
     streaming = streaming or engine == "ray"
-    if engine == "ray" and sequences is not None:
-        raise ConfigError("sequences (--sequences) work with the local engine only (in memory or --streaming), not --engine ray")
     if engine == "ray" and previous is not None:
         raise ConfigError("a previous export (--previous) works with the local engine only, not --engine ray")
     if sequences is not None and not Path(sequences).is_file():

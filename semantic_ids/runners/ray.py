@@ -2,14 +2,18 @@
 
     build_streaming(export_dir, catalog=..., engine="ray", ray_options={"address": "auto"})
 
-- embed: ``read_parquet(catalog)`` -> ``map_batches`` over an actor pool whose
-  actors each hold the sentence-transformers model -> ``write_parquet``;
+- embed: catalog batch indices -> ``map_batches`` over an actor pool whose
+  actors each hold the sentence-transformers model and write their batch's shard;
 - encode: ``read_parquet(embeddings)`` -> ``map_batches`` over actors holding
   the RQ-VAE (sent once, as safetensors bytes) -> ``write_parquet`` of codes;
-- training (on a sample) and collision resolution run on the driver
-  (:mod:`semantic_ids.stream`), over the Parquet these jobs write. The actors
-call the same stage functions as the local engine (:func:`semantic_ids.shards.embed_catalog_batch`,
-:func:`semantic_ids.encode.encode_all`).
+  with sequences the actors also fuse each batch (the fusion sent once, ``ray.put``);
+- with sequences, the co-occurrence counts are Ray Data jobs too
+  (:mod:`semantic_ids.runners.ray_behaviour`);
+- training (on a sample), the behaviour vectors' SVD and ridge map, and
+  collision resolution run on the driver (:mod:`semantic_ids.runners.streaming`),
+  over the files these jobs write. The actors call the same stage functions as
+  the local engine (:func:`semantic_ids.stages.shards.embed_catalog_batch`,
+  :func:`semantic_ids.stages.encode.encode_all`, :meth:`semantic_ids.model.collab.Fusion.fuse`).
 
 Actors take a GPU each when the cluster has one (``num_gpus``); on CPU a
 row's codes do not depend on its batch or worker, so the Ray path gives
@@ -38,7 +42,7 @@ log = logging.getLogger(__name__)
 IO_ARGS = {"num_cpus": 0.1}
 
 
-def _ray():
+def load_ray():
     try:
         import ray
         import ray.data  # noqa: F401
@@ -49,7 +53,7 @@ def _ray():
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to ``address`` (e.g. ``"auto"`` or ``"ray://head:10001"``), or start a local instance."""
-    ray = _ray()
+    ray = load_ray()
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"address": address, "include_dashboard": False, "logging_level": logging.WARNING}
         if address is None and num_cpus is not None:
@@ -59,7 +63,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ctx.enable_progress_bars = False
 
 
-def _pool(concurrency: int | None, num_gpus: float | None) -> tuple[int, float, float, int]:
+def actor_pool(concurrency: int | None, num_gpus: float | None) -> tuple[int, float, float, int]:
     """(actors, cpus reserved per actor, gpus per actor, torch threads per actor).
 
     On CPU, actors reserve all but one of the cluster's CPUs: Ray Data's file
@@ -67,7 +71,7 @@ def _pool(concurrency: int | None, num_gpus: float | None) -> tuple[int, float, 
     it (the job hangs). Each actor still runs as many torch threads as its
     fair share of cores.
     """
-    ray = _ray()
+    ray = load_ray()
     res = ray.cluster_resources()
     cpus = max(1, int(res.get("CPU", 1)))
     gpus = float(res.get("GPU", 0)) if num_gpus is None else float(num_gpus)
@@ -144,8 +148,8 @@ def ray_embed_catalog(
     n_rows = catalog_rows(catalog)
     n_batches = -(-n_rows // batch_rows)
     init_ray(address)
-    ray = _ray()
-    actors, cpus, gpus, threads = _pool(concurrency, num_gpus)
+    ray = load_ray()
+    actors, cpus, gpus, threads = actor_pool(concurrency, num_gpus)
     ds = ray.data.from_items([{"index": i} for i in range(n_batches)], override_num_blocks=max(1, n_batches))
     ds = ds.map_batches(
         _Embedder,
@@ -170,16 +174,23 @@ def ray_embed_catalog(
 
 
 class _Encoder:
-    """Ray actor: one RQ-VAE (rebuilt from safetensors bytes), many batches."""
+    """Ray actor: one RQ-VAE (rebuilt from safetensors bytes), many batches; with a
+    fusion (sent once through the object store), each batch is fused first, as the local
+    engine's :class:`~semantic_ids.stages.behaviour.FusedShards` does."""
 
     def __init__(self, model_bytes: bytes, model_config: dict, experimental: dict, input_dim: int, id_column: str, device: str,
-                 threads: int):
+                 threads: int, fusion=None):
         from concurrent.futures import ThreadPoolExecutor
 
         import torch
         from safetensors.torch import load
 
+        from ..model.keys import IdRows
         from ..model.rqvae import RQVAE
+
+        ray = load_ray()
+        self.fusion = ray.get(fusion) if isinstance(fusion, ray.ObjectRef) else fusion
+        self.rows = None if self.fusion is None else IdRows(self.fusion.ids)  # id -> row of the fusion's vectors
 
         # one torch thread per worker thread (see encode.encode_workers)
         torch.set_num_threads(1)
@@ -197,6 +208,8 @@ class _Encoder:
 
         ids = batch.column(self.id_column).combine_chunks()
         emb = embedding_matrix(batch.column(EMBEDDING_COLUMN), "embeddings batch", ids)
+        if self.fusion is not None:  # text + behaviour: the input the model was trained on
+            emb = self.fusion.fuse(emb, rows=self.rows.rows(ids.to_numpy(zero_copy_only=False)))
         codes = encode_all(self.model, as_tensor(emb).to(self.device), pool=self.pool)
         return codes_table(ids, codes.cpu().numpy(), self.id_column)
 
@@ -211,14 +224,20 @@ def ray_encode(
     concurrency: int | None = None,
     num_gpus: float | None = None,
     batch_size: int = 65536,
+    fusion=None,
 ) -> None:
     """Encode a sharded embeddings dataset with a Ray Data job; write
-    ``codes_dir`` (Parquet: the id and ``level_0``.. columns)."""
+    ``codes_dir`` (Parquet: the id and ``level_0``.. columns).
+
+    ``fusion``: a :class:`~semantic_ids.model.collab.Fusion` of the dataset's items (a build
+    with sequences); it goes to the object store once (``ray.put``), and every actor fuses
+    its batches' text embeddings with their items' behaviour vectors before encoding.
+    """
     from safetensors.torch import save
 
     init_ray(address)
-    ray = _ray()
-    actors, cpus, gpus, threads = _pool(concurrency, num_gpus)
+    ray = load_ray()
+    actors, cpus, gpus, threads = actor_pool(concurrency, num_gpus)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     model_bytes = save(state)
     codes_dir = Path(codes_dir)
@@ -235,6 +254,7 @@ def ray_encode(
                 "id_column": id_column,
                 "device": "cuda" if gpus > 0 else "cpu",
                 "threads": threads,
+                "fusion": None if fusion is None else ray.put(fusion),
             },
             batch_size=batch_size,
             batch_format="pyarrow",

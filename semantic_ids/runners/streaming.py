@@ -20,8 +20,10 @@ text or the catalog's size. The IDs are exactly those of the in-memory build
 seed (tested); only the export's row order differs: rows come sorted by
 semantic ID instead of in catalog order.
 
-``engine="ray"`` runs the embed and encode stages as Ray Data jobs
-(:mod:`semantic_ids.distributed`); training and resolution stay on the driver.
+``engine="ray"`` runs the embed and encode stages, and with sequences the
+co-occurrence counts, as Ray Data jobs (:mod:`semantic_ids.runners.ray`,
+:mod:`semantic_ids.runners.ray_behaviour`); training, the behaviour vectors' SVD
+and ridge map, and resolution stay on the driver.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def build_streaming(
         ``stream/``); embedding shards stay there so a rerun resumes.
     batch_rows : rows per batch for embedding and encoding.
     partitions : on-disk partitions for collision resolution.
-    engine : ``"local"`` or ``"ray"`` (embed and encode as Ray Data jobs).
+    engine : ``"local"`` or ``"ray"`` (embed, co-occurrence counts and encode as Ray Data jobs).
     ray_options : passed to :mod:`semantic_ids.runners.ray` (``address``,
         ``concurrency``, ``num_gpus``, ``batch_size``).
     workers : threads for local encoding (default: one per core).
@@ -108,7 +110,8 @@ def build_streaming(
         of that size beyond it).
     show_progress : show progress bars.
     sequences : JSON Lines of user sequences to fuse behaviour in, in bounded memory
-        (:mod:`semantic_ids.stages.behaviour`; local engine only).
+        (:mod:`semantic_ids.stages.behaviour`; with ``engine="ray"`` the counting runs as
+        Ray Data jobs, :mod:`semantic_ids.runners.ray_behaviour`, and the encode job fuses).
     """
     from .build import build
 
@@ -176,7 +179,13 @@ def run_streaming(
             from ..stages.behaviour import FusedShards, fit_streaming_fusion
 
             with timer.stage("collab"):
-                fusion, collab_stats = fit_streaming_fusion(sequences, shards, cfg.collab, seed=cfg.seed, work_dir=run_dir)
+                if engine == "ray":  # counting as Ray Data jobs; the SVD and the ridge map here
+                    from .ray_behaviour import ray_fit_fusion
+
+                    fusion, collab_stats = ray_fit_fusion(sequences, shards, cfg.collab, seed=cfg.seed, work_dir=run_dir,
+                                                          **ray_options)
+                else:
+                    fusion, collab_stats = fit_streaming_fusion(sequences, shards, cfg.collab, seed=cfg.seed, work_dir=run_dir)
                 if warm is not None:  # the new behaviour space in the previous one's coordinates
                     fusion = warm.align_fusion(fusion)
             shards = FusedShards(shards, fusion)  # train, encode and recon read fused batches
@@ -195,7 +204,7 @@ def run_streaming(
             if engine == "ray":
                 from .ray import ray_encode
 
-                ray_encode(model, embeddings, codes_dir, id_column=id_column, **ray_options)
+                ray_encode(model, embeddings, codes_dir, id_column=id_column, fusion=fusion, **ray_options)
             else:
                 encode_shards(model, shards, codes_dir, batch_rows=batch_rows, workers=workers, show_progress=show_progress,
                               adjust=None if warm is None else (lambda start, x, codes: warm.sticky(model, x, codes, start)))

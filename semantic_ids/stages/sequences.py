@@ -76,13 +76,18 @@ def read_sequences(path: str | Path, item_ids: Iterable, *, min_length: int = 3,
 
 
 def iter_sequences(path: str | Path, item_ids, *, min_length: int = 3, unknown: str = "raise",
-                   chunk_users: int | None = 100_000) -> Iterator[Sequences]:
+                   chunk_users: int | None = 100_000, span: tuple[int, int] | None = None) -> Iterator[Sequences]:
     """:func:`read_sequences` in chunks of ``chunk_users`` users (all at once for None), for
     files larger than memory: each chunk's sequences as soon as they are read. The checks
     are those of :func:`read_sequences`, over the whole file: its SequenceError comes
     after the last line is read, before the last chunk is given (a caller that counted
     the earlier chunks has done no other work yet). ``item_ids``: the catalog's ids or an
-    :class:`~semantic_ids.model.keys.IdRows` of them (built once by the caller)."""
+    :class:`~semantic_ids.model.keys.IdRows` of them (built once by the caller).
+
+    ``span``: ``(start, end)`` byte offsets at line starts: only the lines starting in
+    ``[start, end)`` are read and checked, numbered from 1 (a worker's share of the file,
+    :mod:`semantic_ids.runners.ray_behaviour`; users repeated across spans are the caller's
+    to find)."""
     if unknown not in ("raise", "skip"):
         raise ValueError(f"unknown={unknown!r} should be 'raise' or 'skip'")
     path = Path(path)
@@ -96,7 +101,7 @@ def iter_sequences(path: str | Path, item_ids, *, min_length: int = 3, unknown: 
     bad_lines, bad_users, bad_items, dup_users, empty, short = [], [], [], [], [], []
     seen = set()
     with path.open("rb") as f:
-        for lineno, raw in enumerate(f, start=1):
+        for lineno, raw in enumerate(f if span is None else _span_lines(f, *span), start=1):
             if not raw.strip():
                 continue
             try:
@@ -161,6 +166,18 @@ def iter_sequences(path: str | Path, item_ids, *, min_length: int = 3, unknown: 
     for chunk in (pending, last):
         if chunk is not None and len(chunk):
             yield chunk
+
+
+def _span_lines(f, start: int, end: int) -> Iterator[bytes]:
+    """The lines of binary file ``f`` that start in ``[start, end)`` (``start`` at a line start)."""
+    f.seek(start)
+    pos = start
+    while pos < end:
+        raw = f.readline()
+        if not raw:
+            return
+        pos += len(raw)
+        yield raw
 
 
 def _rows_chunk(users: list, seqs: list, index: IdRows, int_ids: bool, missing: Counter) -> Sequences:
