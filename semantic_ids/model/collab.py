@@ -42,7 +42,7 @@ from ..errors import EmbeddingError, SequenceError
 log = logging.getLogger(__name__)
 
 RIDGE_SAMPLE = 100_000  # items with interactions the text -> behaviour map is fitted on (a seeded sample beyond)
-CHUNK = 65536  # rows per block when predicting and fusing
+CHUNK = 16384  # rows per block when predicting and fusing (each block's float64 work arrays: about 100 MB)
 
 
 def ppmi(counts, alpha: float = 0.75):
@@ -61,6 +61,15 @@ def used_interactions(sequences: list[np.ndarray], holdout_last: int = 0) -> dic
 def _unit(x: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(norm > 0, norm, 1)
+
+
+def _unit_in_place(x: np.ndarray) -> np.ndarray:
+    """``_unit(x)`` bit for bit, written into ``x`` ``CHUNK`` rows at a time (no (n, d) temporaries)."""
+    for lo in range(0, len(x), CHUNK):
+        block = x[lo: lo + CHUNK]
+        norm = np.linalg.norm(block, axis=1, keepdims=True)
+        block /= np.where(norm > 0, norm, 1)
+    return x
 
 
 @dataclass(frozen=True)
@@ -164,10 +173,10 @@ def fit_from_counts(counts: CountBlocks, text, ids: np.ndarray, config: CollabCo
             f"{config.dim}-dimensional collaborative vectors; lower collab.dim or build without sequences"
         )
     with threadpool_limits(1, user_api="blas"):  # thin matrices; threaded BLAS is slower here, and not row-exact
-        u, s = randomized_svd(PPMI(counts, weight), config.dim, seed=seed)
+        observed, s = randomized_svd(PPMI(counts, weight), config.dim, seed=seed)
         hook("svd")
-        observed = _unit(u * np.sqrt(s))
-        del u
+        observed *= np.sqrt(s)  # U * sqrt(S), in place
+        _unit_in_place(observed)
         # ridge regression text -> observed vectors, on (a seeded sample of) the items with interactions
         sample = np.flatnonzero(warm)
         if len(sample) > RIDGE_SAMPLE:
@@ -191,9 +200,14 @@ def fit_from_counts(counts: CountBlocks, text, ids: np.ndarray, config: CollabCo
 
 
 def _with_bias(text: np.ndarray) -> np.ndarray:
-    """``[text / |text|, 1]`` (n, D + 1) float64."""
-    t = _unit(np.asarray(text, dtype=np.float64))
-    return np.hstack([t, np.ones((len(t), 1))])
+    """``[text / |text|, 1]`` (n, D + 1) float64, built ``CHUNK`` rows at a time (the float64
+    copy and the norms of one block at once, beside the output)."""
+    out = np.empty((len(text), text.shape[1] + 1), dtype=np.float64)
+    for lo in range(0, len(text), CHUNK):
+        t = _unit(np.asarray(text[lo: lo + CHUNK], dtype=np.float64))
+        out[lo: lo + len(t), :-1] = t
+    out[:, -1] = 1.0
+    return out
 
 
 def _rows_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
