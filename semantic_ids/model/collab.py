@@ -21,7 +21,8 @@ the item's text embedding before the RQ-VAE, so every level sees both.
    with ``w = weight``: the share of each item's squared norm that comes from
    behaviour.
 
-Everything is float64 numpy and seeded, so a rerun gives identical vectors. The
+Everything is float64 numpy and seeded, so a rerun gives identical vectors, and
+row-wise work runs ``CHUNK`` rows at a time with results that do not depend on it. The
 fitted :class:`Fusion` (item vectors, the ridge map) is saved in the export as
 ``collab.safetensors`` and loads without pickle.
 """
@@ -151,8 +152,12 @@ def fit_from_counts(counts: CountBlocks, text, ids: np.ndarray, config: CollabCo
 
     ``text``: the (N, D) text embeddings, an array or a dataset read in batches
     (:class:`~semantic_ids.stages.shards.EmbeddingShards`: ``iter_batches`` and
-    ``take``). Memory: the counts' largest block, a few (N, dim + 10) float64 factors,
-    the ridge sample (at most ``RIDGE_SAMPLE`` rows) and the (N, dim) vectors.
+    ``take``). Memory, beyond the counts (one block, when they are on disk): at most
+    three (N, dim + 10) float64 factors during the SVD (:func:`~.svd.randomized_svd`;
+    1.8 GB at 1M items), then the (N, dim) float64 observed vectors, made unit in place,
+    beside the (N, dim) float32 result; the ridge sample (at most ``RIDGE_SAMPLE`` rows:
+    their text and the float64 design matrix, 0.46 GB at 100,000 x 384); ``CHUNK``
+    rows of work arrays.
     ``hook(step)``, when given, is called after each step (for profiling).
     """
     from threadpoolctl import threadpool_limits

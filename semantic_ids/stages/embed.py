@@ -216,7 +216,7 @@ def _parquet_in_order(path: Path, ids: np.ndarray, id_column: str) -> np.ndarray
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    file = _read(path, lambda: pq.ParquetFile(path))
+    file = _read(path, lambda: pq.ParquetFile(path, pre_buffer=False))  # pre_buffer would hold the whole file
     schema = file.schema_arrow
     if id_column not in schema.names or "embedding" not in schema.names or file.metadata.num_rows == 0:
         return None
