@@ -207,6 +207,7 @@ def fit_from_counts(counts: CountBlocks, text, ids: np.ndarray, config: CollabCo
 def _with_bias(text: np.ndarray) -> np.ndarray:
     """``[text / |text|, 1]`` (n, D + 1) float64, built ``CHUNK`` rows at a time (the float64
     copy and the norms of one block at once, beside the output)."""
+    text = np.asarray(text)
     out = np.empty((len(text), text.shape[1] + 1), dtype=np.float64)
     for lo in range(0, len(text), CHUNK):
         t = _unit(np.asarray(text[lo: lo + CHUNK], dtype=np.float64))
