@@ -21,7 +21,8 @@ the item's text embedding before the RQ-VAE, so every level sees both.
    with ``w = weight``: the share of each item's squared norm that comes from
    behaviour.
 
-Everything is float64 numpy and seeded, so a rerun gives identical vectors. The
+Everything is float64 numpy and seeded, so a rerun gives identical vectors, and
+row-wise work runs ``CHUNK`` rows at a time with results that do not depend on it. The
 fitted :class:`Fusion` (item vectors, the ridge map) is saved in the export as
 ``collab.safetensors`` and loads without pickle.
 """
@@ -42,7 +43,7 @@ from ..errors import EmbeddingError, SequenceError
 log = logging.getLogger(__name__)
 
 RIDGE_SAMPLE = 100_000  # items with interactions the text -> behaviour map is fitted on (a seeded sample beyond)
-CHUNK = 65536  # rows per block when predicting and fusing
+CHUNK = 16384  # rows per block when predicting and fusing (each block's float64 work arrays: about 100 MB)
 
 
 def ppmi(counts, alpha: float = 0.75):
@@ -61,6 +62,15 @@ def used_interactions(sequences: list[np.ndarray], holdout_last: int = 0) -> dic
 def _unit(x: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(norm > 0, norm, 1)
+
+
+def _unit_in_place(x: np.ndarray) -> np.ndarray:
+    """``_unit(x)`` bit for bit, written into ``x`` ``CHUNK`` rows at a time (no (n, d) temporaries)."""
+    for lo in range(0, len(x), CHUNK):
+        block = x[lo: lo + CHUNK]
+        norm = np.linalg.norm(block, axis=1, keepdims=True)
+        block /= np.where(norm > 0, norm, 1)
+    return x
 
 
 @dataclass(frozen=True)
@@ -142,8 +152,12 @@ def fit_from_counts(counts: CountBlocks, text, ids: np.ndarray, config: CollabCo
 
     ``text``: the (N, D) text embeddings, an array or a dataset read in batches
     (:class:`~semantic_ids.stages.shards.EmbeddingShards`: ``iter_batches`` and
-    ``take``). Memory: the counts' largest block, a few (N, dim + 10) float64 factors,
-    the ridge sample (at most ``RIDGE_SAMPLE`` rows) and the (N, dim) vectors.
+    ``take``). Memory, beyond the counts (one block, when they are on disk): at most
+    three (N, dim + 10) float64 factors during the SVD (:func:`~.svd.randomized_svd`;
+    1.8 GB at 1M items), then the (N, dim) float64 observed vectors, made unit in place,
+    beside the (N, dim) float32 result; the ridge sample (at most ``RIDGE_SAMPLE`` rows:
+    their text and the float64 design matrix, 0.46 GB at 100,000 x 384); ``CHUNK``
+    rows of work arrays.
     ``hook(step)``, when given, is called after each step (for profiling).
     """
     from threadpoolctl import threadpool_limits
@@ -164,10 +178,10 @@ def fit_from_counts(counts: CountBlocks, text, ids: np.ndarray, config: CollabCo
             f"{config.dim}-dimensional collaborative vectors; lower collab.dim or build without sequences"
         )
     with threadpool_limits(1, user_api="blas"):  # thin matrices; threaded BLAS is slower here, and not row-exact
-        u, s = randomized_svd(PPMI(counts, weight), config.dim, seed=seed)
+        observed, s = randomized_svd(PPMI(counts, weight), config.dim, seed=seed)
         hook("svd")
-        observed = _unit(u * np.sqrt(s))
-        del u
+        observed *= np.sqrt(s)  # U * sqrt(S), in place
+        _unit_in_place(observed)
         # ridge regression text -> observed vectors, on (a seeded sample of) the items with interactions
         sample = np.flatnonzero(warm)
         if len(sample) > RIDGE_SAMPLE:
@@ -191,9 +205,15 @@ def fit_from_counts(counts: CountBlocks, text, ids: np.ndarray, config: CollabCo
 
 
 def _with_bias(text: np.ndarray) -> np.ndarray:
-    """``[text / |text|, 1]`` (n, D + 1) float64."""
-    t = _unit(np.asarray(text, dtype=np.float64))
-    return np.hstack([t, np.ones((len(t), 1))])
+    """``[text / |text|, 1]`` (n, D + 1) float64, built ``CHUNK`` rows at a time (the float64
+    copy and the norms of one block at once, beside the output)."""
+    text = np.asarray(text)
+    out = np.empty((len(text), text.shape[1] + 1), dtype=np.float64)
+    for lo in range(0, len(text), CHUNK):
+        t = _unit(np.asarray(text[lo: lo + CHUNK], dtype=np.float64))
+        out[lo: lo + len(t), :-1] = t
+    out[:, -1] = 1.0
+    return out
 
 
 def _rows_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:

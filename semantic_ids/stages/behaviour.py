@@ -20,7 +20,10 @@ bit (the same functions over the same blocks), so on the same embeddings, in the
 same order, the streaming build gives the in-memory build's IDs (tested).
 
 Memory: one chunk of users, one block of counts, the id -> row map (about 100
-bytes per item) and the dense (N, dim + 10) float64 factors of the SVD.
+bytes per item), then at most three dense (N, dim + 10) float64 factors of the SVD
+(1.8 GB at 1M items; :func:`~semantic_ids.model.svd.randomized_svd`). At 1M items x
+10.3M events the stage peaked at 2,434 MiB (4,143 MiB before the SVD worked in place
+and the shards were read without pre-buffering; ``benchmarks/collab_memory.py``).
 """
 
 from __future__ import annotations

@@ -176,6 +176,9 @@ def load_embeddings(path: str | Path, ids: np.ndarray, id_column: str = "item_id
                 raise EmbeddingError(f"{path}: .npz should hold arrays 'ids' and 'embeddings', has {list(z)}")
             key_ids, emb = _read(path, lambda: (z["ids"], z["embeddings"]))
     else:
+        ordered = _parquet_in_order(path, ids, id_column)
+        if ordered is not None:
+            return check_embeddings(ordered, ids, str(path))
         frame = _read(path, lambda: pd.read_parquet(path))
         if id_column not in frame.columns or "embedding" not in frame.columns:
             raise EmbeddingError(
@@ -202,6 +205,68 @@ def load_embeddings(path: str | Path, ids: np.ndarray, id_column: str = "item_id
             f"{path}: no embedding for {len(missing)} catalog item(s), e.g. {[ids[i] for i in missing[:5]]}"
         )
     return check_embeddings(np.asarray(emb)[where], ids, str(path))
+
+
+def _parquet_in_order(path: Path, ids: np.ndarray, id_column: str) -> np.ndarray | None:
+    """:func:`load_embeddings` of a Parquet file whose ``embedding`` column is a list of numbers,
+    in bounded memory: the ids are read first, then the embeddings ``65,536`` rows at a time,
+    each row written straight to its catalog position (memory: the (N, D) float32 result and
+    one batch, where reading the whole file held it three times over). The same values and
+    errors as the general path, which reads every other file (None here)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    file = _read(path, lambda: pq.ParquetFile(path, pre_buffer=False))  # pre_buffer would hold the whole file
+    schema = file.schema_arrow
+    if id_column not in schema.names or "embedding" not in schema.names or file.metadata.num_rows == 0:
+        return None
+    kind = schema.field("embedding").type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)) or not (
+            pa.types.is_floating(kind.value_type) or pa.types.is_integer(kind.value_type)):
+        return None
+    key_ids = _read(path, lambda: pd.read_parquet(path, columns=[id_column])[id_column].to_numpy())
+    try:
+        where, repeated = rows_of(ids, key_ids, missing="-1"), None
+    except ValueError as exc:  # the file repeats ids: said after the lengths, as the general path does
+        where, repeated = None, exc
+    to_catalog = None if where is None else np.full(len(key_ids), -1, dtype=np.int64)  # file row -> catalog row
+    if to_catalog is not None:
+        to_catalog[where[where >= 0]] = np.flatnonzero(where >= 0)
+    lengths = np.empty(len(key_ids), dtype=np.int64)
+
+    def scan() -> np.ndarray:
+        out, start = None, 0
+        for batch in file.iter_batches(batch_size=65536, columns=["embedding"]):
+            col = batch.column(0)
+            lens = pc.fill_null(pc.list_value_length(col), -1).to_numpy(zero_copy_only=False)
+            lengths[start: start + len(col)] = lens
+            if out is None:
+                out = np.empty((len(ids), max(int(lens.max()), 0)), dtype=np.float32)
+            whole = lens == out.shape[1]  # rows of another length are reported below
+            if to_catalog is not None and whole.any():
+                rows = np.flatnonzero(whole)
+                part = col if whole.all() else col.filter(pa.array(whole))
+                values = part.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+                dest = to_catalog[start + rows]
+                known = dest >= 0
+                out[dest[known]] = values.reshape(len(rows), out.shape[1])[known]
+            start += len(col)
+        return out
+
+    out = _read(path, scan)
+    if (lengths != lengths.max()).any():
+        bad = np.flatnonzero(lengths != lengths.max())[:5]
+        raise EmbeddingError(
+            f"{path}: every embedding should have {lengths.max()} values; item(s) "
+            f"{[key_ids[i] for i in bad]} have {[int(lengths[i]) if lengths[i] >= 0 else None for i in bad]}"
+        )
+    if repeated is not None:
+        raise EmbeddingError(f"{path}: {repeated}") from None
+    missing = np.flatnonzero(where < 0)
+    if len(missing):
+        raise EmbeddingError(f"{path}: no embedding for {len(missing)} catalog item(s), e.g. {[ids[i] for i in missing[:5]]}")
+    return out
 
 
 def _read(path: Path, read):

@@ -57,7 +57,7 @@ def iter_code_batches(codes_dir: Path, id_column: str, n_levels: int, batch_rows
     """(ids, codes (B, L) int64) batches of a codes dataset (ours or a Ray job's)."""
     cols = [id_column, *(f"level_{i}" for i in range(n_levels))]
     for f in shard_files(codes_dir):
-        for rb in pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=cols):
+        for rb in pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=batch_rows, columns=cols):  # one batch, not the shard
             codes = np.column_stack([rb.column(c).to_numpy(zero_copy_only=False) for c in cols[1:]]).astype(np.int64)
             yield rb.column(id_column), codes
 

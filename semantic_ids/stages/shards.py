@@ -144,7 +144,7 @@ class EmbeddingShards:
     def iter_batches(self, batch_rows: int = 65536) -> Iterator[EmbeddingBatch]:
         """Batches of up to ``batch_rows`` rows, in dataset order, one shard at a time."""
         for f, start in zip(self.files, self.offsets[:-1]):
-            pf = pq.ParquetFile(f)
+            pf = pq.ParquetFile(f, pre_buffer=False)  # pre_buffer reads every row group ahead: the whole shard in memory
             pos = int(start)
             for rb in pf.iter_batches(batch_size=batch_rows, columns=[self.id_column, EMBEDDING_COLUMN]):
                 ids = rb.column(self.id_column)
