@@ -12,7 +12,8 @@ where the scheme has a seed, and trains its own retriever):
 - ``rqvae-latent``: TIGER's all-latent RQ-VAE (``first_level = "latent"``, MLP 512-256-128, latent 6, 200 epochs);
 - ``ours-seq-warm``: catalog growth with behaviour: ``ours-seq`` built on a seeded 80% of the items and each
   user's first 80% of interactions with them, then ``build --previous`` over every item and interaction
-  (the warm rebuild a nightly job runs); compare it with ``ours-seq``, the fresh build;
+  (the warm rebuild a nightly job runs); compare it with ``ours-seq``, the fresh build; ``-r2`` and ``-r0`` refresh
+  old items' behaviour vectors once their evidence doubles, or always (``REFRESH_FACTOR`` 2 and 0, against 4);
 - ``random``: uniform random codes with the level sizes of our default build, collision level appended;
 - ``letter``: LETTER's published Beauty IDs (4 levels), collision level appended where they collide;
 - ``sasrec``: one token per item (item-ID embeddings, cross-entropy over all items), the same network;
@@ -118,7 +119,9 @@ GROWTH_ARMS = ("ours-warm", "ours-assign")
 # the same growth with behaviour (benchmarks/churn_behaviour.py's beauty-grow): ours-seq on the seeded 80% of the items
 # and each user's first 80% of interactions with them, then a warm rebuild with every item and interaction; compare
 # with "ours-seq" (a fresh build)
-SEQ_GROWTH_ARMS = ("ours-seq-warm",)
+# with sequences (benchmarks/churn_behaviour.py's beauty-grow): ... -r2 / -r0: stages.warm.behaviour.REFRESH_FACTOR 2, or 0
+# (rotation only: every old item takes its new behaviour vector), against the default's 4
+SEQ_GROWTH_ARMS = {"ours-seq-warm": None, "ours-seq-warm-r2": 2.0, "ours-seq-warm-r0": 0.0, "ours-seq-warm-fold": "fold"}
 ARMS = ["ours", "ours-seq", *GROWTH_ARMS, *SEQ_GROWTH_ARMS, "ours-seq-w0.3", "ours-seq-w0.7", "rq-kmeans-seq", "rq-kmeans", "rqvae-latent", "random", "letter", "sasrec", "t5", "popularity", "content-knn", "bisecting-rq"]
 # the cold-start protocol: arms whose IDs can leave the cold items' interactions out (LETTER's published IDs and the
 # growth arms cannot), and ours-seq trained without the dense head
@@ -206,7 +209,7 @@ def arm_codes(arm: str, name: str, path: Path, ids: np.ndarray, seed: int, *, co
         return sid.codes_, {"build_seconds": round(time.perf_counter() - start, 1),
                             "collision_rate": round(float(sid.metrics_["collision_rate"]), 4)}
     if arm in SEQ_GROWTH_ARMS:
-        return seq_growth_codes(name, path, ids, seed)
+        return seq_growth_codes(name, path, ids, seed, SEQ_GROWTH_ARMS[arm])
     if arm in GROWTH_ARMS:
         import tempfile
 
@@ -251,10 +254,13 @@ def arm_codes(arm: str, name: str, path: Path, ids: np.ndarray, seed: int, *, co
     raise ValueError(arm)
 
 
-def seq_growth_codes(name: str, path: Path, ids: np.ndarray, seed: int) -> tuple[np.ndarray, dict]:
+def seq_growth_codes(name: str, path: Path, ids: np.ndarray, seed: int, refresh: float | None = None) -> tuple[np.ndarray, dict]:
     """ours-seq-warm's codes (catalog order): ours-seq built on a seeded 80% of the items, each user's
-    sequence cut to its first 80% and to those items, then ``build --previous`` with all of both."""
+    sequence cut to its first 80% and to those items, then ``build --previous`` with all of both
+    (``refresh``: the warm start's REFRESH_FACTOR instead of the default)."""
     import tempfile
+
+    from semantic_ids.stages.warm import behaviour as warm_behaviour, start as warm_start
 
     over = {"collab": {"holdout_last": 2}}
     cfg = BuildConfig().replace(catalog={"template": TEMPLATES[name]}, seed=seed, **over)
@@ -269,11 +275,48 @@ def seq_growth_codes(name: str, path: Path, ids: np.ndarray, seed: int) -> tuple
     old_seqs = Sequences(users=[u for u, s in cut if len(s)], items=[s for u, s in cut if len(s)])
     with tempfile.TemporaryDirectory() as tmp:
         old_dir = SemanticIDs(cfg, show_progress=False).fit(emb[old], ids=np.asarray(cat.ids)[old], sequences=old_seqs).save(Path(tmp) / "old")
-        sid = SemanticIDs(cfg, show_progress=False).fit(emb, ids=cat.ids, sequences=seqs, previous=old_dir)
+        default, rotate = warm_behaviour.REFRESH_FACTOR, warm_start.rotate_to_previous
+        if refresh == "fold":
+            warm_start.rotate_to_previous = _fold_in(seqs, len(ids), cfg.collab, rotate)
+        else:
+            warm_behaviour.REFRESH_FACTOR = default if refresh is None else refresh
+        try:
+            sid = SemanticIDs(cfg, show_progress=False).fit(emb, ids=cat.ids, sequences=seqs, previous=old_dir)
+        finally:
+            warm_behaviour.REFRESH_FACTOR, warm_start.rotate_to_previous = default, rotate
     assert np.array_equal(sid.ids_, ids), "the build's item order should be the catalog's"
     return sid.codes_, {"build_seconds": round(time.perf_counter() - start, 1),
                         "collision_rate": round(float(sid.metrics_["collision_rate"]), 4),
                         "kept_full_id": sid.metrics_["warm_start"]["kept_full_id"]}
+
+
+def _fold_in(seqs, n: int, collab, rotate):
+    """Experiment: rotate_to_previous, then every item that did not keep its old vector is folded
+    into the old space: the unit PPMI-weighted sum of its kept neighbours' old vectors."""
+    from semantic_ids.model.collab import Fusion, _unit, count_sequences, ppmi
+    from semantic_ids.model.keys import rows_of
+
+    cut = collab.holdout_last
+    counts = count_sequences([s[:-cut] if cut else s for s in seqs.items], n, collab.window)
+
+    def fold(fusion, previous):
+        out, facts = rotate(fusion, previous)
+        row = rows_of(fusion.ids, previous.ids, missing="-1")
+        kept = np.zeros(len(row), bool)
+        common = np.flatnonzero(row >= 0)
+        kept[common] = np.all(out.vectors[common] == previous.vectors[row[common]], axis=1)
+        a = ppmi(counts.to_csr())
+        folded = a[:, np.flatnonzero(kept)] @ out.vectors[kept].astype(np.float64)
+        has = np.asarray(a[:, np.flatnonzero(kept)].sum(1)).ravel() > 0
+        redo = (~kept) & has
+        w = fusion.counts.astype(np.float64)
+        m = (w / (w + collab.shrink))[redo, None]
+        vectors = out.vectors.copy()
+        vectors[redo] = _unit(m * _unit(folded[redo]) + (1 - m) * out.vectors[redo].astype(np.float64))
+        facts["folded_in"] = int(redo.sum())
+        return Fusion(out.config, out.ids, vectors.astype(np.float32), out.counts, out.ridge), facts
+
+    return fold
 
 
 @dataclass

@@ -304,6 +304,23 @@ def block_churn_behaviour() -> str:
                   "behaviour moved (mean sq. distance, before -> after rotation)", "old vectors kept", "seconds"], rows)
 
 
+def block_downstream_seq_warm() -> str:
+    d = load("downstream-seq-warm.json")
+    names = {"ours-seq": "fresh build (`ours-seq`)", "ours-seq-warm": "warm, refresh factor 4 (the default)",
+             "ours-seq-warm-r2": "warm, refresh factor 2", "ours-seq-warm-r0": "warm, rotation only (every vector refreshed)",
+             "ours-seq-warm-fold": "warm, new vectors folded into the old space (experiment)"}
+    rows = []
+    for r in d["rows"]:
+        if r["arm"] not in names:
+            continue
+        kept = [x["kept_full_id"] for x in d["runs"] if x["arm"] == r["arm"] and "kept_full_id" in x]
+        diff = r.get("recall@10_minus_ours-seq")
+        rows.append([names[r["arm"]], seeds(r["seeds"]), " / ".join(f"{v:.4f}" for v in r["recall@10_per_seed"]),
+                     f"{r['recall@10']:.4f}", ci(diff) if diff else "", f"{r['ndcg@10']:.4f}",
+                     f"{100 * min(kept):.1f}–{100 * max(kept):.1f}%" if kept else ""])
+    return table(["IDs", "seeds", "Recall@10 per seed", "Recall@10", "− fresh [95% CI]", "NDCG@10", "old items' full ID kept"], rows)
+
+
 def block_scale_behaviour() -> str:
     r = load("scale-behaviour.json")
     names = {"behaviour-text": "text only, `--streaming`", "behaviour-stream": "`--sequences --streaming`",
@@ -475,9 +492,17 @@ def headline_downstream() -> str:
         f"{ci(negated(rqk['recall@10_minus_ours-seq']))} Recall@10; {seq['recall@10'] / b['random']['recall@10']:.1f}× random IDs.\n"
         f"- RQ-KMeans minus our text-only IDs: {ci(rqk['recall@10_minus_ours'])} Recall@10; LETTER's published IDs "
         f"minus ours:\n  {ci(letter['recall@10_minus_ours'])}. MovieLens-100K (seed 0): Recall@10 {ml['ours-seq']['recall@10']:.4f} "
-        f"with sequences, {ml['ours']['recall@10']:.4f} text only, SASRec {ml['sasrec']['recall@10']:.4f}.\n\n"
-        + headline_cold()
+        f"with sequences, {ml['ours']['recall@10']:.4f} text only, SASRec {ml['sasrec']['recall@10']:.4f}.\n"
+        + headline_warm() + "\n" + headline_cold()
     )
+
+
+def headline_warm() -> str:
+    """Today's IDs with sequences and their warm rebuild after growth (downstream-seq-warm.json)."""
+    w = {r["arm"]: r for r in load("downstream-seq-warm.json")["rows"]}
+    seq, warm = w["ours-seq"], w["ours-seq-warm"]
+    return (f"- Re-run on today's code (`downstream-seq-warm.json`): {seq['recall@10']:.4f} with sequences (seeds "
+            f"{seeds(seq['seeds'])}); rebuilt warm after growth {ci(warm['recall@10_minus_ours-seq'])}.\n")
 
 
 def headline_cold() -> str:
@@ -572,6 +597,7 @@ FILES = {
         "collab": block_collab,
         "churn": block_churn,
         "churn-behaviour": block_churn_behaviour,
+        "downstream-seq-warm": block_downstream_seq_warm,
         "scale-behaviour": block_scale_behaviour,
         "decoding": block_decoding,
         "startup": block_startup,
