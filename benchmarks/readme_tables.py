@@ -511,7 +511,7 @@ def headline_cold() -> str:
     sas, knn = full["sasrec"], full.get("content-knn")
     return (
         f"**Full strength, cold items** (`benchmarks/results/downstream-full.json`: SASRec to convergence, Recall@10 "
-        f"{sas['recall@10']:.4f}, seed {seeds(sas['seeds'])}" + (f"; content-kNN {knn['recall@10']:.4f}" if knn else "")
+        f"{sas['recall@10']:.4f}, seed{'s' if len(sas['seeds']) > 1 else ''} {seeds(sas['seeds'])}" + (f"; content-kNN {knn['recall@10']:.4f}" if knn else "")
         + ").\nCold start, 10% of items never trained on (`benchmarks/results/downstream-cold.json`, quick configuration):\n\n"
         + cold_table(full=False)
     )
