@@ -38,7 +38,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from downstream import TEMPLATES, catalog  # noqa: E402
+from downstream import TEMPLATES, catalog, growth_split  # noqa: E402
 from results_io import environment, markdown_table, write_results  # noqa: E402
 from semantic_ids import BuildConfig, SemanticIDs  # noqa: E402
 from semantic_ids.quality.churn import churn_codes  # noqa: E402
@@ -68,9 +68,7 @@ def scenario(name: str, seed: int):
         old_seqs = seqs.items
         new_seqs = [np.delete(s, rng.integers(len(s))) for s in seqs.items]
     elif name == "beauty-grow":
-        old = np.sort(rng.permutation(n)[: int(0.8 * n)])
-        old_seqs = [s[: int(np.ceil(0.8 * len(s)))] for s in seqs.items]
-        old_seqs = [s[np.isin(s, old)] for s in old_seqs]
+        old, old_seqs = growth_split(seqs.items, n, seed)
     else:
         raise ValueError(name)
     if name == "beauty-grow":

@@ -254,6 +254,14 @@ def arm_codes(arm: str, name: str, path: Path, ids: np.ndarray, seed: int, *, co
     raise ValueError(arm)
 
 
+def growth_split(items: list[np.ndarray], n: int, seed: int, share: float = 0.8) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Catalog growth with behaviour: a seeded ``share`` of the ``n`` item rows (sorted) are the old
+    items, and each sequence (rows) cut to its first ``share`` of interactions and to the old items."""
+    old = np.sort(np.random.default_rng(seed).permutation(n)[: int(share * n)])
+    cut = [s[: int(np.ceil(share * len(s)))] for s in items]
+    return old, [s[np.isin(s, old)] for s in cut]
+
+
 def seq_growth_codes(name: str, path: Path, ids: np.ndarray, seed: int, refresh: float | None = None) -> tuple[np.ndarray, dict]:
     """ours-seq-warm's codes (catalog order): ours-seq built on a seeded 80% of the items, each user's
     sequence cut to its first 80% and to those items, then ``build --previous`` with all of both
@@ -267,12 +275,10 @@ def seq_growth_codes(name: str, path: Path, ids: np.ndarray, seed: int, refresh:
     start = time.perf_counter()
     cat, emb, _ = read_and_embed(path, cfg, show_progress=False)
     seqs = read_sequences(sequences_path(name), cat.ids, min_length=1)
-    old = np.sort(np.random.default_rng(seed).permutation(len(ids))[: int(0.8 * len(ids))])
+    old, cut = growth_split(seqs.items, len(ids), seed)
     to_old = np.full(len(ids), -1)
     to_old[old] = np.arange(len(old))
-    cut = [to_old[s[: int(np.ceil(0.8 * len(s)))]] for s in seqs.items]
-    cut = [(u, s[s >= 0]) for u, s in zip(seqs.users, cut)]
-    old_seqs = Sequences(users=[u for u, s in cut if len(s)], items=[s for u, s in cut if len(s)])
+    old_seqs = Sequences(users=[u for u, s in zip(seqs.users, cut) if len(s)], items=[to_old[s] for s in cut if len(s)])
     with tempfile.TemporaryDirectory() as tmp:
         old_dir = SemanticIDs(cfg, show_progress=False).fit(emb[old], ids=np.asarray(cat.ids)[old], sequences=old_seqs).save(Path(tmp) / "old")
         default, rotate = warm_behaviour.REFRESH_FACTOR, warm_start.rotate_to_previous

@@ -155,12 +155,18 @@ def block_downstream_cost() -> str:
                   "load", "invalid-ID rate"], rows)
 
 
-def block_downstream_t5() -> str:
-    """The t5 arm (pipelines/tiger_t5.py's model) beside the decoder-only retriever on the same IDs."""
-    d = load("downstream-t5.json")
+def runs_by_arm(d: dict) -> dict[str, list]:
+    """A downstream results file's per-run facts, grouped by arm (in run order)."""
     runs: dict[str, list] = {}
     for r in d["runs"]:
         runs.setdefault(r["arm"], []).append(r)
+    return runs
+
+
+def block_downstream_t5() -> str:
+    """The t5 arm (pipelines/tiger_t5.py's model) beside the decoder-only retriever on the same IDs."""
+    d = load("downstream-t5.json")
+    runs = runs_by_arm(d)
     rows = []
     for r in d["rows"]:
         rs = [x for x in runs.get(r["arm"], []) if x.get("train_seconds") is not None]
@@ -240,9 +246,7 @@ def block_downstream_cold() -> str:
 
 def block_downstream_full() -> str:
     d = load("downstream-full.json")
-    runs: dict[str, list] = {}
-    for f in d["runs"]:
-        runs.setdefault(f["arm"], []).append(f)
+    runs = runs_by_arm(d)
     rows = []
     for r in d["rows"]:
         rs = runs.get(r["arm"], [])
@@ -306,6 +310,7 @@ def block_churn_behaviour() -> str:
 
 def block_downstream_seq_warm() -> str:
     d = load("downstream-seq-warm.json")
+    runs = runs_by_arm(d)
     names = {"ours-seq": "fresh build (`ours-seq`)", "ours-seq-warm": "warm, refresh factor 4 (the default)",
              "ours-seq-warm-r2": "warm, refresh factor 2", "ours-seq-warm-r0": "warm, rotation only (every vector refreshed)",
              "ours-seq-warm-fold": "warm, new vectors folded into the old space (experiment)"}
@@ -313,7 +318,7 @@ def block_downstream_seq_warm() -> str:
     for r in d["rows"]:
         if r["arm"] not in names:
             continue
-        kept = [x["kept_full_id"] for x in d["runs"] if x["arm"] == r["arm"] and "kept_full_id" in x]
+        kept = [x["kept_full_id"] for x in runs.get(r["arm"], []) if "kept_full_id" in x]
         diff = r.get("recall@10_minus_ours-seq")
         rows.append([names[r["arm"]], seeds(r["seeds"]), " / ".join(f"{v:.4f}" for v in r["recall@10_per_seed"]),
                      f"{r['recall@10']:.4f}", ci(diff) if diff else "", f"{r['ndcg@10']:.4f}",
