@@ -45,11 +45,15 @@ The ID arms train with the dense head (``--dense-weight``) and are ranked four w
 ``+prefix`` (TIGER's epsilon share), ``+dense`` (LIGER's re-rank) and ``+dense-share1/3`` (1 or 3 of the
 10 slots for the cold items nearest the predicted embedding; ``content-knn+share3`` does the same with
 its own query, and ``<arm>+text-share3`` the beam with content-kNN's query for the 3 cold slots); ``<arm>-nohead`` trains without the head
-(what the head costs warm recall). ``sasrec`` may return only items it saw trained, and
+(what the head costs warm recall). ``+prior`` ranks every item by its text's cosine to content-kNN's query plus
+beta times the model's log-probability of the item's first code (the semantic-ID prior, ``coldstart.prior_rank``;
+beta chosen on the validation users, whose targets are warm), and ``+prior-share3`` keeps that ranking's first 7
+and gives 3 slots to the cold items it ranks first. ``sasrec`` may return only items it saw trained, and
 ``popularity`` ranks cold items last: both are 0 on cold targets by construction, asserted.
 
-    python benchmarks/downstream.py --catalogs beauty --protocol cold --seeds 0 1 --out benchmarks/results/downstream-cold
-    python benchmarks/downstream.py --catalogs beauty --preset full --arms sasrec ours-seq --seeds 0 1 --out benchmarks/results/downstream-full
+    python benchmarks/downstream.py --catalogs beauty --protocol cold --seeds 0 1 --exclude-history --out benchmarks/results/downstream-cold
+    python benchmarks/downstream.py --catalogs beauty --preset full --arms sasrec ours-seq content-knn popularity --seeds 0 1 \
+        --exclude-history --arm-config '{"ours-seq": {"dropout": 0.1, "lr": 0.003}}' --refs sasrec sasrec+prior content-knn --out benchmarks/results/downstream-full
 
 Extending: an arm with codes goes into ``arm_codes``; any other ranking (a different model) into
 ``RANKERS``, a function of a :class:`Context` returning (U, K) ranked item rows and a dict of facts.
@@ -87,7 +91,7 @@ from semantic_ids.model.sizing import auto_codebook_sizes  # noqa: E402
 from semantic_ids.quality.downstream import Sequences, leave_one_out, paired_bootstrap, read_sequences, recall_ndcg, target_ranks  # noqa: E402
 from semantic_ids.quality.downstream import coldstart  # noqa: E402
 from semantic_ids.quality.downstream.content import content_knn, history_queries  # noqa: E402
-from semantic_ids.quality.downstream.metrics import by_group, popularity_buckets  # noqa: E402
+from semantic_ids.quality.downstream.metrics import by_group, drop_seen, popularity_buckets  # noqa: E402
 from semantic_ids.quality.downstream.retriever import (  # noqa: E402
     BENCHMARK_SETTINGS, GenerativeRetriever, RetrieverConfig, popularity_ranking,
 )
@@ -127,7 +131,7 @@ ARMS = ["ours", "ours-seq", *GROWTH_ARMS, *SEQ_GROWTH_ARMS, "ours-seq-w0.3", "ou
 # growth arms cannot), and ours-seq trained without the dense head
 COLD_ARMS = ["ours-seq", "ours", "rq-kmeans-seq", "rq-kmeans", "ours-seq-nohead", "sasrec", "popularity", "content-knn"]
 NOHEAD = "-nohead"  # suffix: the base arm's IDs, the retriever without the dense head
-COLD_VARIANTS = ("+prefix", "+text-share3", "+dense", "+dense-share1", "+dense-share3", "+share3")  # rankings of one trained model, beside its beam
+RANKING_VARIANTS = ("+prefix", "+text-share3", "+dense", "+dense-share1", "+dense-share3", "+prior", "+prior-share3", "+share3")  # rankings of one trained model, beside its beam
 K = 10  # the cut-off the cold-item rankings fill
 # MovieLens-100K has 943 users, about 21 training steps an epoch against Beauty's 88: it gets
 # more epochs and a shorter warm-up so that it trains for a comparable number of steps
@@ -138,6 +142,7 @@ SMALL_BUDGET = {"movielens": BENCHMARK_SETTINGS["MovieLens-100K"]}  # the librar
 T5_ARM = {"num_layers": 2, "num_heads": 4, "d_model": 64, "d_kv": 16, "d_ff": 256, "sample": 32768, "epochs": 16, "patience": 3}
 T5_OVERRIDE: dict = {}  # --t5-config
 WARM_EPOCHS: int | None = None  # --warm-epochs
+ARM_CONFIG: dict[str, dict] = {}  # --arm-config: RetrieverConfig fields over the preset for one arm
 METRICS = ["recall@5", "ndcg@5", "recall@10", "ndcg@10"]
 TIGER_BEAUTY = {"recall@5": 0.0454, "ndcg@5": 0.0321, "recall@10": 0.0648, "ndcg@10": 0.0384}
 
@@ -338,6 +343,7 @@ class Context:
     cfg: RetrieverConfig
     cold: np.ndarray | None = None  # cold item rows (--protocol cold)
     dense_weight: float = 0.0
+    exclude_history: bool = False  # --exclude-history: every ranking drops the user's history items
 
     @functools.cached_property
     def emb(self) -> np.ndarray:
@@ -345,7 +351,8 @@ class Context:
 
 
 def rank_popularity(ctx: Context) -> tuple[np.ndarray, dict]:
-    top = popularity_ranking(ctx.split, len(ctx.ids), ctx.cfg.beam)
+    # long enough that dropping a history's items (--exclude-history) still leaves a full list
+    top = popularity_ranking(ctx.split, len(ctx.ids), ctx.cfg.beam + (ctx.cfg.max_history if ctx.exclude_history else 0))
     return np.broadcast_to(top, (len(ctx.split.test_target), len(top))), {"invalid_id_rate": 0.0}
 
 
@@ -394,6 +401,9 @@ def run_arm(arm: str, ctx: Context) -> tuple[dict[str, np.ndarray], dict]:
     """Per-user test ranks (-1 = not in the top 20) of the arm and of its cold-item variants, and a row of facts."""
     if arm in RANKERS:
         ranked, info = RANKERS[arm](ctx)
+        if ctx.exclude_history:
+            ranked = drop_seen(ranked, ctx.split.test_history)
+        ranked = ranked[:, :ctx.cfg.beam]
         out = {arm: target_ranks(ranked, ctx.split.test_target)}
         if arm == "content-knn" and ctx.cold is not None:  # the same use of "which items are new" as +dense-share3
             hist = ctx.split.test_history
@@ -413,8 +423,11 @@ def run_arm(arm: str, ctx: Context) -> tuple[dict[str, np.ndarray], dict]:
                                 candidates=cands).fit(ctx.split)
     start = time.perf_counter()
     hist, target = ctx.split.test_history, ctx.split.test_target
-    ranked = model.rank(hist)
+    ranked = raw = model.rank(hist)
+    if ctx.exclude_history:  # before every variant, so the ones built on the beam see it masked too
+        ranked = drop_seen(raw, hist)
     out = {arm: target_ranks(ranked, target)}
+    out.update(prior_variants(arm, model, codes, ctx, info))
     if ctx.cold is not None and base != "sasrec":
         out[arm + "+prefix"] = target_ranks(coldstart.prefix_share(ranked, codes, ctx.cold, K, eps=0.3), target)
         # the beam for 7 slots, the 3 cold items nearest the content-kNN query (last 3 items' text) for the rest
@@ -426,18 +439,41 @@ def run_arm(arm: str, ctx: Context) -> tuple[dict[str, np.ndarray], dict]:
             for m in (1, 3):
                 out[f"{arm}+dense-share{m}"] = target_ranks(
                     coldstart.dense_share(ranked, pred, ctx.emb, ctx.cold, K, m, exclude=hist), target)
-    info.update(trained_facts(model, codes, ranked, start))
+    info.update(trained_facts(model, codes, raw, start))  # the invalid-ID rate is the beam's, not the dropped slots
     return out, info
 
 
+def prior_variants(arm: str, model, codes: np.ndarray, ctx: Context, info: dict) -> dict[str, np.ndarray]:
+    """Per-user test ranks of the semantic-ID prior (coldstart.prior_rank): ``+prior`` ranks every item by its text's
+    cosine to content-kNN's query plus beta times the model's log-probability of its first code, beta chosen on the
+    validation users; under the cold protocol ``+prior-share3`` keeps that ranking's first 7 and gives 3 slots to the
+    cold items it ranks first. For ``sasrec`` (one code per item) it is SASRec's log-probability fused with content
+    the same way, over the items it may return (never a cold one). The chosen beta and the validation curve go
+    into ``info``."""
+    split, emb, cands = ctx.split, ctx.emb, model.candidates
+    vu = np.arange(len(split.valid_target)) if split.valid_users is None else np.asarray(split.valid_users)
+    vhist = [split.valid_history[i] for i in vu]
+    beta, curve = coldstart.choose_prior_weight(history_queries(emb, vhist, 3), emb, model.first_code_logprobs(vhist),
+                                                codes[:, 0], split.valid_target[vu], exclude=vhist, candidates=cands)
+    info["prior_weight"], info["prior_valid_recall@10"] = beta, curve
+    hist, target = split.test_history, split.test_target
+    q, lp = history_queries(emb, hist, 3), model.first_code_logprobs(hist)
+    every = coldstart.prior_rank(q, emb, lp, codes[:, 0], ctx.cfg.beam, beta, exclude=hist, candidates=cands)
+    out = {arm + "+prior": target_ranks(every, target)}
+    if ctx.cold is not None and cands is None:
+        cold_top = coldstart.prior_rank(q, emb, lp, codes[:, 0], 3, beta, exclude=hist, candidates=ctx.cold)
+        out[arm + "+prior-share3"] = target_ranks(coldstart.share_slots(every, cold_top, K, 3), target)
+    return out
+
+
 REFERENCES = ("ours", "ours-seq")  # each arm's paired difference is reported against both
-COLD_REFERENCES = ("content-knn", "ours-seq")
+COLD_REFERENCES = ("content-knn", "ours-seq+prior-share3")  # the plain baseline, and our recommended cold-start ranking
 CONSTRUCTION_ZERO = ("sasrec", "popularity")  # never return a cold item: Recall 0 on cold targets by construction
 PAIRED = ("recall@10", "ndcg@10")  # metrics with a paired interval on the warm and cold subsets
 
 
 def arms_with_variants(arms: list[str]) -> list[str]:
-    return [a + v for a in arms for v in ("", *COLD_VARIANTS)]
+    return [a + v for a in arms for v in ("", *RANKING_VARIANTS)]
 
 
 def summarize(name: str, arms: list[str], seeds: list[int], split, n_boot: int, work: Path = WORK,
@@ -488,6 +524,12 @@ def summarize(name: str, arms: list[str], seeds: list[int], split, n_boot: int, 
                     ref_user = np.mean([base[s][m][mask] for s in common], axis=0)
                     d, lo, hi = paired_bootstrap(arm_user, ref_user, n_boot=n_boot, seed=0)
                     row[f"{m}{'' if sub == 'all' else '_' + sub}_minus_{ref}"] = [round(d, 5), round(lo, 5), round(hi, 5)]
+            # the same by popularity bucket (warm targets): where in the tail an arm gains or loses against ref
+            arm_user = np.mean([runs[s]["recall@10"] for s in common], axis=0)
+            ref_user = np.mean([base[s]["recall@10"] for s in common], axis=0)
+            row[f"recall@10_by_popularity_minus_{ref}"] = [
+                [round(v, 5) for v in paired_bootstrap(arm_user[m], ref_user[m], n_boot=n_boot, seed=0)] if m.any() else None
+                for m in (tail_users & (bucket == b) for b in range(5))]
         rows.append(row)
     return rows
 
@@ -538,7 +580,7 @@ def markdown(rows: list[dict], facts: list[dict], env: dict) -> str:
 def run_config(arm: str, cfg: RetrieverConfig, seed: int, cold, dense_weight: float) -> dict:
     """The retriever config an arm trains with (what --resume checks)."""
     dense = dense_weight if (cold is not None and arm.removesuffix(NOHEAD) != "sasrec" and not arm.endswith(NOHEAD)) else 0.0
-    return {**cfg.to_dict(), "seed": seed, "dense_weight": dense}
+    return {**cfg.to_dict(), **ARM_CONFIG.get(arm, {}), "seed": seed, "dense_weight": dense}
 
 
 def main() -> None:
@@ -561,12 +603,17 @@ def main() -> None:
                     "small preset, else out/downstream-<protocol>-<preset>)")
     ap.add_argument("--device", default="cpu", help="torch device for the retriever, e.g. cuda")
     ap.add_argument("--config", default="{}", help="JSON of RetrieverConfig fields over the preset, e.g. '{\"epochs\": 10}'")
+    ap.add_argument("--arm-config", default="{}", help="JSON {arm: {RetrieverConfig fields}} over the preset for single "
+                    "arms, e.g. the ID arms' own dropout and lr at --preset full (recorded in each run's facts)")
     ap.add_argument("--t5-config", default="{}", help="JSON of T5RecipeConfig fields over T5_ARM for the t5 arm")
     ap.add_argument("--resume", action="store_true", help="skip (catalog, arm, seed) runs whose ranks are already in out/downstream")
     ap.add_argument("--summarize-only", action="store_true", help="train nothing: tabulate the runs in out/downstream")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); two 1-thread processes "
                     "over different seeds use 2 cores better than one 2-thread process for a model this small")
     ap.add_argument("--warm-epochs", type=int, default=None, help="the ours-warm arm's rebuild epochs (default: the config's)")
+    ap.add_argument("--exclude-history", action="store_true",
+                    help="drop the items of a user's history from every arm's ranking before the top k (as RecBole's full "
+                    "sort does; on Beauty no test target is a history item)")
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--out", default=str(RESULTS / "downstream"), help="results path without extension")
     args = ap.parse_args()
@@ -576,6 +623,7 @@ def main() -> None:
     WARM_EPOCHS = args.warm_epochs
     fields = {"device": args.device, **json.loads(args.config)}
     T5_OVERRIDE.update(json.loads(args.t5_config))
+    ARM_CONFIG.update(json.loads(args.arm_config))
     if args.threads:
         torch.set_num_threads(args.threads)
     default_work = WORK if (args.protocol, args.preset) == ("standard", "small") else WORK.parent / f"downstream-{args.protocol}-{args.preset}"
@@ -609,15 +657,18 @@ def main() -> None:
                     if out.exists():
                         ran = json.loads(out.with_suffix(".json").read_text()).get("retriever")
                         want = run_config(arm, cfg, seed, cold, args.dense_weight)
+                        masked = json.loads(out.with_suffix(".json").read_text()).get("exclude_history", False)
+                        if masked != args.exclude_history:
+                            sys.exit(f"{out} was ranked with exclude_history={masked}; pass the same --exclude-history")
                         if ran is None or {**want, **ran} != want:  # a field added since the run must be at its default
                             sys.exit(f"{out} was trained with another retriever config ({ran}); "
                                      "move out/downstream aside or pass the same --config")
                     continue
                 start = time.perf_counter()
-                ctx = Context(name, path, ids, seqs, split, seed, cfg, cold, args.dense_weight)
+                ctx = Context(name, path, ids, seqs, split, seed, cfg, cold, args.dense_weight, args.exclude_history)
                 ranks, info = run_arm(arm, ctx)
                 fact = {"catalog": name, "arm": arm, "seed": seed, **info, "retriever": run_config(arm, cfg, seed, cold, args.dense_weight),
-                        "variants": sorted(ranks),
+                        "variants": sorted(ranks), "exclude_history": args.exclude_history,
                         "wall_seconds": round(time.perf_counter() - start, 1),
                         "threads": torch.get_num_threads(), "load_1m": round(os.getloadavg()[0], 2)}
                 out.with_suffix(".json").write_text(json.dumps(fact) + "\n")
@@ -638,14 +689,17 @@ def main() -> None:
                     + "leave-one-out (last item test, second-to-last validation, rest training); histories of at most "
                     f"{cfg.max_history} items; all test users; early stopping on validation Recall@10 "
                     f"({cfg.valid_users or 'all'} seeded users, patience {cfg.patience}); trie-constrained beam {cfg.beam}; "
-                    f"per-user metrics averaged over seeds, paired bootstrap over users ({args.n_boot} resamples) for arm − {', '.join(refs)}; "
+                    + ("the user's history items dropped from every test ranking before the top k (--exclude-history); "
+                       if args.exclude_history else "")
+                    + f"per-user metrics averaged over seeds, paired bootstrap over users ({args.n_boot} resamples) for arm − {', '.join(refs)}; "
                     "the interval covers the sampling of users, not training-seed variance (see the per-seed values)",
         "retriever": cfgs,
-        **({"t5": {**T5_ARM, **T5_OVERRIDE}} if "t5" in args.arms else {}),  # the t5 arm's own size and budget
+        **({"arm_config": ARM_CONFIG} if ARM_CONFIG else {}),  # arms trained with other fields than the preset's
+        **({"t5": {**T5_ARM, **T5_OVERRIDE}} if "t5" in all_arms else {}),  # the t5 arm's own size and budget
         "preset": args.preset,
         "references": list(refs),
         "cold": None if args.protocol == "standard" else {"share": args.cold_share, "seed": args.cold_seed,
-                                                          "dense_weight": args.dense_weight, "variants": list(COLD_VARIANTS)},
+                                                          "dense_weight": args.dense_weight, "variants": list(RANKING_VARIANTS)},
         "seeds": args.seeds,
         "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "machine": f"{os.cpu_count()} CPUs",

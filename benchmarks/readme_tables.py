@@ -194,23 +194,31 @@ def block_downstream_t5() -> str:
     return table(["arm (Beauty)", "model", "seeds", "R@5", "N@5", "R@10", "N@10", "parameters", "best epoch",
                   "train min", "test min", "load"], rows)
 COLD_REF = "content-knn"
+COLD_OURS = "ours-seq+prior-share3"  # our recommended cold-start ranking: every other row is also paired against it
 COLD_ARMS = {  # arm -> label, in the order the READMEs show the cold-start protocol
-    "ours-seq": "ours with sequences (cold items left out), beam",
+    "ours-seq+prior-share3": "**ours with sequences, semantic-ID prior, 3 cold slots (recommended)**",
+    "ours-seq+prior": "the same, prior over every item, no reserved slots",
+    "ours-seq": "ours with sequences (cold items left out), beam alone",
     "ours-seq+prefix": "the same, TIGER's prefix share (ε 0.3)",
     "ours-seq+dense": "the same, LIGER's dense re-rank of beam + cold items",
     "ours-seq+dense-share1": "the same, 1 slot for the cold item nearest the predicted embedding",
     "ours-seq+dense-share3": "the same, 3 slots for the cold items nearest the predicted embedding",
-    "ours-seq+text-share3": "the same, 3 slots by content-kNN's query",
+    "ours-seq+text-share3": "the same, beam's 7 and 3 slots by content-kNN's query",
     "ours-seq-nohead": "ours with sequences, no dense head, beam",
-    "ours": "ours, text only, beam",
-    "ours+dense": "ours, text only, dense re-rank",
-    "ours+dense-share3": "ours, text only, 3 dense slots",
+    "ours-seq-nohead+prior-share3": "ours with sequences, no dense head, prior, 3 cold slots",
+    "ours+prior-share3": "text-only IDs, the same ranking (prior, 3 cold slots)",
+    "ours+prior": "text-only IDs, prior over every item",
+    "ours": "text-only IDs, beam",
+    "ours+dense": "text-only IDs, dense re-rank",
+    "rq-kmeans-seq+prior-share3": "RQ-KMeans on the fused vectors, the same ranking",
+    "rq-kmeans-seq+prior": "RQ-KMeans on the fused vectors, prior over every item",
     "rq-kmeans-seq": "RQ-KMeans on the fused vectors, beam",
-    "rq-kmeans-seq+dense": "RQ-KMeans on the fused vectors, dense re-rank",
-    "rq-kmeans-seq+dense-share3": "RQ-KMeans on the fused vectors, 3 dense slots",
+    "rq-kmeans+prior-share3": "RQ-KMeans on text, the same ranking",
+    "rq-kmeans": "RQ-KMeans on text, beam",
+    "sasrec": "SASRec (item IDs; warm items only)",
+    "sasrec+prior": "SASRec fused with content the same way (warm items only)",
     "content-knn": "content-kNN (TIGER's Semantic_KNN)",
     "content-knn+share3": "content-kNN, 3 slots for the nearest cold items",
-    "sasrec": "SASRec (item IDs; warm items only)",
     "popularity": "popularity",
 }
 
@@ -219,8 +227,8 @@ def cold_rows() -> dict:
     return {r["arm"]: r for r in load("downstream-cold.json")["rows"] if r["catalog"] == "beauty"}
 
 
-README_COLD = ("ours-seq", "ours-seq+dense", "ours-seq+dense-share3", "ours+dense", "rq-kmeans-seq+dense", "content-knn",
-               "content-knn+share3")  # README.md's shorter table
+README_COLD = ("ours-seq+prior-share3", "ours-seq+prior", "ours-seq", "ours+prior-share3", "rq-kmeans-seq+prior-share3",
+               "sasrec+prior", "content-knn", "content-knn+share3")  # README.md's shorter table
 
 
 def cold_table(full: bool) -> str:
@@ -233,11 +241,15 @@ def cold_table(full: bool) -> str:
         cells += [f"{r[k]:.4f}" for k in ("recall@10_warm", "recall@10_cold", "recall@10")]
         if full:
             cells += [f"{r[k]:.4f}" for k in ("ndcg@10_warm", "ndcg@10_cold", "ndcg@10")]
-        cells += [ci(r.get(f"recall@10_cold_minus_{COLD_REF}")), ci(r.get(f"recall@10_warm_minus_{COLD_REF}"))]
+        cells += [ci(r.get(f"recall@10_cold_minus_{COLD_REF}")), ci(r.get(f"recall@10_minus_{COLD_REF}"))]
+        if full:
+            cells += [ci(r.get(f"recall@10_{sub}minus_{COLD_OURS}")) for sub in ("warm_", "cold_", "")]
         rows.append(cells)
     head = ["arm" if full else "IDs / ranking (Beauty, cold start)", "seeds", "R@10 warm", "R@10 cold", "R@10 all"]
     head += ["N@10 warm", "N@10 cold", "N@10 all"] if full else []
-    return table(head + [f"R@10 cold − `{COLD_REF}` [95% CI]", f"R@10 warm − `{COLD_REF}` [95% CI]"], rows)
+    head += [f"R@10 cold − `{COLD_REF}` [95% CI]", f"R@10 all − `{COLD_REF}` [95% CI]"]
+    head += [f"R@10 {sub} − ours [95% CI]" for sub in ("warm", "cold", "all")] if full else []
+    return table(head, rows)
 
 
 def block_downstream_cold() -> str:
@@ -265,7 +277,7 @@ def block_downstream_tail() -> str:
         if not (RESULTS / fname).exists():
             continue
         for r in load(fname)["rows"]:
-            if "+" in r["arm"] and not r["arm"].endswith("dense-share3"):
+            if "+" in r["arm"] and not r["arm"].endswith(("+prior", "+prior-share3")):
                 continue
             rows.append([what, r["arm"], *(f"{v:.4f}" for v in r["recall@10_by_popularity"])])
     return table(["split", "arm"] + [f"bucket {b} {'(tail)' if b == 1 else '(head)' if b == 5 else ''}".strip() for b in range(1, 6)], rows)
@@ -514,11 +526,26 @@ def headline_cold() -> str:
     """Full-strength SASRec and the cold-start protocol: warm, cold and all-target columns."""
     full = {r["arm"]: r for r in load("downstream-full.json")["rows"]}
     sas, knn = full["sasrec"], full.get("content-knn")
+    got = cold_rows()
+    ours = got[COLD_OURS]
+
+    def vs(arm: str, sub: str) -> str:
+        v = negated(got[arm][f"recall@10_{sub}minus_{COLD_OURS}"])
+        return ci(v) + (" (a tie)" if v[1] <= 0 <= v[2] else "")
+
+    extra = "".join(f"; {label} {full[arm]['recall@10']:.4f} (seed{'s' if len(full[arm]['seeds']) > 1 else ''} {seeds(full[arm]['seeds'])})"
+                    for arm, label in (("sasrec+prior", "SASRec fused with content"), ("ours-seq", "ours with sequences"),
+                                       ("ours-seq+prior", "ours with sequences and the semantic-ID prior")) if arm in full)
     return (
-        f"**Full strength, cold items** (`benchmarks/results/downstream-full.json`: SASRec to convergence, Recall@10 "
-        f"{sas['recall@10']:.4f}, seed{'s' if len(sas['seeds']) > 1 else ''} {seeds(sas['seeds'])}" + (f"; content-kNN {knn['recall@10']:.4f}" if knn else "")
-        + ").\nCold start, 10% of items never trained on (`benchmarks/results/downstream-cold.json`, quick configuration):\n\n"
-        + cold_table(full=False)
+        f"**Full strength** (`benchmarks/results/downstream-full.json`, `--preset full`, history items masked as RecBole does): "
+        f"SASRec {sas['recall@10']:.4f} (seeds {seeds(sas['seeds'])}){extra}"
+        + (f"; content-kNN {knn['recall@10']:.4f}" if knn else "")
+        + ".\n**Cold start**, 10% of items never trained on (`benchmarks/results/downstream-cold.json`, quick configuration, history masked; "
+        "the prior: [docs/downstream.md](docs/downstream.md#cold-start-after-liger)):\n\n"
+        + cold_table(full=False) + "\n"
+        f"- Ours against text-only IDs with the same ranking: {vs('ours+prior-share3', 'cold_')} on cold targets, "
+        f"{vs('ours+prior-share3', '')} on all;\n  against RQ-KMeans on the same fused vectors: {vs('rq-kmeans-seq+prior-share3', 'cold_')} "
+        f"cold, {vs('rq-kmeans-seq+prior-share3', '')} all (paired over users; seeds {seeds(ours['seeds'])}).\n"
     )
 
 
@@ -533,13 +560,13 @@ def headline_quality() -> str:
 
     used = ", ".join(sorted({"/".join(map(str, r["codes_used"])) for r in ours}))
     return (
-        f"**ID quality** (Amazon Beauty, {ours[0]['items']:,} items, seeds {seeds(sorted(r['seed'] for r in ours))};\n"
+        f"**ID quality** (Amazon Beauty, {ours[0]['items']:,} items, seeds {seeds(sorted(r['seed'] for r in ours))}; "
         "`python benchmarks/quality.py --catalogs beauty movielens --seeds 0 1 2 --peer-seeds 0 1 2 --slow-seeds 0`,\n"
         f"`benchmarks/results/quality.json`): collisions before resolution {pct([r['collision_rate'] for r in ours])} "
-        f"(FAISS's residual\nquantizer {pct([r['collision_rate'] for r in faiss])}, vector-quantize-pytorch's RQ-VAE "
-        f"{pct([r['collision_rate'] for r in vqp])}); level-1 category purity\n{col(ours, 'purity_l1', '{:.3f}')} and "
+        f"(FAISS's residual quantizer {pct([r['collision_rate'] for r in faiss])}, vector-quantize-pytorch's RQ-VAE "
+        f"{pct([r['collision_rate'] for r in vqp])});\nlevel-1 category purity {col(ours, 'purity_l1', '{:.3f}')} and "
         f"co-interaction lift {col(ours, 'lift_l1', '{:.1f}')} (FAISS {col(faiss, 'purity_l1', '{:.3f}')} and "
-        f"{col(faiss, 'lift_l1', '{:.1f}')}); codes used {used};\ntrained and assigned in {col(ours, 'seconds', '{:.1f}')} s "
+        f"{col(faiss, 'lift_l1', '{:.1f}')}); codes used {used}; trained and assigned in {col(ours, 'seconds', '{:.1f}')} s "
         f"(vector-quantize-pytorch {col(vqp, 'seconds', '{:.1f}')} s).\n"
     )
 

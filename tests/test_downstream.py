@@ -103,6 +103,16 @@ def test_recall_ndcg_by_hand():
     assert np.allclose(m["ndcg@2"], [1 / np.log2(3), 0, 1])
 
 
+def test_drop_seen_removes_history_items_and_moves_the_rest_up():
+    from semantic_ids.quality.downstream.metrics import drop_seen
+
+    ranked = np.array([[3, 1, 2, 7], [5, -1, -1, -1], [4, 4, 8, 9]])
+    got = drop_seen(ranked, [np.array([1, 7]), np.array([], dtype=np.int64), np.array([9])])
+    assert got.tolist() == [[3, 2, -1, -1], [5, -1, -1, -1], [4, 4, 8, -1]]
+    # a target behind a seen item moves up one rank
+    assert target_ranks(got, np.array([2, 5, 8])).tolist() == [1, 0, 2]
+
+
 def test_paired_bootstrap_interval():
     rng = np.random.default_rng(0)
     a = rng.random(5000)

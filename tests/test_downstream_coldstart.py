@@ -8,11 +8,14 @@ import pytest
 from semantic_ids.errors import ConfigError
 from semantic_ids.quality.downstream import Sequences, leave_one_out
 from semantic_ids.quality.downstream.coldstart import (
+    choose_prior_weight,
     cold_items,
     cold_split,
     dense_rerank,
     dense_share,
     prefix_share,
+    prior_rank,
+    share_slots,
     split_masks,
     without_items,
 )
@@ -165,6 +168,55 @@ def test_dense_share_keeps_the_beams_head_and_adds_the_nearest_cold_items():
     assert dense_share(np.array([[3, 2, 0, 5]]), pred, emb, np.array([1, 4]), k=4, m=0).tolist() == [[3, 2, 0, 5]]
 
 
+def test_prior_rank_adds_the_first_codes_log_probability_to_the_cosine():
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(30, 8)).astype(np.float32)
+    first = rng.integers(0, 4, 30)
+    logp = np.log(rng.dirichlet(np.ones(4), size=5)).astype(np.float32)
+    q = rng.normal(size=(5, 8)).astype(np.float32)
+    hist = [rng.choice(30, 3, replace=False) for _ in range(5)]
+    cold = np.arange(0, 30, 3)
+    got = prior_rank(q, emb, logp, first, 6, 0.5, exclude=hist, candidates=cold)
+    unit, qu = unit_rows(emb), unit_rows(q)
+    for u in range(5):  # brute force: cosine + beta * logp of the item's first code, over the cold items not in the history
+        s = qu[u] @ unit.T + 0.5 * logp[u, first]
+        allowed = np.isin(np.arange(30), cold) & ~np.isin(np.arange(30), hist[u])
+        s[~allowed] = -np.inf
+        assert got[u].tolist() == np.argsort(-s, kind="stable")[:6].tolist()
+    # beta 0 is content-kNN (its query's scale does not matter)
+    assert np.array_equal(prior_rank(q, emb, logp, first, 6, 0.0, exclude=hist),
+                          top_k_by_score(unit_rows(q), unit, 6, exclude=hist))
+    # a large beta ranks by the code's probability first: the top item has the user's most likely code
+    top = prior_rank(q, emb, logp, first, 1, 1e3)[:, 0]
+    assert np.array_equal(logp[np.arange(5), first[top]], logp[:, np.unique(first)].max(1))
+    with pytest.raises(ConfigError, match="first codes"):
+        prior_rank(q, emb, logp, first + 4, 6, 0.5)
+
+
+def test_choose_prior_weight_picks_the_best_validation_recall_and_ties_go_to_the_smaller():
+    rng = np.random.default_rng(3)
+    n, users = 60, 40
+    emb = rng.normal(size=(n, 6)).astype(np.float32)
+    first = np.arange(n) % 6
+    targets = rng.integers(0, n, users)
+    q = rng.normal(size=(users, 6)).astype(np.float32)  # text says nothing about the target
+    logp = np.full((users, 6), np.log(0.01), dtype=np.float32)
+    logp[np.arange(users), first[targets]] = np.log(0.95)  # the prior knows the target's first code
+    beta, curve = choose_prior_weight(q, emb, logp, first, targets, k=10, grid=(0.0, 0.1, 1.0, 10.0))
+    assert set(curve) == {0.0, 0.1, 1.0, 10.0}
+    assert curve[1.0] == curve[10.0] == 1.0 > curve[0.0]  # 10 items share a code: a strong prior puts the target in the top 10
+    assert beta == 1.0  # the best recall, and of the tied weights the smaller
+    assert choose_prior_weight(q, emb, np.zeros_like(logp), first, targets, grid=(0.0, 0.5))[0] == 0.0  # a flat prior: no weight
+
+
+def test_share_slots_keeps_the_beams_head_and_skips_duplicates():
+    ranked = np.array([[3, 2, 0, 5], [1, -1, -1, -1]])
+    cold_top = np.array([[2, 4, 1], [1, 4, -1]])
+    # user 0: 2 is already in the beam's head, so 4 and 1 fill the two slots; user 1: a short beam, then 4
+    assert share_slots(ranked, cold_top, 4, 2).tolist() == [[3, 2, 4, 1], [1, 4, -1, -1]]
+    assert share_slots(ranked, None, 4, 0).tolist() == ranked.tolist()
+
+
 # -- the retriever's candidates and dense head -----------------------------------------------
 
 def test_candidates_restrict_what_the_retriever_returns():
@@ -195,6 +247,12 @@ def test_dense_head_learns_the_next_items_embedding():
     # the prediction is nearest its target far more often than chance (1 in 40)
     top = top_k_by_score(unit_rows(pred), unit_rows(emb), 1)[:, 0]
     assert (top == split.test_target).mean() > 0.3
+    # the first code's log-probabilities: one distribution per history, the beam's first step
+    logp = model.first_code_logprobs(split.test_history)
+    assert logp.shape == (len(split.test_target), int(codes[:, 0].max()) + 1)
+    assert np.all(np.exp(logp).sum(1) <= 1 + 1e-5)  # a slice of a softmax over the whole vocabulary
+    assert (logp.argmax(1) == codes[split.test_target, 0]).mean() > 0.5  # the walk is learned: it knows the next block
+    assert np.allclose(model.first_code_logprobs(split.test_history[:3]), logp[:3], atol=1e-5)  # batch-independent
     plain = GenerativeRetriever(codes, None, RetrieverConfig(**{**cfg.to_dict(), "dense_weight": 0.0}), show_progress=False)
     with pytest.raises(ConfigError, match="dense_weight"):
         plain.predict_embedding(split.test_history)

@@ -35,7 +35,8 @@ def history_queries(emb: np.ndarray, histories: list[np.ndarray], last: int = 3)
 
 
 def top_k_by_score(queries: np.ndarray, items: np.ndarray, k: int, *, exclude: list[np.ndarray] | None = None,
-                   candidates: np.ndarray | None = None, batch: int = 2048) -> np.ndarray:
+                   candidates: np.ndarray | None = None, batch: int = 2048,
+                   code_bias: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """(U, k) rows of ``items`` with the highest ``queries @ items.T``, best first (ties: lower row).
 
     Parameters
@@ -43,6 +44,8 @@ def top_k_by_score(queries: np.ndarray, items: np.ndarray, k: int, *, exclude: l
     queries : (U, D) float; items : (N, D) float.
     exclude : per user, rows never returned (e.g. the history), or None.
     candidates : rows that may be returned (default: all), e.g. only the cold items.
+    code_bias : ``(bias, code)``, (U, V) float and (N,) int: item n's score for user u gains
+        ``bias[u, code[n]]`` (e.g. a log-probability of the item's first code).
     Fewer than ``k`` returnable rows leave -1 at the end.
     """
     items = np.asarray(items, dtype=np.float32)
@@ -51,6 +54,8 @@ def top_k_by_score(queries: np.ndarray, items: np.ndarray, k: int, *, exclude: l
     out = np.full((len(queries), k), -1, dtype=np.int64)
     for i in range(0, len(queries), batch):
         s = np.asarray(queries[i:i + batch], dtype=np.float32) @ items.T  # (b, N)
+        if code_bias is not None:
+            s += np.asarray(code_bias[0][i:i + batch], dtype=np.float32)[:, code_bias[1]]
         s[:, ~allowed] = -np.inf
         if exclude is not None:
             for j, h in enumerate(exclude[i:i + batch]):

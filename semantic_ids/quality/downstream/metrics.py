@@ -18,6 +18,21 @@ def target_ranks(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(hit.any(1), hit.argmax(1), -1)
 
 
+def drop_seen(ranked: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+    """(U, K) each ranked list without the items of the user's history, the rest moved up (-1 pads the end).
+
+    Full-ranking evaluations in the field (RecBole's full sort among them) mask the items a user
+    already has before taking the top k; on Amazon Beauty no test target repeats a history item,
+    so a seen item in the top k only takes a slot. Apply it to every arm alike.
+    """
+    ranked = np.asarray(ranked, dtype=np.int64)
+    out = np.full_like(ranked, -1)
+    for u, (row, h) in enumerate(zip(ranked, histories)):
+        keep = row[(row >= 0) & ~np.isin(row, h)]
+        out[u, :len(keep)] = keep
+    return out
+
+
 def recall_ndcg(ranks: np.ndarray, ks=(5, 10)) -> dict[str, np.ndarray]:
     """Per-user Recall@k (hit or not) and NDCG@k = 1 / log2(rank + 2) for a hit within k."""
     ranks = np.asarray(ranks)

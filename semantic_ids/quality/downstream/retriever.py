@@ -335,20 +335,40 @@ class GenerativeRetriever:
         return out
 
     @torch.no_grad()
-    def predict_embedding(self, histories: list[np.ndarray]) -> np.ndarray:
-        """(U, D) the dense head's prediction of each history's next item's text embedding."""
+    def _last_states(self, histories: list[np.ndarray]):
+        """Yield (positions, (b, d_model) final hidden state at each history's last token), batch by batch."""
         c = self.config
-        if c.dense_weight <= 0:
-            raise ConfigError("predict_embedding needs a retriever trained with dense_weight > 0")
         self.model_.eval()
         prompts = self._prompts(histories)
-        out = np.empty((len(prompts), self.head_.out_features), dtype=np.float32)
         for i in range(0, len(prompts), c.eval_batch):
             idx = np.arange(i, min(i + c.eval_batch, len(prompts)))
             x = torch.from_numpy(_pad([prompts[j] for j in idx])).to(c.device)
             last = torch.tensor([len(prompts[j]) - 1 for j in idx], device=c.device)
             hidden, _, _ = self.model_(x)
-            out[idx] = self.head_(hidden[torch.arange(len(idx), device=c.device), last]).cpu().numpy()
+            yield idx, hidden[torch.arange(len(idx), device=c.device), last]
+
+    @torch.no_grad()
+    def predict_embedding(self, histories: list[np.ndarray]) -> np.ndarray:
+        """(U, D) the dense head's prediction of each history's next item's text embedding."""
+        if self.config.dense_weight <= 0:
+            raise ConfigError("predict_embedding needs a retriever trained with dense_weight > 0")
+        out = np.empty((len(histories), self.head_.out_features), dtype=np.float32)
+        for idx, state in self._last_states(histories):
+            out[idx] = self.head_(state).cpu().numpy()
+        return out
+
+    @torch.no_grad()
+    def first_code_logprobs(self, histories: list[np.ndarray]) -> np.ndarray:
+        """(U, V1) log-probability of each first-level code as the next item's, given each history.
+
+        The beam's first step: log-softmax over the whole vocabulary at the history's last token,
+        then the first level's codes. Every item, seen in training or not, has a first code, so
+        this is the model's prior over where in the ID space the next item lies (:mod:`.coldstart`).
+        """
+        off, V = int(self.token_offsets[0]), int(self.trie.level_sizes[0])
+        out = np.empty((len(histories), V), dtype=np.float32)
+        for idx, state in self._last_states(histories):
+            out[idx] = torch.log_softmax(self.model_.logits(state).float(), -1)[:, off:off + V].cpu().numpy()
         return out
 
     def score(self, histories: list[np.ndarray], targets: np.ndarray, ks=(5, 10)) -> dict[str, np.ndarray]:
