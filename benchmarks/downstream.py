@@ -48,7 +48,9 @@ its own query, and ``<arm>+text-share3`` the beam with content-kNN's query for t
 (what the head costs warm recall). ``+prior`` ranks every item by its text's cosine to content-kNN's query plus
 beta times the model's log-probability of the item's first code (the semantic-ID prior, ``coldstart.prior_rank``;
 beta chosen on the validation users, whose targets are warm), and ``+prior-share3`` keeps that ranking's first 7
-and gives 3 slots to the cold items it ranks first. ``sasrec`` may return only items it saw trained, and
+and gives 3 slots to the cold items it ranks first; ``+beam-prior`` keeps the beam's first m items (m chosen on
+validation users) before ``+prior``'s, and ``+beam-prior-share3`` then gives 3 slots to cold items.
+``sasrec`` may return only items it saw trained, and
 ``popularity`` ranks cold items last: both are 0 on cold targets by construction, asserted.
 
     python benchmarks/downstream.py --catalogs beauty --protocol cold --seeds 0 1 --exclude-history --out benchmarks/results/downstream-cold
@@ -131,7 +133,8 @@ ARMS = ["ours", "ours-seq", *GROWTH_ARMS, *SEQ_GROWTH_ARMS, "ours-seq-w0.3", "ou
 # growth arms cannot), and ours-seq trained without the dense head
 COLD_ARMS = ["ours-seq", "ours", "rq-kmeans-seq", "rq-kmeans", "ours-seq-nohead", "sasrec", "popularity", "content-knn"]
 NOHEAD = "-nohead"  # suffix: the base arm's IDs, the retriever without the dense head
-RANKING_VARIANTS = ("+prefix", "+text-share3", "+dense", "+dense-share1", "+dense-share3", "+prior", "+prior-share3", "+share3")  # rankings of one trained model, beside its beam
+RANKING_VARIANTS = ("+prefix", "+text-share3", "+dense", "+dense-share1", "+dense-share3", "+prior", "+prior-share3", "+beam-prior",
+                    "+beam-prior-share3", "+share3")  # rankings of one trained model, beside its beam
 K = 10  # the cut-off the cold-item rankings fill
 # MovieLens-100K has 943 users, about 21 training steps an epoch against Beauty's 88: it gets
 # more epochs and a shorter warm-up so that it trains for a comparable number of steps
@@ -427,7 +430,7 @@ def run_arm(arm: str, ctx: Context) -> tuple[dict[str, np.ndarray], dict]:
     if ctx.exclude_history:  # before every variant, so the ones built on the beam see it masked too
         ranked = drop_seen(raw, hist)
     out = {arm: target_ranks(ranked, target)}
-    out.update(prior_variants(arm, model, codes, ctx, info))
+    out.update(prior_variants(arm, model, codes, ctx, info, ranked))
     if ctx.cold is not None and base != "sasrec":
         out[arm + "+prefix"] = target_ranks(coldstart.prefix_share(ranked, codes, ctx.cold, K, eps=0.3), target)
         # the beam for 7 slots, the 3 cold items nearest the content-kNN query (last 3 items' text) for the rest
@@ -443,26 +446,39 @@ def run_arm(arm: str, ctx: Context) -> tuple[dict[str, np.ndarray], dict]:
     return out, info
 
 
-def prior_variants(arm: str, model, codes: np.ndarray, ctx: Context, info: dict) -> dict[str, np.ndarray]:
+def prior_variants(arm: str, model, codes: np.ndarray, ctx: Context, info: dict, ranked: np.ndarray) -> dict[str, np.ndarray]:
     """Per-user test ranks of the semantic-ID prior (coldstart.prior_rank): ``+prior`` ranks every item by its text's
     cosine to content-kNN's query plus beta times the model's log-probability of its first code, beta chosen on the
     validation users; under the cold protocol ``+prior-share3`` keeps that ranking's first 7 and gives 3 slots to the
-    cold items it ranks first. For ``sasrec`` (one code per item) it is SASRec's log-probability fused with content
-    the same way, over the items it may return (never a cold one). The chosen beta and the validation curve go
-    into ``info``."""
+    cold items it ranks first. ``+beam-prior`` keeps the beam's (``ranked``'s) first m items, then ``+prior``'s, m
+    chosen on the validation users too (coldstart.choose_beam_slots), and ``+beam-prior-share3`` gives its last 3
+    slots to the cold items. For ``sasrec`` (one code per item) ``+prior`` is SASRec's log-probability fused with
+    content the same way, over the items it may return (never a cold one). The chosen beta, m and their validation
+    curves go into ``info``."""
     split, emb, cands = ctx.split, ctx.emb, model.candidates
     vu = np.arange(len(split.valid_target)) if split.valid_users is None else np.asarray(split.valid_users)
     vhist = [split.valid_history[i] for i in vu]
-    beta, curve = coldstart.choose_prior_weight(history_queries(emb, vhist, 3), emb, model.first_code_logprobs(vhist),
-                                                codes[:, 0], split.valid_target[vu], exclude=vhist, candidates=cands)
+    vq, vlp = history_queries(emb, vhist, 3), model.first_code_logprobs(vhist)
+    beta, curve = coldstart.choose_prior_weight(vq, emb, vlp, codes[:, 0], split.valid_target[vu], exclude=vhist, candidates=cands)
     info["prior_weight"], info["prior_valid_recall@10"] = beta, curve
     hist, target = split.test_history, split.test_target
     q, lp = history_queries(emb, hist, 3), model.first_code_logprobs(hist)
     every = coldstart.prior_rank(q, emb, lp, codes[:, 0], ctx.cfg.beam, beta, exclude=hist, candidates=cands)
     out = {arm + "+prior": target_ranks(every, target)}
-    if ctx.cold is not None and cands is None:
+    if cands is not None:  # an item-ID model: its beam is its probabilities, already in +prior
+        return out
+    vbeam = model.rank(vhist)
+    if ctx.exclude_history:
+        vbeam = drop_seen(vbeam, vhist)
+    vevery = coldstart.prior_rank(vq, emb, vlp, codes[:, 0], ctx.cfg.beam, beta, exclude=vhist)
+    m, slots = coldstart.choose_beam_slots(vbeam, vevery, split.valid_target[vu], k=K)
+    info["beam_slots"], info["beam_slots_valid_recall@10"] = m, slots
+    mixed = coldstart.share_slots(ranked, every, K, K - m)
+    out[arm + "+beam-prior"] = target_ranks(mixed, target)
+    if ctx.cold is not None:
         cold_top = coldstart.prior_rank(q, emb, lp, codes[:, 0], 3, beta, exclude=hist, candidates=ctx.cold)
         out[arm + "+prior-share3"] = target_ranks(coldstart.share_slots(every, cold_top, K, 3), target)
+        out[arm + "+beam-prior-share3"] = target_ranks(coldstart.share_slots(mixed, cold_top, K, 3), target)
     return out
 
 

@@ -198,6 +198,8 @@ COLD_OURS = "ours-seq+prior-share3"  # our recommended cold-start ranking: every
 COLD_ARMS = {  # arm -> label, in the order the READMEs show the cold-start protocol
     "ours-seq+prior-share3": "**ours with sequences, semantic-ID prior, 3 cold slots (recommended)**",
     "ours-seq+prior": "the same, prior over every item, no reserved slots",
+    "ours-seq+beam-prior-share3": "the same, the beam's first m items, then the prior, 3 cold slots",
+    "ours-seq+beam-prior": "the same, the beam's first m items, then the prior",
     "ours-seq": "ours with sequences (cold items left out), beam alone",
     "ours-seq+prefix": "the same, TIGER's prefix share (ε 0.3)",
     "ours-seq+dense": "the same, LIGER's dense re-rank of beam + cold items",

@@ -8,6 +8,7 @@ import pytest
 from semantic_ids.errors import ConfigError
 from semantic_ids.quality.downstream import Sequences, leave_one_out
 from semantic_ids.quality.downstream.coldstart import (
+    choose_beam_slots,
     choose_prior_weight,
     cold_items,
     cold_split,
@@ -207,6 +208,16 @@ def test_choose_prior_weight_picks_the_best_validation_recall_and_ties_go_to_the
     assert curve[1.0] == curve[10.0] == 1.0 > curve[0.0]  # 10 items share a code: a strong prior puts the target in the top 10
     assert beta == 1.0  # the best recall, and of the tied weights the smaller
     assert choose_prior_weight(q, emb, np.zeros_like(logp), first, targets, grid=(0.0, 0.5))[0] == 0.0  # a flat prior: no weight
+
+
+def test_choose_beam_slots_keeps_as_many_beam_items_as_validation_rewards():
+    beam = np.array([[5, 6, 7], [8, 9, 10], [11, 12, 13]])
+    prior = np.array([[1, 2, 3], [7, 2, 3], [1, 4, 3]])
+    # targets: user 0's is the beam's first, user 1's the beam's second, user 2's the prior's second
+    m, curve = choose_beam_slots(beam, prior, np.array([5, 9, 4]), k=3, grid=(0, 1, 2, 3))
+    assert curve == {0: 1 / 3, 1: 2 / 3, 2: 2 / 3, 3: 2 / 3}
+    assert m == 1  # ties go to fewer beam slots
+    assert choose_beam_slots(beam, prior, np.array([1, 2, 4]), k=3, grid=(0, 2))[0] == 0
 
 
 def test_share_slots_keeps_the_beams_head_and_skips_duplicates():
