@@ -430,11 +430,11 @@ def run_arm(arm: str, ctx: Context) -> tuple[dict[str, np.ndarray], dict]:
     if ctx.exclude_history:  # before every variant, so the ones built on the beam see it masked too
         ranked = drop_seen(raw, hist)
     out = {arm: target_ranks(ranked, target)}
-    out.update(prior_variants(arm, model, codes, ctx, info, ranked))
+    q = history_queries(ctx.emb, hist, 3)  # content-kNN's query (the last 3 items' text)
+    out.update(prior_variants(arm, model, codes, ctx, info, ranked, q))
     if ctx.cold is not None and base != "sasrec":
         out[arm + "+prefix"] = target_ranks(coldstart.prefix_share(ranked, codes, ctx.cold, K, eps=0.3), target)
-        # the beam for 7 slots, the 3 cold items nearest the content-kNN query (last 3 items' text) for the rest
-        q = history_queries(ctx.emb, hist, 3)
+        # the beam for 7 slots, the 3 cold items nearest the content-kNN query for the rest
         out[arm + "+text-share3"] = target_ranks(coldstart.dense_share(ranked, q, ctx.emb, ctx.cold, K, 3, exclude=hist), target)
         if dense:
             pred = model.predict_embedding(hist)
@@ -446,7 +446,8 @@ def run_arm(arm: str, ctx: Context) -> tuple[dict[str, np.ndarray], dict]:
     return out, info
 
 
-def prior_variants(arm: str, model, codes: np.ndarray, ctx: Context, info: dict, ranked: np.ndarray) -> dict[str, np.ndarray]:
+def prior_variants(arm: str, model, codes: np.ndarray, ctx: Context, info: dict, ranked: np.ndarray,
+                   q: np.ndarray) -> dict[str, np.ndarray]:
     """Per-user test ranks of the semantic-ID prior (coldstart.prior_rank): ``+prior`` ranks every item by its text's
     cosine to content-kNN's query plus beta times the model's log-probability of its first code, beta chosen on the
     validation users; under the cold protocol ``+prior-share3`` keeps that ranking's first 7 and gives 3 slots to the
@@ -462,7 +463,7 @@ def prior_variants(arm: str, model, codes: np.ndarray, ctx: Context, info: dict,
     beta, curve = coldstart.choose_prior_weight(vq, emb, vlp, codes[:, 0], split.valid_target[vu], exclude=vhist, candidates=cands)
     info["prior_weight"], info["prior_valid_recall@10"] = beta, curve
     hist, target = split.test_history, split.test_target
-    q, lp = history_queries(emb, hist, 3), model.first_code_logprobs(hist)
+    lp = model.first_code_logprobs(hist)  # q: the test users' content query, from run_arm
     every = coldstart.prior_rank(q, emb, lp, codes[:, 0], ctx.cfg.beam, beta, exclude=hist, candidates=cands)
     out = {arm + "+prior": target_ranks(every, target)}
     if cands is not None:  # an item-ID model: its beam is its probabilities, already in +prior

@@ -539,7 +539,7 @@ def headline_cold() -> str:
                     for arm, label in (("sasrec+prior", "SASRec fused with content"), ("ours-seq", "ours with sequences"),
                                        ("ours-seq+prior", "ours with sequences and the semantic-ID prior")) if arm in full)
     return (
-        f"**Full strength** (`benchmarks/results/downstream-full.json`, `--preset full`, history items masked as RecBole does): "
+        f"**Full strength** (`benchmarks/results/downstream-full.json`; its command: benchmarks/README.md; history items masked as RecBole does): "
         f"SASRec {sas['recall@10']:.4f} (seeds {seeds(sas['seeds'])}){extra}"
         + (f"; content-kNN {knn['recall@10']:.4f}" if knn else "")
         + ".\n**Cold start**, 10% of items never trained on (`benchmarks/results/downstream-cold.json`, quick configuration, history masked; "
