@@ -9,11 +9,14 @@ from semantic_ids.errors import ConfigError
 from semantic_ids.quality.downstream import Sequences, leave_one_out
 from semantic_ids.quality.downstream.coldstart import (
     choose_beam_slots,
+    choose_neighbour_prior,
     choose_prior_weight,
+    code_weights,
     cold_items,
     cold_split,
     dense_rerank,
     dense_share,
+    neighbour_codes,
     prefix_share,
     prior_rank,
     share_slots,
@@ -169,14 +172,20 @@ def test_dense_share_keeps_the_beams_head_and_adds_the_nearest_cold_items():
     assert dense_share(np.array([[3, 2, 0, 5]]), pred, emb, np.array([1, 4]), k=4, m=0).tolist() == [[3, 2, 0, 5]]
 
 
-def test_prior_rank_adds_the_first_codes_log_probability_to_the_cosine():
-    rng = np.random.default_rng(0)
+def prior_case(seed: int):
+    """30 items with 4 first codes, 5 users' queries, log-probabilities and histories, every third item cold."""
+    rng = np.random.default_rng(seed)
     emb = rng.normal(size=(30, 8)).astype(np.float32)
     first = rng.integers(0, 4, 30)
     logp = np.log(rng.dirichlet(np.ones(4), size=5)).astype(np.float32)
     q = rng.normal(size=(5, 8)).astype(np.float32)
     hist = [rng.choice(30, 3, replace=False) for _ in range(5)]
     cold = np.arange(0, 30, 3)
+    return emb, first, logp, q, hist, cold
+
+
+def test_prior_rank_adds_the_first_codes_log_probability_to_the_cosine():
+    emb, first, logp, q, hist, cold = prior_case(0)
     got = prior_rank(q, emb, logp, first, 6, 0.5, exclude=hist, candidates=cold)
     unit, qu = unit_rows(emb), unit_rows(q)
     for u in range(5):  # brute force: cosine + beta * logp of the item's first code, over the cold items not in the history
@@ -208,6 +217,110 @@ def test_choose_prior_weight_picks_the_best_validation_recall_and_ties_go_to_the
     assert curve[1.0] == curve[10.0] == 1.0 > curve[0.0]  # 10 items share a code: a strong prior puts the target in the top 10
     assert beta == 1.0  # the best recall, and of the tied weights the smaller
     assert choose_prior_weight(q, emb, np.zeros_like(logp), first, targets, grid=(0.0, 0.5))[0] == 0.0  # a flat prior: no weight
+
+
+def test_neighbour_codes_are_the_softmax_weighted_codes_of_the_nearest_pool_items():
+    rng = np.random.default_rng(5)
+    emb = rng.normal(size=(40, 6)).astype(np.float32)
+    first = rng.integers(0, 5, 40)
+    items, pool = np.array([0, 3, 7]), np.arange(0, 40, 2)  # item 0 is in the pool: it never votes for itself
+    got = neighbour_codes(emb, first, 5, items, pool, k=4, tau=0.1)
+    unit = unit_rows(emb)
+    for i, item in enumerate(items):
+        others = pool[pool != item]
+        cos = unit[others] @ unit[item]
+        near = np.argsort(-cos, kind="stable")[:4]
+        w = np.exp((cos[near] - cos[near].max()) / 0.1)
+        want = np.zeros(5)
+        np.add.at(want, first[others[near]], w / w.sum())
+        assert np.allclose(got[i], want, atol=1e-6)
+    assert np.allclose(got.sum(1), 1)
+    # a tiny temperature is the nearest neighbour's code
+    one = neighbour_codes(emb, first, 5, items, pool, k=4, tau=1e-4)
+    nearest = [pool[pool != it][np.argmax(unit[pool[pool != it]] @ unit[it])] for it in items]
+    assert np.array_equal(one.argmax(1), first[nearest]) and np.allclose(one.max(1), 1)
+    with pytest.raises(ConfigError, match="tau"):
+        neighbour_codes(emb, first, 5, items, pool, tau=0)
+
+
+def test_prior_rank_with_code_weights_sums_the_probability_over_each_items_codes():
+    emb, first, logp, q, hist, cold = prior_case(6)
+    rng = np.random.default_rng(6)
+    # one-hot weights are the hard codes
+    assert np.array_equal(prior_rank(q, emb, logp, code_weights(first, 4), 6, 0.5, exclude=hist),
+                          prior_rank(q, emb, logp, first, 6, 0.5, exclude=hist))
+    mix = rng.dirichlet(np.ones(4), size=len(cold)).astype(np.float32)
+    weights = code_weights(first, 4, cold, mix)
+    assert np.array_equal(weights[1], np.eye(4)[first[1]]) and np.array_equal(weights[cold], mix)
+    got = prior_rank(q, emb, logp, weights, 4, 0.5, exclude=hist, candidates=cold)
+    unit, qu = unit_rows(emb), unit_rows(q)
+    for u in range(5):  # brute force: cosine + beta * log sum_c P(c) w[item, c]
+        s = qu[u] @ unit[cold].T + 0.5 * np.log(mix @ np.exp(logp[u]))
+        s[np.isin(cold, hist[u])] = -np.inf
+        assert got[u].tolist() == cold[np.argsort(-s, kind="stable")[:4]].tolist()
+    with pytest.raises(ConfigError, match="weights"):
+        prior_rank(q, emb, logp, weights[:, :3], 6, 0.5)
+
+
+def test_choose_neighbour_prior_finds_the_code_that_only_the_neighbours_know():
+    rng = np.random.default_rng(7)
+    clusters, per = 8, 25
+    centre = rng.normal(size=(clusters, 12))
+    emb = (np.repeat(centre, per, 0) + 0.3 * rng.normal(size=(clusters * per, 12))).astype(np.float32)
+    n = len(emb)
+    first = np.repeat(np.arange(clusters), per)  # an item's code is its cluster (its behaviour) ...
+    users = 120
+    targets = rng.integers(0, n, users)
+    q = rng.normal(size=(users, 12)).astype(np.float32)  # ... the history's text says nothing about the target ...
+    logp = np.full((users, clusters), np.log(0.02), dtype=np.float32)
+    logp[np.arange(users), first[targets]] = np.log(0.86)  # ... and the model knows the target's code
+    grid = dict(neighbours=(1, 5), temperatures=(0.05,), weights=(0.0, 0.5, 5.0))
+    (k, tau, beta), recall = choose_neighbour_prior(q, emb, logp, first, np.arange(n), targets, slots=3, **grid)
+    assert set(recall) == {(a, 0.05, b) for a in (1, 5) for b in (0.0, 0.5, 5.0)}
+    assert recall[(k, tau, beta)] == max(recall.values()) > 3 * recall[(1, 0.05, 0.0)]
+    assert beta > 0 and k == 1  # a text neighbour shares the cluster: one is enough, and ties go to fewer
+
+
+def test_choose_neighbour_prior_rehearses_exactly_what_the_cold_slots_do():
+    rng = np.random.default_rng(8)
+    n, users, V = 90, 60, 6
+    emb = rng.normal(size=(n, 5)).astype(np.float32)
+    first = rng.integers(0, V, n)
+    pool = np.setdiff1d(np.arange(n), np.arange(0, n, 9))  # a few items were never used
+    targets = rng.choice(pool, users)
+    q = rng.normal(size=(users, 5)).astype(np.float32)
+    logp = np.log(rng.dirichlet(np.ones(V), size=users)).astype(np.float32) - 120  # far below exp's float32 range
+    hist = [rng.choice(n, 4, replace=False) for _ in range(users)]
+    hist[0] = np.append(hist[0], targets[0])  # a target in its user's history is never returned: a miss
+    grid = dict(neighbours=(2, 5), temperatures=(0.05, 1.0), weights=(0.0, 0.3))
+    _, recall = choose_neighbour_prior(q, emb, logp, first, pool, targets, exclude=hist, slots=3, folds=3, seed=4, **grid)
+    fold_of = np.random.default_rng(4).permutation(len(pool)) % 3
+    for (k, tau, beta), got in recall.items():  # brute force: each fold ranked by prior_rank over its own items
+        hits = 0
+        for f in range(3):
+            items, rest = pool[fold_of == f], pool[fold_of != f]
+            who = np.flatnonzero(np.isin(targets, items))
+            weights = code_weights(first, V, items, neighbour_codes(emb, first, V, items, rest, k, tau))
+            top = prior_rank(q[who], emb, logp[who], weights, 3, beta, exclude=[hist[u] for u in who], candidates=items)
+            hits += int((top == targets[who, None]).any(1).sum())
+        assert got == pytest.approx(hits / users)
+    with pytest.raises(ConfigError, match="folds"):
+        choose_neighbour_prior(q, emb, logp, first, pool, targets, folds=1)
+
+
+def test_code_weights_and_log_probabilities_far_below_floats_range():
+    rng = np.random.default_rng(9)
+    emb = rng.normal(size=(20, 4)).astype(np.float32)
+    first = rng.integers(0, 3, 20)
+    q = rng.normal(size=(4, 4)).astype(np.float32)
+    logp = np.log(rng.dirichlet(np.ones(3), size=4)).astype(np.float32) - 150
+    assert np.array_equal(prior_rank(q, emb, logp, code_weights(first, 3), 8, 0.2),
+                          prior_rank(q, emb, logp, first, 8, 0.2))  # one-hot weights are the hard codes, even here
+    # an item without neighbours (an all-zero vote) keeps its own code
+    w = code_weights(first, 3, np.array([2, 5]), np.array([[0.5, 0.5, 0], [0, 0, 0]], dtype=np.float32))
+    assert w[2].tolist() == [0.5, 0.5, 0] and w[5].tolist() == np.eye(3)[first[5]].tolist()
+    with pytest.raises(ConfigError, match="both"):
+        code_weights(first, 3, np.array([2]))
 
 
 def test_choose_beam_slots_keeps_as_many_beam_items_as_validation_rewards():

@@ -6,7 +6,7 @@ their place in the catalog (their text, hence their IDs) and in histories at tes
 Test users whose target is cold form the cold split; the others the warm split.
 
 A generative retriever trained without cold items almost never emits one (TIGER and
-LIGER report 0% Recall on them). Three ways to let cold items into its top k, each a
+LIGER report 0% Recall on them). Ways to let cold items into its top k, each a
 plain function over a beam's ranked rows:
 
 - :func:`prefix_share` (TIGER's epsilon, Rajput et al. 2023, section 4.2): a cold item
@@ -19,6 +19,10 @@ plain function over a beam's ranked rows:
 - :func:`prior_rank`: items ranked by their text's similarity to the history plus the
   model's log-probability of their first code (the semantic-ID prior); over the cold
   items alone it fills the cold slots of :func:`share_slots`.
+- :func:`neighbour_codes`: for those cold slots, each cold item's first code voted by its
+  text neighbours among the used items (placed by observed behaviour) instead of its own
+  (placed by behaviour predicted from text); :func:`choose_neighbour_prior` rehearses the
+  setting on validation users. The recommended cold-start ranking.
 """
 
 from __future__ import annotations
@@ -168,6 +172,9 @@ def share_slots(ranked: np.ndarray, cold_top: np.ndarray | None, k: int, m: int)
     return out
 
 
+PRIOR_WEIGHTS = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1)  # the grid choose_prior_weight searches
+
+
 def prior_rank(queries: np.ndarray, emb: np.ndarray, first_logp: np.ndarray, first_codes: np.ndarray, k: int,
                beta: float, *, exclude: list[np.ndarray] | None = None, candidates: np.ndarray | None = None) -> np.ndarray:
     """(U, k) items ranked by ``cos(query, text) + beta * log P(item's first code | history)``, best first.
@@ -182,19 +189,165 @@ def prior_rank(queries: np.ndarray, emb: np.ndarray, first_logp: np.ndarray, fir
     ----------
     queries : (U, D) content queries (e.g. ``history_queries``); scaled to unit length here.
     emb : (N, D) item text embeddings; first_logp : (U, V1) ``GenerativeRetriever.first_code_logprobs``.
-    first_codes : (N,) each item's first-level code; exclude, candidates : as :func:`top_k_by_score`.
+    first_codes : (N,) each item's first-level code, or (N, V1) a distribution over first codes per
+        item (:func:`neighbour_codes`), whose log-probability is then ``log sum_c P(c | history) w[n, c]``.
+    exclude, candidates : as :func:`top_k_by_score`.
     With plain item IDs (one level, one code per item) the "first code" is the item itself, and
     this is the item-ID model's log-probability fused with content: the same fusion for SASRec.
     """
-    first_logp = np.asarray(first_logp, dtype=np.float32)
-    first_codes = np.asarray(first_codes, dtype=np.int64)
-    if first_codes.min() < 0 or first_codes.max() >= first_logp.shape[1]:
-        raise ConfigError(f"first codes should be in [0, {first_logp.shape[1]}), got {first_codes.min()}..{first_codes.max()}")
     return top_k_by_score(unit_rows(queries), unit_rows(emb), k, exclude=exclude, candidates=candidates, batch=512,
-                          code_bias=(np.float32(beta) * first_logp, first_codes))
+                          bias=_prior_bias(first_logp, first_codes, beta, len(emb), candidates))
 
 
-PRIOR_WEIGHTS = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1)  # the grid choose_prior_weight searches
+def _prior_bias(first_logp: np.ndarray, first_codes: np.ndarray, beta: float, n: int, candidates):
+    """``bias(lo, hi)`` for :func:`top_k_by_score`: beta * log P(each item's first code) per user."""
+    first_logp = np.asarray(first_logp, dtype=np.float32)
+    beta = np.float32(beta)
+    if np.ndim(first_codes) == 1:
+        first_codes = np.asarray(first_codes, dtype=np.int64)
+        if first_codes.min() < 0 or first_codes.max() >= first_logp.shape[1]:
+            raise ConfigError(f"first codes should be in [0, {first_logp.shape[1]}), got {first_codes.min()}..{first_codes.max()}")
+        return lambda lo, hi: beta * first_logp[lo:hi][:, first_codes]
+    weights = np.asarray(first_codes, dtype=np.float32)
+    if weights.shape != (n, first_logp.shape[1]) or (weights < 0).any():
+        raise ConfigError(f"first-code weights should be non-negative, shape ({n}, {first_logp.shape[1]}), got {weights.shape}")
+    cols = np.arange(n) if candidates is None else np.unique(np.asarray(candidates, dtype=np.int64))
+    w = weights[cols].T  # (V1, C): only the returnable items' mixtures are needed
+
+    def bias(lo, hi):
+        out = np.zeros((hi - lo, n), dtype=np.float32)
+        out[:, cols] = beta * mixture_logp(first_logp[lo:hi], w)
+        return out
+    return bias
+
+
+def mixture_logp(first_logp: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """(U, C) ``log sum_c P(c | history) w[c, item]`` for (U, V1) log-probabilities and (V1, C) weights,
+    each user's largest log-probability taken out first so that no probability underflows."""
+    top = first_logp.max(1, keepdims=True)
+    return top + np.log(np.exp(first_logp - top) @ w + np.finfo(np.float32).tiny)
+
+
+def neighbour_codes(emb: np.ndarray, first_codes: np.ndarray, n_codes: int, items: np.ndarray, pool: np.ndarray,
+                    k: int = 20, tau: float = 0.02) -> np.ndarray:
+    """(len(items), n_codes) float32: each item's first code as its text neighbours vote it.
+
+    Row i is the distribution of the first codes of the ``k`` ``pool`` items nearest ``items[i]``
+    by text cosine (the item itself excluded), weighted by ``softmax(cosine / tau)``. An item
+    nobody has used has a first code from its text and a *predicted* behaviour vector; its
+    neighbours with interactions have codes placed by their observed behaviour. When the IDs
+    carry behaviour, the vote says in which behavioural region the new item is likely to fall,
+    which its own predicted code says less well; with text-only IDs the vote mostly repeats the
+    item's own code. Fed to :func:`prior_rank` as ``first_codes`` (rows for the other items:
+    :func:`code_weights`).
+    """
+    return vote_codes(*text_neighbours(emb, items, pool, k), first_codes, n_codes, k, tau)
+
+
+def text_neighbours(emb: np.ndarray, items: np.ndarray, pool: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(I, k) the ``pool`` rows nearest each of ``items`` by text cosine, best first (the item itself
+    excluded; -1 = none), and (I, k) their cosines (-inf for none)."""
+    if k < 1:
+        raise ConfigError(f"k={k} neighbours should be >= 1")
+    items = np.asarray(items, dtype=np.int64)
+    unit = unit_rows(emb)
+    nbr = top_k_by_score(unit[items], unit, k, exclude=[[i] for i in items], candidates=np.asarray(pool, dtype=np.int64))
+    cos = np.einsum("id,ikd->ik", unit[items], unit[np.maximum(nbr, 0)])
+    return nbr, np.where(nbr >= 0, cos, -np.inf).astype(np.float32)
+
+
+def vote_codes(nbr: np.ndarray, cos: np.ndarray, first_codes: np.ndarray, n_codes: int, k: int, tau: float) -> np.ndarray:
+    """:func:`neighbour_codes` from :func:`text_neighbours`' output (its first ``k`` columns)."""
+    if not tau > 0:
+        raise ConfigError(f"tau={tau} should be > 0")
+    nbr, cos = nbr[:, :k], cos[:, :k]
+    top = cos.max(1, keepdims=True)
+    w = np.exp((cos - np.where(np.isfinite(top), top, 0)) / tau)
+    w /= np.maximum(w.sum(1, keepdims=True), np.finfo(np.float32).tiny)
+    out = np.zeros((len(nbr), n_codes), dtype=np.float32)
+    ok = nbr.ravel() >= 0
+    rows = np.repeat(np.arange(len(nbr)), nbr.shape[1])[ok]
+    np.add.at(out, (rows, np.asarray(first_codes, dtype=np.int64)[nbr.ravel()[ok]]), w.ravel()[ok])
+    return out
+
+
+NEIGHBOURS = (10, 20, 50)  # the grids choose_neighbour_prior searches
+TEMPERATURES = (0.02, 0.1)
+NEIGHBOUR_WEIGHTS = PRIOR_WEIGHTS + (0.15, 0.2)
+
+
+def choose_neighbour_prior(queries: np.ndarray, emb: np.ndarray, first_logp: np.ndarray, first_codes: np.ndarray,
+                           pool: np.ndarray, targets: np.ndarray, *, exclude: list[np.ndarray] | None = None,
+                           slots: int = 3, folds: int = 5, seed: int = 0, neighbours=NEIGHBOURS,
+                           temperatures=TEMPERATURES, weights=NEIGHBOUR_WEIGHTS) -> tuple[tuple[int, float, float], dict]:
+    """``(k, tau, beta)`` for ranking new items with :func:`neighbour_codes`, chosen by rehearsing cold start.
+
+    No cold item's use may inform the choice, so it is rehearsed on items that were used: the
+    ``pool`` (the items with training interactions) is cut into ``folds`` seeded folds, and each
+    fold in turn plays the new items. Its items' codes are voted by their neighbours in the other
+    folds, and each validation user whose target is in the fold ranks the fold's items (history
+    excluded) by ``cos(query, text) + beta * log sum_c P(c | history) w[c]``, as the cold slots
+    rank the cold items. Recall@``slots`` over those users picks the setting; ties go to fewer
+    neighbours, then the lower ``tau``, then the smaller ``beta``. Returns the setting and
+    Recall@slots per ``(k, tau, beta)``.
+    """
+    if folds < 2 or slots < 1 or not (neighbours and temperatures and weights):
+        raise ConfigError(f"folds={folds} should be >= 2, slots={slots} >= 1, and every grid non-empty")
+    pool = np.unique(np.asarray(pool, dtype=np.int64))
+    targets = np.asarray(targets, dtype=np.int64)
+    first_codes = np.asarray(first_codes, dtype=np.int64)
+    fold_of = np.random.default_rng(seed).permutation(len(pool)) % folds
+    qu, unit = unit_rows(queries), unit_rows(emb)
+    n_codes = first_logp.shape[1]
+    grid = [(k, t, b) for k in neighbours for t in temperatures for b in weights]
+    hits = dict.fromkeys(grid, 0)
+    total = 0
+    for f in range(folds):
+        items, rest = pool[fold_of == f], pool[fold_of != f]
+        users = np.flatnonzero(np.isin(targets, items))
+        if not len(users):
+            continue
+        total += len(users)
+        col = np.full(len(emb), -1, dtype=np.int64)
+        col[items] = np.arange(len(items))
+        cos = qu[users] @ unit[items].T  # (Uf, F)
+        if exclude is not None:
+            for j, u in enumerate(users):
+                c = col[np.asarray(exclude[u], dtype=np.int64)]
+                cos[j, c[c >= 0]] = -np.inf
+        tcol = col[targets[users]]
+        lp = np.asarray(first_logp, dtype=np.float32)[users]
+        nbr, ncos = text_neighbours(emb, items, rest, max(neighbours))
+        for k in neighbours:
+            for t in temperatures:
+                votes = vote_codes(nbr, ncos, first_codes, n_codes, k, t)
+                logp = mixture_logp(lp, code_weights(first_codes[items], n_codes, np.arange(len(items)), votes).T)
+                for b in weights:
+                    s = cos + np.float32(b) * logp
+                    ts = s[np.arange(len(users)), tcol][:, None]  # the target's score; -inf: in the history, never returned
+                    ahead = (s > ts).sum(1) + ((s == ts) & (np.arange(len(items)) < tcol[:, None])).sum(1)
+                    hits[(k, t, b)] += int(((ahead < slots) & np.isfinite(ts[:, 0])).sum())
+    if not total:
+        raise ConfigError("no validation target is a pool item: nothing to rehearse cold start on")
+    recall = {key: h / total for key, h in hits.items()}
+    best = max(grid, key=lambda key: (recall[key], -key[0], -key[1], -key[2]))
+    return best, recall
+
+
+def code_weights(first_codes: np.ndarray, n_codes: int, rows: np.ndarray | None = None,
+                 mixtures: np.ndarray | None = None) -> np.ndarray:
+    """(N, n_codes) float32: one-hot first codes, with ``rows`` replaced by ``mixtures`` (e.g. the cold items' votes);
+    a row whose mixture is all zero (an item without neighbours) keeps its own code."""
+    first_codes = np.asarray(first_codes, dtype=np.int64)
+    out = np.zeros((len(first_codes), n_codes), dtype=np.float32)
+    out[np.arange(len(first_codes)), first_codes] = 1.0
+    if (rows is None) != (mixtures is None):
+        raise ConfigError("code_weights needs both rows and mixtures, or neither")
+    if rows is not None:
+        mixtures = np.asarray(mixtures, dtype=np.float32)
+        voted = mixtures.sum(1) > 0
+        out[np.asarray(rows, dtype=np.int64)[voted]] = mixtures[voted]
+    return out
 
 
 def choose_prior_weight(queries: np.ndarray, emb: np.ndarray, first_logp: np.ndarray, first_codes: np.ndarray,

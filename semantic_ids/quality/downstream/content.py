@@ -9,6 +9,8 @@ method has to beat.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from ...errors import ConfigError
@@ -36,7 +38,7 @@ def history_queries(emb: np.ndarray, histories: list[np.ndarray], last: int = 3)
 
 def top_k_by_score(queries: np.ndarray, items: np.ndarray, k: int, *, exclude: list[np.ndarray] | None = None,
                    candidates: np.ndarray | None = None, batch: int = 2048,
-                   code_bias: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                   bias: Callable[[int, int], np.ndarray] | None = None) -> np.ndarray:
     """(U, k) rows of ``items`` with the highest ``queries @ items.T``, best first (ties: lower row).
 
     Parameters
@@ -44,8 +46,8 @@ def top_k_by_score(queries: np.ndarray, items: np.ndarray, k: int, *, exclude: l
     queries : (U, D) float; items : (N, D) float.
     exclude : per user, rows never returned (e.g. the history), or None.
     candidates : rows that may be returned (default: all), e.g. only the cold items.
-    code_bias : ``(bias, code)``, (U, V) float and (N,) int: item n's score for user u gains
-        ``bias[u, code[n]]`` (e.g. a log-probability of the item's first code).
+    bias : ``bias(lo, hi)`` -> (hi - lo, N) float added to the scores of users ``lo:hi`` (e.g. a
+        log-probability of each item's first code); only the returnable items' entries are read.
     Fewer than ``k`` returnable rows leave -1 at the end.
     """
     items = np.asarray(items, dtype=np.float32)
@@ -54,8 +56,8 @@ def top_k_by_score(queries: np.ndarray, items: np.ndarray, k: int, *, exclude: l
     out = np.full((len(queries), k), -1, dtype=np.int64)
     for i in range(0, len(queries), batch):
         s = np.asarray(queries[i:i + batch], dtype=np.float32) @ items.T  # (b, N)
-        if code_bias is not None:
-            s += np.asarray(code_bias[0][i:i + batch], dtype=np.float32)[:, code_bias[1]]
+        if bias is not None:
+            s += np.asarray(bias(i, i + len(s)), dtype=np.float32)
         s[:, ~allowed] = -np.inf
         if exclude is not None:
             for j, h in enumerate(exclude[i:i + batch]):
