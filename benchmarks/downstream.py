@@ -365,6 +365,15 @@ class Context:
     def emb(self) -> np.ndarray:
         return embeddings(self.name, self.path)
 
+    @functools.cached_property
+    def trained_items(self) -> np.ndarray:
+        """Sorted rows of the items with training interactions (under --protocol cold: no cold item)."""
+        return np.unique(np.concatenate(self.split.train))
+
+    def masked(self, ranked: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+        """``ranked`` without each user's history items under --exclude-history, else as it is."""
+        return drop_seen(ranked, histories) if self.exclude_history else ranked
+
 
 def rank_popularity(ctx: Context) -> tuple[np.ndarray, dict]:
     # long enough that dropping a history's items (--exclude-history) still leaves a full list
@@ -417,9 +426,7 @@ def run_arm(arm: str, ctx: Context) -> tuple[dict[str, np.ndarray], dict]:
     """Per-user test ranks (-1 = not in the top 20) of the arm and of its cold-item variants, and a row of facts."""
     if arm in RANKERS:
         ranked, info = RANKERS[arm](ctx)
-        if ctx.exclude_history:
-            ranked = drop_seen(ranked, ctx.split.test_history)
-        ranked = ranked[:, :ctx.cfg.beam]
+        ranked = ctx.masked(ranked, ctx.split.test_history)[:, :ctx.cfg.beam]
         out = {arm: target_ranks(ranked, ctx.split.test_target)}
         if arm == "content-knn" and ctx.cold is not None:  # the same use of "which items are new" as +dense-share3
             hist = ctx.split.test_history
@@ -434,14 +441,13 @@ def run_arm(arm: str, ctx: Context) -> tuple[dict[str, np.ndarray], dict]:
     cfg = RetrieverConfig(**run_config(arm, ctx.cfg, ctx.seed, ctx.cold, ctx.dense_weight))
     dense = cfg.dense_weight
     # an item-ID model has no embedding for an item it never saw trained: it may return the trained items only
-    cands = np.unique(np.concatenate(ctx.split.train)) if (ctx.cold is not None and base == "sasrec") else None
+    cands = ctx.trained_items if (ctx.cold is not None and base == "sasrec") else None
     model = GenerativeRetriever(codes, None, cfg, show_progress=False, item_embeddings=ctx.emb if dense else None,
                                 candidates=cands).fit(ctx.split)
     start = time.perf_counter()
     hist, target = ctx.split.test_history, ctx.split.test_target
-    ranked = raw = model.rank(hist)
-    if ctx.exclude_history:  # before every variant, so the ones built on the beam see it masked too
-        ranked = drop_seen(raw, hist)
+    raw = model.rank(hist)
+    ranked = ctx.masked(raw, hist)  # before every variant, so the ones built on the beam see it masked too
     out = {arm: target_ranks(ranked, target)}
     q = history_queries(ctx.emb, hist, 3)  # content-kNN's query (the last 3 items' text)
     out.update(prior_variants(arm, model, codes, ctx, info, ranked, q))
@@ -481,9 +487,7 @@ def prior_variants(arm: str, model, codes: np.ndarray, ctx: Context, info: dict,
     out = {arm + "+prior": target_ranks(every, target)}
     if cands is not None:  # an item-ID model: its beam is its probabilities, already in +prior
         return out
-    vbeam = model.rank(vhist)
-    if ctx.exclude_history:
-        vbeam = drop_seen(vbeam, vhist)
+    vbeam = ctx.masked(model.rank(vhist), vhist)
     vevery = coldstart.prior_rank(vq, emb, vlp, codes[:, 0], ctx.cfg.beam, beta, exclude=vhist)
     m, slots = coldstart.choose_beam_slots(vbeam, vevery, split.valid_target[vu], k=K)
     info["beam_slots"], info["beam_slots_valid_recall@10"] = m, slots
@@ -495,7 +499,7 @@ def prior_variants(arm: str, model, codes: np.ndarray, ctx: Context, info: dict,
         out[arm + "+beam-prior-share3"] = target_ranks(coldstart.share_slots(mixed, cold_top, K, 3), target)
         # the cold slots with each cold item's first code voted by its text neighbours (coldstart.neighbour_codes),
         # k, tau and beta rehearsed on the validation users with used items playing the new ones
-        pool = np.unique(np.concatenate(split.train))
+        pool = ctx.trained_items
         (nk, tau, nbeta), rehearsal = coldstart.choose_neighbour_prior(vq, emb, vlp, codes[:, 0], pool, split.valid_target[vu],
                                                                        exclude=vhist, slots=3, seed=ctx.seed)
         info["neighbour_prior"] = {"k": nk, "tau": tau, "beta": nbeta, "rehearsal_recall@3": round(rehearsal[(nk, tau, nbeta)], 4)}
@@ -697,9 +701,10 @@ def main() -> None:
                 out = work / f"{name}-{arm}-seed{seed}.npy"
                 if args.summarize_only or (args.resume and out.exists()):
                     if out.exists():
-                        ran = json.loads(out.with_suffix(".json").read_text()).get("retriever")
+                        done = json.loads(out.with_suffix(".json").read_text())
+                        ran = done.get("retriever")
                         want = run_config(arm, cfg, seed, cold, args.dense_weight)
-                        masked = json.loads(out.with_suffix(".json").read_text()).get("exclude_history", False)
+                        masked = done.get("exclude_history", False)
                         if masked != args.exclude_history:
                             sys.exit(f"{out} was ranked with exclude_history={masked}; pass the same --exclude-history")
                         if ran is None or {**want, **ran} != want:  # a field added since the run must be at its default
